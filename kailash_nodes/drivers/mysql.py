@@ -1,0 +1,169 @@
+"""MySQL / MariaDB driver on aiomysql (autocommit on, like the other backends).
+
+aiomysql has no server-side prepared statements: statements are sent as text with the
+parameters escaped client-side, which ``server_prepare = False`` reports honestly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from kailash_nodes.config import ConnectParams
+from kailash_nodes.drivers.base import Rows
+from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+
+__all__ = ["DRIVER", "MySQLConnection", "MySQLDriver"]
+
+# Client error codes that mean the connection is gone (CR_* in MySQL's errmsg.h), plus
+# the server's "connection was killed" (ER_CONNECTION_KILLED, ER_SERVER_SHUTDOWN).
+_LOST = frozenset({2003, 2006, 2013, 2014, 2045, 2055, 1927, 1053})
+# Parameter types pymysql escapes faithfully (anything else it would send as str(value)).
+_SENDABLE = frozenset({int, float, str, bytes, bool, type(None)})
+_SENDABLE_BASES = (
+    int, float, str, bytes, bytearray, decimal.Decimal, datetime.date, datetime.time,
+    datetime.timedelta, list, tuple, set, frozenset,
+)  # fmt: skip
+
+
+class MySQLConnection:
+    """An aiomysql connection with one reusable dict cursor."""
+
+    __slots__ = ("_conn", "_cursor", "server_prepare")
+
+    def __init__(self, conn: Any, cursor: Any) -> None:
+        self._conn = conn
+        self._cursor = cursor
+        self.server_prepare = False
+
+    async def fetch(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> Rows:
+        """Run one statement; the whole result is read (aiomysql buffers it)."""
+        for i, value in enumerate(args):
+            if type(value) not in _SENDABLE and not isinstance(value, _SENDABLE_BASES):
+                # pymysql would silently send str(value): refuse instead.
+                raise ParameterError(
+                    f"parameter {i + 1} has type {type(value).__name__}, which MySQL cannot take"
+                )
+        cur = self._cursor
+        try:
+            async with asyncio.timeout(timeout):
+                await cur.execute(text, args)
+                rows = await cur.fetchall() if cur.description else None
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        if rows is None:
+            return (None if mode == "one" else []), max(cur.rowcount, 0)
+        if mode == "one":
+            return (rows[0] if rows else None), min(len(rows), 1)
+        data = list(rows) if mode == "all" else list(rows[:size])
+        return data, len(data)
+
+    async def execute_script(self, text: str, timeout: float | None) -> Rows:
+        """Run a multi-statement string (the connection allows multi-statements)."""
+        cur = self._cursor
+        try:
+            async with asyncio.timeout(timeout):
+                await cur.execute(text, ())  # text comes rewritten: "%" already doubled
+                affected = max(cur.rowcount, 0)
+                while await cur.nextset():
+                    affected = max(cur.rowcount, 0)
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        return [], affected
+
+    def in_transaction(self) -> bool:
+        """Return the server status flag from the last reply (no round trip)."""
+        return bool(self._conn.get_transaction_status())
+
+    def is_closed(self) -> bool:
+        """Return whether aiomysql has closed the connection."""
+        return bool(self._conn.closed)
+
+    async def ping(self, timeout: float) -> None:
+        """Send COM_PING; raise ConnectionFailed if the connection is dead."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.ping(reconnect=False)
+        except Exception as exc:
+            self._conn.close()
+            raise ConnectionFailed(f"MySQL connection check failed: {exc}") from exc
+
+    async def rollback(self, timeout: float) -> None:
+        """Roll back the open transaction."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.rollback()
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+
+    async def reset(self, timeout: float) -> bool:
+        """Return False: aiomysql cannot send COM_RESET_CONNECTION, so replace instead."""
+        return False
+
+    async def close(self, timeout: float) -> None:
+        """Send COM_QUIT within ``timeout``, else drop the socket."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.ensure_closed()
+        except Exception:
+            self._conn.close()
+
+    def terminate(self) -> None:
+        """Drop the socket at once."""
+        self._conn.close()
+
+    def _wrap(self, exc: BaseException) -> Exception:
+        if isinstance(exc, TimeoutError):
+            self._conn.close()  # the reply is still on the wire: the protocol is out of step
+            return QueryError("query timed out", error_type="QueryTimeout")
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code in _LOST or isinstance(exc, OSError | pymysql.err.InterfaceError):
+            self._conn.close()
+            return ConnectionFailed(f"MySQL connection lost: {exc}")
+        if isinstance(exc, TypeError | ValueError):
+            return ParameterError(f"query parameters could not be sent: {exc}")
+        if isinstance(exc, pymysql.MySQLError):
+            message = exc.args[1] if len(exc.args) > 1 else str(exc)
+            return QueryError(f"({code}) {message}", error_type=type(exc).__name__)
+        if self._conn.closed:
+            return ConnectionFailed(f"MySQL connection failed: {exc}")
+        return QueryError(str(exc), error_type=type(exc).__name__)
+
+
+class MySQLDriver:
+    """Opens aiomysql connections in autocommit mode with utf8mb4."""
+
+    name = "mysql"
+    placeholder_style = "format"
+
+    async def connect(self, params: ConnectParams, statement_cache_size: int) -> MySQLConnection:
+        """Open one connection within ``params.connect_timeout``; raise ConnectionFailed."""
+        try:
+            async with asyncio.timeout(params.connect_timeout):
+                conn = await aiomysql.connect(
+                    host=params.host or "localhost",
+                    port=params.port or 3306,
+                    user=params.user,
+                    password=params.password or "",
+                    db=params.database,
+                    autocommit=True,
+                    charset=params.options.get("charset", "utf8mb4"),
+                    client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+                    connect_timeout=params.connect_timeout,
+                )
+                cursor = await conn.cursor(aiomysql.DictCursor)
+        except (OSError, TimeoutError, pymysql.MySQLError) as exc:
+            raise ConnectionFailed(
+                f"could not connect to {params.describe()}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return MySQLConnection(conn, cursor)
+
+
+DRIVER = MySQLDriver()

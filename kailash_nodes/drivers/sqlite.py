@@ -1,0 +1,166 @@
+"""SQLite driver on aiosqlite: one worker-thread hop per statement.
+
+Every aiosqlite call is a hop to the connection's thread (~100 µs), so a statement costs
+exactly one: ``execute_fetchall`` with ``sqlite3.Row`` rows, the row count read from
+``total_changes`` (a plain attribute, no hop). sqlite3 keeps its own per-connection
+statement cache (``cached_statements``); there is no server, so ``server_prepare`` is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import aiosqlite
+
+from kailash_nodes.config import ConnectParams
+from kailash_nodes.drivers.base import Rows
+from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+
+__all__ = ["DRIVER", "SQLiteConnection", "SQLiteDriver"]
+
+_BUSY_TIMEOUT_S = 5.0
+
+
+class SQLiteConnection:
+    """An aiosqlite connection in autocommit mode (``isolation_level=None``)."""
+
+    __slots__ = ("_closed", "_conn", "server_prepare")
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._closed = False
+        self.server_prepare = False
+
+    async def fetch(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> Rows:
+        """Run one statement in a single hop to the connection's thread."""
+        conn = self._conn
+        before = conn.total_changes
+        try:
+            if timeout is None:
+                records = await conn.execute_fetchall(text, args)
+            else:
+                async with asyncio.timeout(timeout):
+                    records = await conn.execute_fetchall(text, args)
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        if not records:
+            changed = conn.total_changes - before
+            return (None if mode == "one" else []), changed
+        if mode == "one":
+            return dict(next(iter(records))), 1
+        rows = [dict(r) for r in records]
+        if mode == "many":
+            rows = rows[:size]
+        return rows, len(rows)
+
+    async def execute_script(self, text: str, timeout: float | None) -> Rows:
+        """Run a multi-statement string with ``executescript``.
+
+        sqlite3 commits a pending transaction before ``executescript``: a script inside an
+        explicit transaction ends it.
+        """
+        before = self._conn.total_changes
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.executescript(text)
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        return [], self._conn.total_changes - before
+
+    def in_transaction(self) -> bool:
+        """Return sqlite3's own transaction flag (no hop)."""
+        return bool(self._conn.in_transaction)
+
+    def is_closed(self) -> bool:
+        """Return whether the connection was closed or its thread has died."""
+        return self._closed
+
+    async def ping(self, timeout: float) -> None:
+        """Run ``SELECT 1`` through the worker thread."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.execute_fetchall("SELECT 1")
+        except Exception as exc:
+            self._closed = True
+            raise ConnectionFailed(f"SQLite connection check failed: {exc}") from exc
+
+    async def rollback(self, timeout: float) -> None:
+        """Roll back the open transaction."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.execute_fetchall("ROLLBACK")
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+
+    async def reset(self, timeout: float) -> bool:
+        """Return False: temp tables and pragmas go only with the connection; replace it."""
+        return False
+
+    async def close(self, timeout: float) -> None:
+        """Close the connection and stop its thread."""
+        self._closed = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.close()
+        except Exception:  # a dead thread or a timeout: nothing more to release
+            return
+
+    def terminate(self) -> None:
+        """Interrupt a running statement and stop the worker thread, without waiting."""
+        self._closed = True
+        raw = self._conn._connection  # sqlite3.Connection.interrupt() is thread-safe
+        if raw is not None:
+            raw.interrupt()
+        self._conn.stop()
+
+    def _wrap(self, exc: BaseException) -> Exception:
+        if isinstance(exc, TimeoutError):
+            self._closed = True  # the statement may still run in the thread: replace
+            return QueryError("query timed out", error_type="QueryTimeout")
+        if isinstance(exc, sqlite3.ProgrammingError) and (
+            "binding" in str(exc) or "supported" in str(exc)
+        ):
+            return ParameterError(f"query parameters could not be bound: {exc}")
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            self._closed = True
+            return ConnectionFailed(f"SQLite connection closed: {exc}")
+        if isinstance(exc, sqlite3.Error):
+            name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+            return QueryError(str(exc), error_type=str(name))
+        if isinstance(exc, ValueError) and "no active connection" in str(exc):
+            self._closed = True
+            return ConnectionFailed("SQLite connection closed")
+        return QueryError(str(exc), error_type=type(exc).__name__)
+
+
+class SQLiteDriver:
+    """Opens aiosqlite connections; ``:memory:`` pools share one in-memory database."""
+
+    name = "sqlite"
+    placeholder_style = "qmark"
+
+    async def connect(self, params: ConnectParams, statement_cache_size: int) -> SQLiteConnection:
+        """Open one connection with a busy timeout; raise ConnectionFailed on failure."""
+        database = params.database or ":memory:"
+        uri = params.options.get("uri", "").lower() in ("1", "true") or database.startswith("file:")
+        try:
+            async with asyncio.timeout(params.connect_timeout):
+                conn = await aiosqlite.connect(
+                    database,
+                    isolation_level=None,
+                    timeout=_BUSY_TIMEOUT_S,
+                    uri=uri,
+                    cached_statements=max(statement_cache_size, 1),
+                    check_same_thread=False,
+                )
+        except (OSError, TimeoutError, sqlite3.Error) as exc:
+            raise ConnectionFailed(f"could not open {params.describe()}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        return SQLiteConnection(conn)
+
+
+DRIVER = SQLiteDriver()
