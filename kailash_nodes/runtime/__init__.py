@@ -1,0 +1,25 @@
+"""The node runtime: `Node`, `LocalRuntime` and workflows in the original Kailash idiom."""
+
+from __future__ import annotations
+
+from kailash_nodes.runtime.local import LocalRuntime, Results, current_run_id
+from kailash_nodes.runtime.node import Node, node_type, register_node_type
+from kailash_nodes.runtime.workflow import (
+    Connection,
+    Workflow,
+    WorkflowBuilder,
+    topological_levels,
+)
+
+__all__ = [
+    "Connection",
+    "LocalRuntime",
+    "Node",
+    "Results",
+    "Workflow",
+    "WorkflowBuilder",
+    "current_run_id",
+    "node_type",
+    "register_node_type",
+    "topological_levels",
+]

@@ -1,0 +1,257 @@
+"""`LocalRuntime`: holds registered nodes, runs their lifecycle, and executes workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from kailash_nodes.errors import NodeExecutionError, UnknownNode, WorkflowValidationError
+from kailash_nodes.runtime.node import Node
+from kailash_nodes.runtime.workflow import Workflow
+
+__all__ = ["LocalRuntime", "Results", "current_run_id"]
+
+logger = logging.getLogger("kailash_nodes.runtime")
+
+Results = dict[str, dict[str, Any]]
+_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "kailash_nodes_run_id", default=None
+)
+
+
+def current_run_id() -> str | None:
+    """Return the id of the workflow run executing in this context, or None outside a run."""
+    return _run_id.get()
+
+
+class LocalRuntime:
+    """Register nodes by name, open and close them together, and execute workflows.
+
+    ``async with runtime:`` (or ``start``/``stop``) initializes the registered nodes in
+    registration order and closes them in reverse.
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, Node] = {}
+        self._started: list[Node] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ registration
+
+    def register_node(self, name: str, node: Node) -> None:
+        """Register ``node`` as ``name`` and set ``node.runtime`` to this runtime.
+
+        Registering the same node under the same name again is a no-op. Raises
+        WorkflowValidationError if the name holds another node or the node belongs to
+        another runtime.
+        """
+        known = self._nodes.get(name)
+        if known is node:
+            return
+        if known is not None:
+            raise WorkflowValidationError(f"node name {name!r} is already registered to {known!r}")
+        if node.runtime is not None and node.runtime is not self:
+            raise WorkflowValidationError(f"{node!r} is already registered with another runtime")
+        node.runtime = self
+        self._nodes[name] = node
+
+    def get_node(self, name: str) -> Node:
+        """Return the node registered as ``name``; raise UnknownNode listing the names."""
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise UnknownNode(
+                f"no node registered as {name!r}; registered nodes: {list(self._nodes)}"
+            ) from None
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """Registered nodes by name (a read-only view)."""
+        return MappingProxyType(self._nodes)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Await ``initialize()`` of each registered node in registration order.
+
+        Calling it again initializes only nodes registered since; a node registered under
+        two names is initialized once. If one fails, the nodes already initialized are
+        closed in reverse order and the failure is raised.
+        """
+        for node in list(self._nodes.values()):
+            if node in self._started:
+                continue
+            try:
+                await node.initialize()
+            except BaseException:
+                try:  # the initialize failure is the one to report; log a close failure
+                    await self.stop()
+                except Exception:
+                    logger.exception("closing nodes after a failed start failed as well")
+                raise
+            self._started.append(node)
+
+    async def stop(self) -> None:
+        """Await ``close()`` of each node ``start`` initialized, in reverse order.
+
+        Every node is closed even if one fails; the first failure is raised afterwards
+        and later ones are logged.
+        """
+        first: Exception | None = None
+        while self._started:
+            node = self._started.pop()
+            try:
+                await node.close()
+            except Exception as exc:
+                if first is None:
+                    first = exc
+                else:
+                    logger.error("closing %r failed as well", node, exc_info=exc)
+        if first is not None:
+            raise first
+
+    async def __aenter__(self) -> LocalRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ workflows
+
+    def execute(
+        self, workflow: Workflow, parameters: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> tuple[Results, str]:
+        """Run ``workflow`` to completion on this runtime's private event loop.
+
+        The loop persists across calls (so nodes keep their connections) until
+        ``close()``. Raises RuntimeError when called from a running event loop (await
+        ``execute_async`` there), plus whatever ``execute_async`` raises.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "LocalRuntime.execute() cannot run inside a running event loop; "
+                "use 'await runtime.execute_async(workflow, parameters)' instead"
+            )
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self.execute_async(workflow, parameters))
+
+    def close(self) -> None:
+        """Close the private event loop behind ``execute()``; a later call opens a new one.
+
+        Does not close the nodes (``stop()`` does). Safe to call more than once.
+        """
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+            self._loop = None
+
+    async def execute_async(
+        self, workflow: Workflow, parameters: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> tuple[Results, str]:
+        """Run ``workflow`` and return ``(results, run_id)``; results map node id -> output.
+
+        A node's inputs are its static params from ``add_node``, overlaid by
+        ``parameters[node_id]``, overlaid by its connected outputs. Levels run in order;
+        the nodes of one level run concurrently. While the run executes,
+        ``current_run_id()`` returns ``run_id``. A node found with no runtime is bound to
+        this one. Errors:
+
+        - WorkflowValidationError for a ``parameters`` key that is not a node id, or an
+          upstream result missing a connected output key.
+        - A node's NodeExecutionError (or subclass, e.g. PoolTimeout) propagates as is,
+          with a note naming the node and run, so callers can catch the typed error.
+        - Any other exception becomes ``NodeExecutionError("node 'id' failed: ...")``
+          with the original as ``__cause__``. The rest of a failed level is cancelled.
+        """
+        params = dict(parameters or {})
+        unknown = [k for k in params if k not in workflow.nodes]
+        if unknown:
+            raise WorkflowValidationError(
+                f"parameters name unknown nodes {unknown}; workflow nodes: {list(workflow.nodes)}"
+            )
+        run_id = uuid.uuid4().hex
+        token = _run_id.set(run_id)
+        try:
+            results: Results = {}
+            for level in workflow.order:
+                inputs = [self._inputs(workflow, params, n, results) for n in level]
+                outputs = await self._run_level(workflow, level, inputs, run_id)
+                results.update(zip(level, outputs, strict=True))
+        finally:
+            _run_id.reset(token)
+        return results, run_id
+
+    @staticmethod
+    def _inputs(
+        workflow: Workflow, params: Mapping[str, Mapping[str, Any]], node_id: str, results: Results
+    ) -> dict[str, Any]:
+        inputs = {**workflow.params[node_id], **params.get(node_id, {})}
+        for c in workflow.connections:
+            if c.to_node != node_id:
+                continue
+            upstream = results[c.from_node]
+            if c.from_output not in upstream:
+                raise WorkflowValidationError(
+                    f"node {c.from_node!r} has no output {c.from_output!r} for input "
+                    f"{c.to_input!r} of node {node_id!r}; its outputs: {sorted(upstream)}"
+                )
+            inputs[c.to_input] = upstream[c.from_output]
+        return inputs
+
+    async def _run_level(
+        self, workflow: Workflow, level: tuple[str, ...], inputs: list[dict[str, Any]], run_id: str
+    ) -> list[dict[str, Any]]:
+        if len(level) == 1:
+            return [await self._run_node(workflow, level[0], inputs[0], run_id)]
+        tasks = [
+            asyncio.create_task(self._run_node(workflow, n, i, run_id), name=f"node {n} {run_id}")
+            for n, i in zip(level, inputs, strict=True)
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # On failure (or our own cancellation) stop the siblings and wait for them, so
+            # no node is still running when the run reports its outcome.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:  # the first failure in level order wins, deterministically
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:
+                raise exc
+        return [task.result() for task in tasks]
+
+    async def _run_node(
+        self, workflow: Workflow, node_id: str, inputs: dict[str, Any], run_id: str
+    ) -> dict[str, Any]:
+        node = workflow.nodes[node_id]
+        if node.runtime is None:
+            node.runtime = self
+        try:
+            result = await node.process(inputs)
+        except NodeExecutionError as exc:
+            exc.add_note(f"raised by workflow node {node_id!r} in run {run_id}")
+            raise
+        except Exception as exc:
+            raise NodeExecutionError(f"node {node_id!r} failed: {exc}") from exc
+        if not isinstance(result, dict):
+            raise NodeExecutionError(
+                f"node {node_id!r} returned {type(result).__name__}, expected a dict"
+            )
+        return result

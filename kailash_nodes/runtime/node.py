@@ -1,0 +1,93 @@
+"""`Node`: the base class every runtime node derives from, and the node-type registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from kailash_nodes.errors import WorkflowValidationError
+
+if TYPE_CHECKING:
+    from kailash_nodes.runtime.local import LocalRuntime
+
+__all__ = ["Node", "node_type", "register_node_type"]
+
+
+class Node:
+    """Base class for nodes: one ``process(inputs) -> dict`` entry point and a lifecycle.
+
+    Subclasses override one of, from most to least direct: ``process`` (a mapping in),
+    ``async_run(**kwargs)`` (the original's ``AsyncNode`` idiom) or a sync ``run(**kwargs)``.
+    A sync ``run`` executes on the event loop, so it must not block.
+    """
+
+    def __init__(self, name: str | None = None, **config: Any) -> None:
+        self.name: str = type(self).__name__ if name is None else name
+        self.config: dict[str, Any] = dict(config)
+        self.runtime: LocalRuntime | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+    async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the node on ``inputs`` and return its output dict (awaits ``async_run``)."""
+        return await self.async_run(**inputs)
+
+    async def async_run(self, **kwargs: Any) -> dict[str, Any]:
+        """Run the node from keyword inputs; by default call the sync ``run``."""
+        return self.run(**kwargs)
+
+    def run(self, **kwargs: Any) -> dict[str, Any]:
+        """Run the node synchronously; raise NotImplementedError unless overridden."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override process(), async_run() or run()"
+        )
+
+    def get_parameters(self) -> dict[str, Any]:
+        """Describe the inputs this node accepts (name -> description); empty by default."""
+        return {}
+
+    async def initialize(self) -> Any:
+        """Acquire the node's resources; called by ``LocalRuntime.start``. No-op by default."""
+        return None
+
+    async def close(self) -> Any:
+        """Release the node's resources; called by ``LocalRuntime.stop``. No-op by default."""
+        return None
+
+
+_NodeT = TypeVar("_NodeT", bound=type[Node])
+_NODE_TYPES: dict[str, type[Node]] = {}
+
+
+def register_node_type(cls: _NodeT) -> _NodeT:
+    """Register ``cls`` under its class name for ``add_node("TypeName", ...)``; return it.
+
+    Usable as a class decorator. Raises WorkflowValidationError if a different class
+    (another module or qualified name) already holds the name; re-registering the same
+    class, e.g. after a module reload, replaces the entry.
+    """
+    name = cls.__name__
+    known = _NODE_TYPES.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        raise WorkflowValidationError(
+            f"node type {name!r} is already registered by {known.__module__}.{known.__qualname__}"
+        )
+    _NODE_TYPES[name] = cls
+    return cls
+
+
+def node_type(name: str) -> type[Node]:
+    """Return the node class registered as ``name``.
+
+    Raises WorkflowValidationError naming the known types if there is none.
+    """
+    try:
+        return _NODE_TYPES[name]
+    except KeyError:
+        raise WorkflowValidationError(
+            f"unknown node type {name!r}; known types: {sorted(_NODE_TYPES)}"
+        ) from None
