@@ -1,0 +1,9 @@
+"""The pool engine: a plain asyncio API with typed exceptions (no process() dicts here)."""
+
+from __future__ import annotations
+
+from kailash_nodes.pool.engine import ConnectionPool, QueryResult
+from kailash_nodes.pool.entry import PooledConnection
+from kailash_nodes.pool.stats import PoolStats, Window, percentile
+
+__all__ = ["ConnectionPool", "PoolStats", "PooledConnection", "QueryResult", "Window", "percentile"]
