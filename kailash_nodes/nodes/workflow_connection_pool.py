@@ -1,0 +1,354 @@
+"""`WorkflowConnectionPool`: the Kailash node surface over the pool engine.
+
+A thin adapter: ``process({"operation": ...})`` dicts become engine calls and engine
+results become the dict shapes Kailash users know (see docs/pool.md). No pool logic here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from kailash_nodes.config import PoolConfig
+from kailash_nodes.errors import (
+    ParameterError,
+    PoolClosed,
+    QueryError,
+    UnknownConnection,
+    UnknownOperation,
+)
+from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.runtime import Node, register_node_type
+
+__all__ = ["WorkflowConnectionPool"]
+
+logger = logging.getLogger("kailash_nodes.nodes")
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@register_node_type
+class WorkflowConnectionPool(Node):
+    """A database connection pool node (PostgreSQL, MySQL/MariaDB or SQLite).
+
+    Options are keyword-only and validated at once (ConfigError names the bad one); the
+    first ``acquire`` opens the pool if ``initialize`` was not called.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.pool_config = PoolConfig.from_options(options)
+        super().__init__(**{**options, "name": self.pool_config.name})
+        self.engine = ConnectionPool(self.pool_config)
+        self._leases: dict[str, PooledConnection] = {}
+        self.adaptive_sizing_enabled = self.pool_config.adaptive_sizing
+        self.enable_query_routing = self.pool_config.enable_query_routing
+        self.adaptive_controller: Any = None
+        if self.adaptive_sizing_enabled:
+            logger.warning(
+                "pool %s: adaptive_sizing=True is accepted but the adaptive controller is not "
+                "available yet; the pool grows on demand up to max_connections",
+                self.name,
+            )
+        self._handlers: dict[str, Handler] = {
+            "initialize": self._op_initialize,
+            "acquire": self._op_acquire,
+            "execute": self._op_execute,
+            "release": self._op_release,
+            "stats": self._op_stats,
+            "get_pool_statistics": self._op_pool_statistics,
+            "get_status": self._op_status,
+            "adjust_pool_size": self._op_adjust,
+            "close": self._op_close,
+        }
+
+    # ------------------------------------------------------------------ process() surface
+
+    async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one operation: ``{"operation": "acquire" | "execute" | ..., ...}``.
+
+        Raises UnknownOperation for an operation this node does not have; see
+        docs/pool.md for each operation's inputs, result keys and errors.
+        """
+        op = inputs.get("operation")
+        handler = self._handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise UnknownOperation(
+                f"Unknown operation: {op!r}; known operations: {sorted(self._handlers)}"
+            )
+        return await handler(inputs)
+
+    async def async_run(self, **inputs: Any) -> dict[str, Any]:
+        """Run one operation from keyword inputs (the workflow-runtime entry point)."""
+        return await self.process(inputs)
+
+    async def _op_initialize(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.initialize()
+
+    async def _op_acquire(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        pc = await self.acquire(inputs.get("timeout"))
+        return {
+            "connection_id": pc.id,
+            "health_score": pc.health_score,
+            "acquisition_time_ms": pc.wait * 1000.0,
+        }
+
+    async def _op_execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        pc = self._lease(inputs.get("connection_id"), "execute")
+        query = inputs.get("query")
+        if not isinstance(query, str):
+            raise ParameterError(f"execute needs 'query' as a string (got {type(query).__name__})")
+        params = inputs.get("params")
+        if params is None:
+            params = inputs.get("parameters")
+        elif inputs.get("parameters") is not None:
+            raise ParameterError("give either 'params' or 'parameters', not both")
+        return await self._execute(
+            pc, query, params, inputs.get("fetch_mode", "all"), inputs.get("fetch_size", 100)
+        )
+
+    async def _op_release(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        cid = inputs.get("connection_id")
+        pc = self._lease(cid, "release")
+        del self._leases[pc.id]
+        return {"status": await self.engine.release(pc), "connection_id": pc.id}
+
+    async def _op_stats(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.get_stats()
+
+    async def _op_pool_statistics(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.get_pool_statistics()
+
+    async def _op_status(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.get_status()
+
+    async def _op_adjust(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        new_size = inputs.get("new_size")
+        cfg = self.pool_config
+        if (
+            isinstance(new_size, int)
+            and not isinstance(new_size, bool)
+            and not cfg.min_connections <= new_size <= cfg.max_connections
+        ):
+            return {
+                "success": False,
+                "reason": f"Size must be between {cfg.min_connections} and {cfg.max_connections}",
+            }
+        previous = self.engine.resize(new_size)  # type: ignore[arg-type]  # checked there
+        return {"success": True, "previous_size": previous, "new_size": new_size}
+
+    async def _op_close(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        await self.close()
+        return {"status": "closed"}
+
+    def _lease(self, cid: Any, op: str) -> PooledConnection:
+        if cid is None:
+            raise UnknownConnection(f"connection_id required for {op}")
+        if op != "release" and self.engine.closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        pc = self._leases.get(cid) if isinstance(cid, str) else None
+        if pc is None:
+            raise UnknownConnection(
+                f"connection {cid!r} is not checked out from pool {self.name!r} "
+                "(unknown, or already released)"
+            )
+        return pc
+
+    # ------------------------------------------------------------------ Python API
+
+    async def initialize(self) -> dict[str, Any]:
+        """Open ``min_connections`` now; raise ConnectionFailed if the database is down."""
+        already = self.engine.opened
+        await self.engine.open()
+        if already:
+            return {"status": "already_initialized"}
+        cfg = self.pool_config
+        return {
+            "status": "initialized",
+            "min_connections": cfg.min_connections,
+            "max_connections": cfg.max_connections,
+            "adaptive_sizing": self.adaptive_sizing_enabled,
+            "query_routing": self.enable_query_routing,
+        }
+
+    async def acquire(self, timeout: float | None = None) -> PooledConnection:
+        """Check out a connection (see ConnectionPool.acquire for waits and errors)."""
+        pc = await self.engine.acquire(timeout)
+        self._leases[pc.id] = pc
+        return pc
+
+    async def execute(
+        self,
+        conn: PooledConnection | str,
+        query: str,
+        params: Any = None,
+        *,
+        fetch_mode: str = "all",
+        fetch_size: int = 100,
+    ) -> dict[str, Any]:
+        """Run ``query`` on a checked-out connection; return the execute result dict.
+
+        Database errors come back as ``success: False`` with ``error``, ``error_type`` and
+        ``sqlstate``; misuse raises (ParameterError, UnknownConnection, ConnectionFailed).
+        """
+        pc = self._lease(conn if isinstance(conn, str) else conn.id, "execute")
+        return await self._execute(pc, query, params, fetch_mode, fetch_size)
+
+    async def _execute(
+        self, pc: PooledConnection, query: str, params: Any, fetch_mode: Any, fetch_size: Any
+    ) -> dict[str, Any]:
+        if isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or fetch_size < 1:
+            raise ParameterError(f"fetch_size must be a positive integer (got {fetch_size!r})")
+        try:
+            res = await self.engine.execute(
+                pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size
+            )
+        except QueryError as exc:
+            return {
+                "success": False,
+                "data": None,
+                "row_count": 0,
+                "error": str(exc),
+                "error_type": exc.error_type,
+                "sqlstate": exc.sqlstate,
+                "execution_time_ms": None,
+                "connection_id": pc.id,
+            }
+        return {
+            "success": True,
+            "data": res.data,
+            "row_count": res.row_count,
+            "error": None,
+            "error_type": None,
+            "execution_time_ms": res.duration * 1000.0,
+            "connection_id": pc.id,
+        }
+
+    async def release(self, conn: PooledConnection | str) -> dict[str, Any]:
+        """Return a connection; result ``{"status": "released"|"recycled", "connection_id"}``."""
+        return await self._op_release({"connection_id": conn if isinstance(conn, str) else conn.id})
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:
+        """Check out a connection for an ``async with`` block; released on exit."""
+        pc = await self.acquire(timeout)
+        try:
+            yield pc
+        finally:
+            if pc.id in self._leases:
+                await self.release(pc)
+
+    async def close(self) -> dict[str, Any]:
+        """Drain and close every connection; later calls raise PoolClosed."""
+        await self.engine.close()
+        self._leases.clear()
+        return {"status": "closed"}
+
+    async def __aenter__(self) -> WorkflowConnectionPool:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ reporting
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the ``stats`` result: counters, timings with sample counts, state."""
+        engine = self.engine
+        s = engine.stats
+        acquire = s.acquire_wait.summary_ms()
+        query = s.query_time.summary_ms()
+        state = engine.state()
+        executed = s.queries_executed
+        return {
+            "pool_name": self.name,
+            "uptime_seconds": time.monotonic() - engine.started_at,
+            "connections": {
+                "created": s.connections_created,
+                "recycled": s.connections_recycled,
+                "failed": s.connections_failed,
+                "closed": s.connections_closed,
+            },
+            "queries": {
+                "executed": executed,
+                "errors": s.query_errors,
+                "error_rate": (s.query_errors / executed) if executed else 0.0,
+            },
+            "performance": {
+                "avg_acquisition_time_ms": acquire["avg_ms"],
+                "p50_acquisition_time_ms": acquire["p50_ms"],
+                "p95_acquisition_time_ms": acquire["p95_ms"],
+                "p99_acquisition_time_ms": acquire["p99_ms"],
+                "acquisition_samples": acquire["samples"],
+                "avg_query_time_ms": query["avg_ms"],
+                "p50_query_time_ms": query["p50_ms"],
+                "p95_query_time_ms": query["p95_ms"],
+                "p99_query_time_ms": query["p99_ms"],
+                "query_samples": query["samples"],
+            },
+            "health": {
+                "success_rate": ((executed - s.query_errors) / executed) if executed else 1.0,
+                "checks_performed": s.checks_performed,
+                "checks_failed": s.checks_failed,
+            },
+            "requests": {
+                "acquired": s.acquires,
+                "timeouts": s.timeouts,
+                "rejected": s.requests_rejected,
+                "rollbacks_on_release": s.rollbacks,
+                "resets_on_release": s.resets,
+            },
+            "current_state": {
+                **state,
+                "available_connections": state["idle_connections"],
+                "health_scores": engine.health_scores(),
+            },
+        }
+
+    def get_pool_statistics(self) -> dict[str, Any]:
+        """Return the flat statistics the original's adaptive controller read."""
+        stats = self.get_stats()
+        state = stats["current_state"]
+        total = state["total_connections"]
+        scores = list(state["health_scores"].values())
+        uptime = stats["uptime_seconds"]
+        return {
+            "pool_name": self.name,
+            "total_connections": total,
+            "active_connections": state["active_connections"],
+            "idle_connections": state["idle_connections"],
+            "queue_depth": state["waiting_requests"],
+            "utilization_rate": (state["active_connections"] / total) if total else 0.0,
+            "avg_health_score": (sum(scores) / len(scores)) if scores else 0.0,
+            "avg_acquisition_time_ms": stats["performance"]["avg_acquisition_time_ms"],
+            "avg_query_time_ms": stats["performance"]["avg_query_time_ms"],
+            "query_time_samples": stats["performance"]["query_samples"],
+            "queries_per_second": (stats["queries"]["executed"] / uptime) if uptime else 0.0,
+            "error_rate": stats["queries"]["error_rate"],
+        }
+
+    def get_status(self) -> dict[str, Any]:
+        """Return per-connection status (health, checked out or idle, queries, ages)."""
+        now = time.monotonic()
+        busy = {pc.entry.name for pc in self._leases.values() if not pc.released}
+        conns = {
+            e.name: {
+                "health_score": round(e.health, 1),
+                "active_queries": 1 if e.name in busy else 0,
+                "state": "active" if e.name in busy else "idle",
+                "queries": e.queries,
+                "age_seconds": now - e.created,
+                "idle_seconds": 0.0 if e.name in busy else now - e.last_used,
+            }
+            for e in sorted(self.engine.entries(), key=lambda e: e.name)
+        }
+        state = self.engine.state()
+        return {
+            "connections": conns,
+            "pool_size": state["total_connections"],
+            "active_count": state["active_connections"],
+            "available_count": state["idle_connections"],
+        }
