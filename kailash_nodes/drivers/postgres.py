@@ -33,7 +33,8 @@ class PostgresConnection:
 
     def __init__(self, conn: Any, cache_size: int) -> None:
         self._conn = conn
-        self._stmts: LRUCache[str, Any] = LRUCache(maxsize=max(cache_size, 1))
+        # query text -> (PreparedStatement, whether it returns rows)
+        self._stmts: LRUCache[str, tuple[Any, bool]] = LRUCache(maxsize=max(cache_size, 1))
         self.server_prepare = cache_size > 0
         self.statements_prepared = 0
 
@@ -57,12 +58,17 @@ class PostgresConnection:
     ) -> Rows:
         if not self.server_prepare:
             return await self._fetch_unprepared(text, args, mode, size, timeout)
-        stmt = self._stmts.get(text)
-        if stmt is None:
-            stmt = await self._conn.prepare(text, timeout=timeout)
-            self._stmts[text] = stmt
+        cached = self._stmts.get(text)
+        if cached is None:
+            # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
+            # every execution send its own Parse (a second message per query).
             self.statements_prepared += 1
-        if not stmt.get_attributes():  # a command without result columns: count from its tag
+            stmt = await self._conn.prepare(
+                text, name=f"kn_{self.statements_prepared}", timeout=timeout
+            )
+            cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
+        stmt, returns_rows = cached
+        if not returns_rows:  # a command without result columns: count from its tag
             await stmt.fetch(*args, timeout=timeout)
             return (None if mode == "one" else []), _affected(stmt.get_statusmsg())
         if mode == "one":
