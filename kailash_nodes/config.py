@@ -12,7 +12,7 @@ import math
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -72,6 +72,7 @@ class ConnectParams:
     password: str | None = field(default=None, repr=False)
     options: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
+    application_name: str = "kailash_nodes"
 
     def describe(self) -> str:
         """Return where this connects to, without the password."""
@@ -171,8 +172,10 @@ class PoolConfig:
         if ignored:
             logger.warning("options of the original SDK accepted but not used: %s", ignored)
         connect = _connect_params(opts)
+        name = str(opts.get("name") or "WorkflowConnectionPool")
+        connect = replace(connect, application_name=name[:63])
         cfg = cls(
-            name=str(opts.get("name") or "WorkflowConnectionPool"),
+            name=name,
             connect=connect,
             min_connections=_int(opts, "min_connections", 2, low=0),
             max_connections=_int(opts, "max_connections", 10, low=1),

@@ -157,6 +157,7 @@ class MySQLDriver:
                     charset=params.options.get("charset", "utf8mb4"),
                     client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
                     connect_timeout=params.connect_timeout,
+                    program_name=params.application_name,
                 )
                 cursor = await conn.cursor(aiomysql.DictCursor)
         except (OSError, TimeoutError, pymysql.MySQLError) as exc:

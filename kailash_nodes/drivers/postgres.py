@@ -189,6 +189,7 @@ class PostgresDriver:
                 database=params.database,
                 timeout=params.connect_timeout,
                 statement_cache_size=0,
+                server_settings={"application_name": params.application_name},
                 **extra,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

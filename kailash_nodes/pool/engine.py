@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -174,6 +175,9 @@ class ConnectionPool:
         idle = self._idle
         while idle:
             entry = idle.pop()
+            if entry.conn.is_closed():  # the driver saw the socket close while it was idle
+                self._discard(entry, "closed while idle")
+                continue
             if start >= entry.deadline:
                 self.retire(entry, "lifetime")
                 continue
@@ -306,8 +310,10 @@ class ConnectionPool:
             self._record_failure(entry, exc)
             raise
         except ConnectionFailed:
+            self.stats.queries_executed += 1
             self.stats.query_errors += 1
             entry.broken = True
+            self._suspect_idle()
             raise
         except ParameterError:
             raise
@@ -321,6 +327,11 @@ class ConnectionPool:
         entry.queries += 1
         entry.credit(_HEALTH_SUCCESS)
         return QueryResult(data, count, duration)
+
+    def _suspect_idle(self) -> None:
+        """After a lost connection (server restart?), check idle ones before lending them."""
+        for entry in self._idle:
+            entry.last_used = -math.inf
 
     def _record_failure(self, entry: Entry, exc: QueryError) -> None:
         self.stats.queries_executed += 1
