@@ -128,7 +128,8 @@ async def demo(dsn: str | None, rows: int) -> int:
             Report(
                 "by_status",
                 pool,
-                f"SELECT status, count(*) AS orders, sum(amount) AS total FROM {table} "
+                "SELECT status, count(*) AS orders, ROUND(sum(amount), 2) AS total "
+                f"FROM {table} "
                 "GROUP BY status ORDER BY status",
             ),
         )
@@ -137,7 +138,8 @@ async def demo(dsn: str | None, rows: int) -> int:
             Report(
                 "top_customers",
                 pool,
-                f"SELECT customer, count(*) AS orders, sum(amount) AS total FROM {table} "
+                "SELECT customer, count(*) AS orders, ROUND(sum(amount), 2) AS total "
+                f"FROM {table} "
                 "WHERE amount >= :min_amount GROUP BY customer ORDER BY total DESC LIMIT 5",
             ),
         )
