@@ -176,6 +176,19 @@ class Result:
         """Median µs per query over the rounds (amortised wall time when concurrent)."""
         return statistics.median(self.round_us) if self.round_us else None
 
+    def paired_ratio(self, other: Result) -> float | None:
+        """Median over rounds of this round's µs/query over ``other``'s in the same round.
+
+        Rounds run contenders back to back, so a per-round ratio cancels the machine's slow
+        drift (idle vCPUs, neighbours) better than a ratio of medians.
+
+        >>> a, b = Result("a", round_us=[10.0, 30.0, 12.0]), Result("b", round_us=[5.0, 10.0, 6.0])
+        >>> a.paired_ratio(b)
+        2.0
+        """
+        pairs = [x / y for x, y in zip(self.round_us, other.round_us, strict=False) if y]
+        return statistics.median(pairs) if pairs else None
+
     def wait_us(self, which: str) -> float | None:
         """Median over the rounds of the per-round ``p50``, ``p99`` or ``max`` acquire wait."""
         values = {"p50": self.wait_p50_us, "p99": self.wait_p99_us, "max": self.wait_max_us}[which]
@@ -297,10 +310,13 @@ def format_table(title: str, results: Sequence[Result], *, waits: bool) -> str:
     """Render one table; the first row is the floor the ratios refer to.
 
     ``±rounds`` is half the range of the per-round µs/query over the median: the noise to
-    read the ratios against.
+    read the ratios against. ``×floor`` divides medians; ``paired`` is the median of the
+    per-round ratios to the floor (see :meth:`Result.paired_ratio`).
     """
-    floor = results[0].us if results else None
-    head = f"{'contender':<28} {'µs/query':>9} {'±rounds':>7} {'q/s':>8} {'×floor':>7}"
+    floor = results[0] if results else None
+    head = (
+        f"{'contender':<28} {'µs/query':>9} {'±rounds':>7} {'q/s':>8} {'×floor':>7} {'paired':>7}"
+    )
     if waits:
         head += f" {'wait p50 µs':>11} {'wait p99 µs':>11} {'p99/p50':>7} {'wait max µs':>11}"
     lines = [title, head, "-" * len(head)]
@@ -309,13 +325,15 @@ def format_table(title: str, results: Sequence[Result], *, waits: bool) -> str:
     return "\n".join(lines)
 
 
-def _row(result: Result, floor: float | None, *, waits: bool) -> str:
+def _row(result: Result, floor: Result | None, *, waits: bool) -> str:
     us = result.us
     if result.error is not None or us is None:
         return f"{result.name:<28} ERROR {result.error}"
-    ratio = f"{us / floor:7.2f}" if floor else f"{'-':>7}"
+    floor_us = floor.us if floor else None
+    ratio = f"{us / floor_us:7.2f}" if floor_us else f"{'-':>7}"
+    paired = result.paired_ratio(floor) if floor else None
     spread = (max(result.round_us) - min(result.round_us)) / 2 / us
-    line = f"{result.name:<28} {us:9.1f} {spread:7.0%} {1e6 / us:8.0f} {ratio}"
+    line = f"{result.name:<28} {us:9.1f} {spread:7.0%} {1e6 / us:8.0f} {ratio} {_num(paired, 2):>7}"
     if waits:
         p50, p99 = result.wait_us("p50"), result.wait_us("p99")
         tail = f"{p99 / p50:7.1f}" if p50 and p99 is not None else f"{'-':>7}"
@@ -323,8 +341,8 @@ def _row(result: Result, floor: float | None, *, waits: bool) -> str:
     return line
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def machine_facts(packages: Sequence[str]) -> list[str]:

@@ -531,10 +531,14 @@ def _acceptance(callers: int, results: list[Result]) -> None:
         print(f"  acceptance: n/a (ours pool.process: {ours.error if ours else 'absent'})")
         return
     if callers == 0:
-        raw, pool = by_name["asyncpg raw (floor)"].us, by_name["asyncpg.Pool"].us
-        vs_raw = f"{ours.us / raw:.2f}× raw asyncpg" if raw else "raw asyncpg n/a"
-        vs_pool = f"{ours.us / pool:.2f}× asyncpg.Pool" if pool else "asyncpg.Pool n/a"
-        print(f"  acceptance: pool.process {vs_raw} (target ≤ 1.25), {vs_pool} (target ≤ 0.6)")
+        raw = ours.paired_ratio(by_name["asyncpg raw (floor)"])
+        pool = ours.paired_ratio(by_name["asyncpg.Pool"])
+        vs_raw = f"{raw:.2f}× raw asyncpg" if raw else "raw asyncpg n/a"
+        vs_pool = f"{pool:.2f}× asyncpg.Pool" if pool else "asyncpg.Pool n/a"
+        print(
+            f"  acceptance (paired per round): pool.process {vs_raw} (target ≤ 1.25), "
+            f"{vs_pool} (target ≤ 0.6)"
+        )
     elif callers == 64:
         p50, p99 = ours.wait_us("p50"), ours.wait_us("p99")
         spread = f"{p99 / p50:.1f}" if p50 and p99 is not None else "n/a"
