@@ -191,6 +191,11 @@ class PoolConfig:
             statement_cache_size=_int(opts, "statement_cache_size", 256, low=0),
             maintenance_interval=_num(opts, "maintenance_interval", 1.0, low=0.0, strict=True),
         )
+        if "mode=memory" in (connect.database or "") and cfg.min_connections < 1:
+            raise ConfigError(
+                "min_connections must be >= 1 for an in-memory SQLite database (it lives only "
+                f"while a connection is open) (got min_connections={cfg.min_connections})"
+            )
         if cfg.min_connections > cfg.max_connections:
             raise ConfigError(
                 "max_connections must be >= min_connections (got "

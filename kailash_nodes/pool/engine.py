@@ -399,9 +399,9 @@ class ConnectionPool:
     def _size(self) -> int:
         return len(self._entries) + self._opening
 
-    def _spawn_open(self) -> None:
+    def _spawn_open(self) -> asyncio.Task[None]:
         self._opening += 1
-        self._tasks.spawn(self._open_one(), "open")
+        return self._tasks.spawn(self._open_one(), "open")
 
     async def _open_one(self) -> None:
         """Open a connection in the background and hand it to a waiter (or make it idle)."""
@@ -452,12 +452,22 @@ class ConnectionPool:
         return Entry(conn, f"{cfg.name}-c{self._seq}", now, deadline)
 
     def retire(self, entry: Entry, reason: str) -> None:
-        """Replace a healthy-but-unwanted connection without blocking the caller."""
+        """Replace a healthy-but-unwanted connection without blocking the caller.
+
+        The replacement is opened first and the old connection closed after it, so the
+        pool never dips below its floor (and an in-memory SQLite database, which lives
+        only while a connection is open, survives).
+        """
         self.stats.connections_recycled += 1
         logger.debug("retiring %s: %s", entry.name, reason)
         self._entries.discard(entry)
-        self._tasks.spawn(self._close_entry(entry), "close")
-        self.replenish()
+        opening = self.replenish()
+        self._tasks.spawn(self._close_after(entry, opening), "close")
+
+    async def _close_after(self, entry: Entry, opening: list[asyncio.Task[None]]) -> None:
+        if opening:
+            await asyncio.wait(opening, timeout=self.config.connect.connect_timeout)
+        await self._close_entry(entry)
 
     def _discard(self, entry: Entry, reason: str) -> None:
         """Drop a broken connection at once and open a replacement if one is needed."""
@@ -468,13 +478,13 @@ class ConnectionPool:
         self.stats.connections_closed += 1
         self.replenish()
 
-    def replenish(self) -> None:
+    def replenish(self) -> list[asyncio.Task[None]]:
+        """Open connections up to the floor and for unserved waiters; return the tasks."""
         if self._closed:
-            return
+            return []
         wanted = max(self._floor - self._size(), len(self._waiters) - self._opening)
         room = self.config.max_connections - self._size()
-        for _ in range(max(0, min(wanted, room))):
-            self._spawn_open()
+        return [self._spawn_open() for _ in range(max(0, min(wanted, room)))]
 
     async def _close_entry(self, entry: Entry) -> None:
         self._entries.discard(entry)
