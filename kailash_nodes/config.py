@@ -246,7 +246,10 @@ def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
                 "database_type must be one of 'postgresql', 'mysql', 'sqlite' "
                 f"(got {opts.get('database_type')!r})"
             )
-    if dsn is not None:
+    if isinstance(dsn, str) and dsn and declared == "sqlite" and "://" not in dsn:
+        backend = "sqlite"
+        parsed: dict[str, Any] = {"database": dsn, "options": {}}  # a plain file path
+    elif dsn is not None:
         backend, parsed = parse_dsn(dsn)
         if declared is not None and declared != backend:
             raise ConfigError(

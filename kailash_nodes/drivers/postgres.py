@@ -106,7 +106,7 @@ class PostgresConnection:
     async def ping(self, timeout: float) -> None:
         """Run an empty query; raise ConnectionFailed if the connection is dead."""
         try:
-            await self._conn.execute(";", timeout=timeout)
+            await self._conn.execute("SELECT 1", timeout=timeout)
         except Exception as exc:
             raise ConnectionFailed(f"PostgreSQL connection check failed: {exc}") from exc
 

@@ -446,3 +446,29 @@ async def test_get_status_lists_each_connection(make_pool: PoolFactory) -> None:
     assert status["pool_size"] == 2 and status["active_count"] == 1
     assert status["connections"][conn.entry.name]["state"] == "active"
     await pool.release(conn)
+
+
+async def test_idle_connection_is_checked_once_and_kept_when_healthy(
+    make_pool: PoolFactory,
+) -> None:
+    pool = make_pool(min_connections=2, max_connections=2, check_idle_after=0.05)
+    await pool.initialize()
+    await asyncio.sleep(0.15)
+    for _ in range(3):
+        res = await run(pool, "SELECT 1 AS one")
+        assert res["data"] == [{"one": 1}]
+    s = pool.engine.stats
+    assert s.checks_performed == 1 and s.checks_failed == 0  # only the long-idle borrow
+    assert s.connections_created == 2 and s.connections_recycled == 0
+
+
+async def test_dead_idle_connection_is_replaced_without_the_caller_noticing(
+    make_pool: PoolFactory,
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=1, check_idle_after=0.0)
+    await pool.initialize()
+    (entry,) = pool.engine.entries()
+    entry.conn.terminate()  # the connection dies while idle
+    res = await run(pool, "SELECT 1 AS one")
+    assert res["success"] and res["data"] == [{"one": 1}]
+    assert pool.engine.stats.connections_created == 2
