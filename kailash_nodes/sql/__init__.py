@@ -1,7 +1,26 @@
-"""SQL text handling: placeholder rewriting and parameter binding for every driver."""
+"""SQL text handling: placeholder rewriting, parameter binding and classification for routing."""
 
 from __future__ import annotations
 
+from kailash_nodes.sql.classify import (
+    SAFE_FUNCTIONS,
+    Category,
+    Classification,
+    Classifier,
+    classify,
+)
 from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuery, bind, rewrite
 
-__all__ = ["FORMAT", "NUMERIC", "QMARK", "RewrittenQuery", "bind", "rewrite"]
+__all__ = [
+    "FORMAT",
+    "NUMERIC",
+    "QMARK",
+    "SAFE_FUNCTIONS",
+    "Category",
+    "Classification",
+    "Classifier",
+    "RewrittenQuery",
+    "bind",
+    "classify",
+    "rewrite",
+]
