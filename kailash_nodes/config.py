@@ -56,8 +56,17 @@ _IGNORED_ORIGINAL = frozenset(
         "monitoring_port",
         "dashboard_require_auth",
         "dashboard_auth_config",
+        # named in the original's guides, never implemented there either
+        "health_check_interval",
+        "health_check_query",
+        "recycle_on_error",
+        "adaptation_interval",
+        "pool_size",
+        "pool_recycle",
     }
 )
+# Names from the original's guides with the same meaning as one of ours.
+_ALIASES = {"max_idle_time": "max_idle", "connection_timeout": "connect_timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +95,10 @@ def parse_dsn(dsn: str) -> tuple[str, dict[str, Any]]:
 
     >>> parse_dsn("postgresql://app:s%40cret@db.local:6543/shop?sslmode=disable")[1]["password"]
     's@cret'
-    >>> parse_dsn("sqlite:///tmp/app.db")
+    >>> parse_dsn("sqlite:////tmp/app.db")
     ('sqlite', {'database': '/tmp/app.db', 'options': {}})
+    >>> parse_dsn("sqlite:///app.db")[1]["database"], parse_dsn("sqlite:///:memory:")[1]["database"]
+    ('app.db', ':memory:')
     """
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConfigError(f"connection_string must be a non-empty DSN string (got {dsn!r})")
@@ -99,8 +110,9 @@ def parse_dsn(dsn: str) -> tuple[str, dict[str, Any]]:
             "postgresql://, mysql://, mariadb://, sqlite:///path"
         )
     if backend == "sqlite":
+        # As in SQLAlchemy: sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory).
         path, _, query = rest.partition("?")
-        path = unquote(path.removeprefix("/") if path.startswith("//") else path)
+        path = unquote(path.removeprefix("/"))
         return backend, {"database": path or ":memory:", "options": dict(parse_qsl(query))}
     return backend, _parse_server_dsn(dsn, backend)
 
@@ -162,6 +174,11 @@ class PoolConfig:
         Raises ConfigError naming the option, the rule and the value.
         """
         opts = dict(options)
+        for alias, name in _ALIASES.items():
+            if alias in opts:
+                if name in opts:
+                    raise ConfigError(f"give {name} or its alias {alias}, not both")
+                opts[name] = opts.pop(alias)
         unknown = set(opts) - _KNOWN - _IGNORED_ORIGINAL
         if unknown:
             raise ConfigError(
@@ -235,7 +252,13 @@ _KNOWN = frozenset(
 def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
     """Resolve the DSN: connection_string, else the host/... fields, else the environment."""
     dsn = opts.get("connection_string")
-    fields_given = any(opts.get(k) is not None for k in ("host", "database", "port", "user"))
+    given = [k for k in ("host", "port", "database", "user", "password") if opts.get(k) is not None]
+    if dsn is not None and given:
+        raise ConfigError(
+            f"give either connection_string or the fields {given}, not both "
+            "(the DSN would silently win)"
+        )
+    fields_given = bool(given)
     if dsn is None and not fields_given:
         dsn = os.environ.get(DATABASE_URL_ENV) or None
     declared = opts.get("database_type")

@@ -13,6 +13,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "QueryError",
+    "SessionError",
     "TooManyRequests",
     "UnknownConnection",
     "UnknownNode",
@@ -90,3 +91,8 @@ class UnknownNode(NodeExecutionError, KeyError):
 
 class WorkflowValidationError(NodeExecutionError, ValueError):
     """A workflow is malformed: unknown node or port, duplicate id, or a cycle."""
+
+
+class SessionError(NodeExecutionError):
+    """A session statement does not fit the session's state (e.g. COMMIT with no open
+    transaction, or the session's connection was lost)."""

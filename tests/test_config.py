@@ -103,3 +103,15 @@ def test_seed_defaults_and_original_option_names_are_accepted() -> None:
 def test_sqlite_driver_needs_no_server_library() -> None:
     pool = WorkflowConnectionPool(database_type="sqlite", database=":memory:")
     assert pool.engine.driver.name == "sqlite"
+
+
+def test_original_guide_aliases_map_to_our_options() -> None:
+    cfg = PoolConfig.from_options(
+        {"database_type": "sqlite", "max_idle_time": 30, "connection_timeout": 3}
+    )
+    assert (cfg.max_idle, cfg.connect.connect_timeout) == (30.0, 3.0)
+
+
+def test_dsn_and_connection_fields_together_are_ambiguous() -> None:
+    with pytest.raises(ConfigError, match="either connection_string or the fields"):
+        PoolConfig.from_options({"connection_string": "postgresql://u@h/db", "password": "x"})

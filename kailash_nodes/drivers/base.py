@@ -11,6 +11,7 @@ be sent).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from kailash_nodes.config import ConnectParams
@@ -42,6 +43,22 @@ class DriverConnection(Protocol):
 
     def in_transaction(self) -> bool:
         """Return whether a transaction is open, from client-side state (no round trip)."""
+        ...
+
+    def has_statement(self, text: str) -> bool:
+        """Return whether ``text`` is prepared on this connection (False without prepare)."""
+        ...
+
+    def cached_statements(self) -> int:
+        """Return how many statements are prepared on this connection."""
+        ...
+
+    def forget_statements(self, texts: Iterable[str]) -> int:
+        """Drop these prepared statements (e.g. after DDL); return how many were cached."""
+        ...
+
+    def resize_statement_cache(self, size: int) -> None:
+        """Keep at most ``size`` prepared statements (0 turns server-side prepare off)."""
         ...
 
     def is_closed(self) -> bool:

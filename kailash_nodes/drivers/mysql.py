@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+from collections.abc import Iterable
 from typing import Any
 
 import aiomysql
@@ -81,6 +82,21 @@ class MySQLConnection:
     def in_transaction(self) -> bool:
         """Return the server status flag from the last reply (no round trip)."""
         return bool(self._conn.get_transaction_status())
+
+    def has_statement(self, text: str) -> bool:
+        """Return False: there are no server-side prepared statements here."""
+        return False
+
+    def cached_statements(self) -> int:
+        """Return 0: there are no server-side prepared statements here."""
+        return 0
+
+    def forget_statements(self, texts: Iterable[str]) -> int:
+        """Return 0: there is nothing to forget."""
+        return 0
+
+    def resize_statement_cache(self, size: int) -> None:
+        """Do nothing: there is no cache of ours to resize."""
 
     def is_closed(self) -> bool:
         """Return whether aiomysql has closed the connection."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,9 @@ _RESET_SQL = (
 # SQLSTATEs meaning the session is gone: class 08, and operator intervention on it.
 _FATAL_STATES = frozenset({"57P01", "57P02", "57P03", "57P05"})
 _VALUE_IN_MESSAGE = re.compile(r"^(invalid input for query argument \$\d+): .*? \((.*)\)$", re.S)
+_RETURNS_ROWS = re.compile(
+    r"^\s*(\(\s*)*(SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN|FETCH)\b|\bRETURNING\b", re.I
+)
 _COUNT_MISMATCH = re.compile(r"the server expects \d+ arguments? for this query")
 
 
@@ -81,11 +85,17 @@ class PostgresConnection:
     async def _fetch_unprepared(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
+        # Unnamed statements (PgBouncer-safe): no result description before running, so a
+        # statement that cannot return rows runs as a command, for its row count.
+        if not _RETURNS_ROWS.search(text):
+            status = await self._conn.execute(text, *args, timeout=timeout)
+            return (None if mode == "one" else []), _affected(status)
         records = await self._conn.fetch(text, *args, timeout=timeout)
         rows = [dict(r) for r in records]
         if mode == "one":
             return (rows[0] if rows else None), min(len(rows), 1)
-        return (rows if mode == "all" else rows[:size]), len(rows)
+        rows = rows if mode == "all" else rows[:size]
+        return rows, len(rows)
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string with the simple query protocol."""
@@ -98,6 +108,26 @@ class PostgresConnection:
     def in_transaction(self) -> bool:
         """Return asyncpg's client-side view of the transaction status."""
         return bool(self._conn.is_in_transaction())
+
+    def has_statement(self, text: str) -> bool:
+        """Return whether ``text`` is prepared on this connection."""
+        return text in self._stmts
+
+    def cached_statements(self) -> int:
+        """Return how many statements are prepared on this connection."""
+        return len(self._stmts)
+
+    def forget_statements(self, texts: Iterable[str]) -> int:
+        """Drop cached statements; asyncpg closes them on the server when they are freed."""
+        return sum(self._stmts.pop(t, None) is not None for t in texts)
+
+    def resize_statement_cache(self, size: int) -> None:
+        """Keep at most ``size`` statements, the most recently used; 0 turns prepare off."""
+        old = self._stmts
+        self._stmts = LRUCache(maxsize=max(size, 1))
+        for text in list(old)[-size:] if size else ():
+            self._stmts[text] = old[text]
+        self.server_prepare = size > 0
 
     def is_closed(self) -> bool:
         """Return whether asyncpg knows the connection is closed."""

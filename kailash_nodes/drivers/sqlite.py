@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import aiosqlite
@@ -74,6 +75,21 @@ class SQLiteConnection:
     def in_transaction(self) -> bool:
         """Return sqlite3's own transaction flag (no hop)."""
         return bool(self._conn.in_transaction)
+
+    def has_statement(self, text: str) -> bool:
+        """Return False: there are no server-side prepared statements here."""
+        return False
+
+    def cached_statements(self) -> int:
+        """Return 0: there are no server-side prepared statements here."""
+        return 0
+
+    def forget_statements(self, texts: Iterable[str]) -> int:
+        """Return 0: there is nothing to forget."""
+        return 0
+
+    def resize_statement_cache(self, size: int) -> None:
+        """Do nothing: there is no cache of ours to resize."""
 
     def is_closed(self) -> bool:
         """Return whether the connection was closed or its thread has died."""

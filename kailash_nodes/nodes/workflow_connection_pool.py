@@ -20,6 +20,7 @@ from kailash_nodes.errors import (
     UnknownConnection,
     UnknownOperation,
 )
+from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, register_node_type
 
@@ -206,25 +207,8 @@ class WorkflowConnectionPool(Node):
                 pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size
             )
         except QueryError as exc:
-            return {
-                "success": False,
-                "data": None,
-                "row_count": 0,
-                "error": str(exc),
-                "error_type": exc.error_type,
-                "sqlstate": exc.sqlstate,
-                "execution_time_ms": None,
-                "connection_id": pc.id,
-            }
-        return {
-            "success": True,
-            "data": res.data,
-            "row_count": res.row_count,
-            "error": None,
-            "error_type": None,
-            "execution_time_ms": res.duration * 1000.0,
-            "connection_id": pc.id,
-        }
+            return execute_result(pc.id, None, exc)
+        return execute_result(pc.id, res, None)
 
     async def release(self, conn: PooledConnection | str) -> dict[str, Any]:
         """Return a connection; result ``{"status": "released"|"recycled", "connection_id"}``."""
@@ -240,9 +224,9 @@ class WorkflowConnectionPool(Node):
             if pc.id in self._leases:
                 await self.release(pc)
 
-    async def close(self) -> dict[str, Any]:
-        """Drain and close every connection; later calls raise PoolClosed."""
-        await self.engine.close()
+    async def close(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Drain (up to ``timeout`` s) and close every connection; later use raises PoolClosed."""
+        await self.engine.close(timeout)
         self._leases.clear()
         return {"status": "closed"}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -77,8 +76,10 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[Entry]] = deque()
         self._entries: set[Entry] = set()
         self._opening = 0
+        self._closing = 0  # retired or discarded, not yet closed: still count toward max
         self._active = 0
         self._floor = config.min_connections
+        self._statement_cache_size = config.statement_cache_size
         self._seq = 0
         self._lease_seq = 0
         self._opened = False
@@ -126,6 +127,7 @@ class ConnectionPool:
             self._entries.add(entry)
             self._idle.append(entry)
         self._opened = True
+        self.started_at = time.monotonic()
         from kailash_nodes.pool.maintenance import run_maintenance
 
         self._maintenance = self._tasks.spawn(run_maintenance(self), "maintenance")
@@ -169,6 +171,10 @@ class ConnectionPool:
         shows the pool's state), or ConnectionFailed when no connection can be opened.
         """
         self._check_open()
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ParameterError(f"timeout must be a number of seconds > 0 (got {timeout!r})")
         if not self._opened:
             await self.open()
         start = time.monotonic()
@@ -181,9 +187,9 @@ class ConnectionPool:
             if start >= entry.deadline:
                 self.retire(entry, "lifetime")
                 continue
-            if start - entry.last_used > self.config.check_idle_after and not await self._validate(
-                entry
-            ):
+            if (
+                entry.suspect or start - entry.last_used > self.config.check_idle_after
+            ) and not await self._validate(entry):
                 continue
             return self._lease(entry, start)
         return await self._wait(start, self.config.timeout if timeout is None else timeout)
@@ -200,6 +206,7 @@ class ConnectionPool:
         except BaseException:  # cancelled mid-check: the state is unknown, drop it
             self._discard(entry, "check interrupted")
             raise
+        entry.suspect = False
         entry.credit(_HEALTH_SUCCESS)
         return True
 
@@ -287,6 +294,8 @@ class ConnectionPool:
         broke; it is replaced on release), ConnectionReleased or PoolClosed.
         """
         entry = pc.entry
+        if not isinstance(query, str):
+            raise ParameterError(f"query must be a string (got {type(query).__name__})")
         if fetch_mode not in FETCH_MODES:
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
         rq = rewrite(query, self._style)
@@ -331,7 +340,7 @@ class ConnectionPool:
     def _suspect_idle(self) -> None:
         """After a lost connection (server restart?), check idle ones before lending them."""
         for entry in self._idle:
-            entry.last_used = -math.inf
+            entry.suspect = True
 
     def _record_failure(self, entry: Entry, exc: QueryError) -> None:
         self.stats.queries_executed += 1
@@ -397,7 +406,7 @@ class ConnectionPool:
     # ------------------------------------------------------------------ growth and replacement
 
     def _size(self) -> int:
-        return len(self._entries) + self._opening
+        return len(self._entries) + self._opening + self._closing
 
     def _spawn_open(self) -> asyncio.Task[None]:
         self._opening += 1
@@ -436,7 +445,7 @@ class ConnectionPool:
     async def _connect(self) -> Entry:
         cfg = self.config
         try:
-            conn = await self.driver.connect(cfg.connect, cfg.statement_cache_size)
+            conn = await self.driver.connect(cfg.connect, self._statement_cache_size)
         except Exception:
             self.stats.connections_failed += 1
             raise
@@ -460,30 +469,58 @@ class ConnectionPool:
         """
         self.stats.connections_recycled += 1
         logger.debug("retiring %s: %s", entry.name, reason)
-        self._entries.discard(entry)
-        opening = self.replenish()
-        self._tasks.spawn(self._close_after(entry, opening), "close")
+        self._replace(entry, graceful=True)
 
-    async def _close_after(self, entry: Entry, opening: list[asyncio.Task[None]]) -> None:
-        if opening:
-            await asyncio.wait(opening, timeout=self.config.connect.connect_timeout)
-        await self._close_entry(entry)
+    def _replace(self, entry: Entry, *, graceful: bool) -> None:
+        """Take ``entry`` out; close it after its replacement opened when there is room.
+
+        The closing connection still counts toward ``max_connections`` until it is closed,
+        so the pool never exceeds it; below the maximum the replacement opens first, so the
+        pool does not dip below its floor (and an in-memory SQLite database, which lives only
+        while a connection is open, survives).
+        """
+        self._entries.discard(entry)
+        self._closing += 1
+        opening = self.replenish()
+        self._tasks.spawn(self._close_after(entry, opening, graceful), "close")
+
+    async def _close_after(
+        self, entry: Entry, opening: list[asyncio.Task[None]], graceful: bool
+    ) -> None:
+        try:
+            if opening:
+                await asyncio.wait(opening, timeout=self.config.connect.connect_timeout)
+            if graceful:
+                await entry.conn.close(_CLEANUP_TIMEOUT)
+            else:
+                entry.conn.terminate()
+        finally:
+            self._closing -= 1
+            self.stats.connections_closed += 1
+        self.replenish()
 
     def _discard(self, entry: Entry, reason: str) -> None:
         """Drop a broken connection at once and open a replacement if one is needed."""
         self.stats.connections_recycled += 1
         logger.info("discarding %s: %s", entry.name, reason)
-        self._entries.discard(entry)
-        entry.conn.terminate()
-        self.stats.connections_closed += 1
-        self.replenish()
+        self._replace(entry, graceful=False)
+
+    @property
+    def closing(self) -> int:
+        """Return how many retired connections are still closing."""
+        return self._closing
+
+    def has_room(self) -> bool:
+        """Return whether one more connection may open now (closing ones still count)."""
+        return self._size() < self.config.max_connections
 
     def replenish(self) -> list[asyncio.Task[None]]:
         """Open connections up to the floor and for unserved waiters; return the tasks."""
         if self._closed:
             return []
-        wanted = max(self._floor - self._size(), len(self._waiters) - self._opening)
-        room = self.config.max_connections - self._size()
+        live = len(self._entries) + self._opening  # connections closing do not serve
+        wanted = max(self._floor - live, len(self._waiters) - self._opening)
+        room = self.config.max_connections - live - self._closing
         return [self._spawn_open() for _ in range(max(0, min(wanted, room)))]
 
     async def _close_entry(self, entry: Entry) -> None:
@@ -505,6 +542,7 @@ class ConnectionPool:
         once, busy ones are not interrupted. Demand may still grow the pool to
         ``max_connections``. Raises ParameterError outside min..max.
         """
+        self._check_open()
         cfg = self.config
         if isinstance(size, bool) or not isinstance(size, int):
             raise ParameterError(f"new_size must be an integer (got {size!r})")
@@ -515,16 +553,31 @@ class ConnectionPool:
             )
         before = self._size()
         self._floor = size
-        while self._size() > size and self._idle:
-            self.retire_idle(self._idle.pop(0), "resize")
+        if not self._opened:  # open() will open the new floor
+            return before
+        surplus = len(self._entries) + self._opening - size
+        while surplus > 0 and self._idle:
+            self.retire_idle(self._idle.pop(0), "resize")  # the coldest first
+            surplus -= 1
         self.replenish()
         return before
 
     def retire_idle(self, entry: Entry, reason: str) -> None:
+        """Close an idle connection the pool no longer wants (idle too long, resize)."""
         self.stats.connections_recycled += 1
         logger.debug("closing idle %s: %s", entry.name, reason)
-        self._entries.discard(entry)
-        self._tasks.spawn(self._close_entry(entry), "close")
+        self._replace(entry, graceful=True)
+
+    @property
+    def statement_cache_size(self) -> int:
+        """Return how many prepared statements each connection keeps."""
+        return self._statement_cache_size
+
+    def set_statement_cache_size(self, size: int) -> None:
+        """Keep at most ``size`` prepared statements per connection (0: prepare nothing)."""
+        self._statement_cache_size = size
+        for entry in self._entries:
+            entry.conn.resize_statement_cache(size)
 
     # ------------------------------------------------------------------ state
 

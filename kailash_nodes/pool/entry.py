@@ -28,6 +28,7 @@ class Entry:
         "last_used",
         "name",
         "queries",
+        "suspect",
     )
 
     def __init__(self, conn: DriverConnection, name: str, created: float, deadline: float) -> None:
@@ -40,6 +41,7 @@ class Entry:
         self.broken = False  # unusable: discard on release
         self.dirty = False  # session state may have changed: reset on release
         self.queries = 0
+        self.suspect = False  # check before lending: another connection was just lost
 
     def credit(self, amount: float) -> None:
         """Raise the health score after a success, capped at 100."""

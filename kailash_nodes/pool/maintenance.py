@@ -25,8 +25,12 @@ def sweep(pool: ConnectionPool, now: float) -> None:
     cfg = pool.config
     idle = pool.idle_entries()
     for entry in [e for e in idle if now >= e.deadline]:
-        idle.remove(entry)
-        pool.retire(entry, "lifetime")
+        # Above the floor an old connection just goes; at the floor its replacement opens
+        # first when there is room; at max_connections one goes at a time, the replacement
+        # opening once it has closed.
+        if len(pool.entries()) > pool.floor or pool.has_room() or not pool.closing:
+            idle.remove(entry)
+            pool.retire(entry, "lifetime")
     if cfg.max_idle is not None:
         # idle is a LIFO stack: the coldest connections are at the bottom.
         while idle and len(pool.entries()) > pool.floor and now - idle[0].last_used > cfg.max_idle:

@@ -472,3 +472,29 @@ async def test_dead_idle_connection_is_replaced_without_the_caller_noticing(
     res = await run(pool, "SELECT 1 AS one")
     assert res["success"] and res["data"] == [{"one": 1}]
     assert pool.engine.stats.connections_created == 2
+
+
+async def test_adjust_pool_size_before_initialize_respects_max(make_pool: PoolFactory) -> None:
+    pool = make_pool(min_connections=1, max_connections=4)
+    res = await pool.process({"operation": "adjust_pool_size", "new_size": 4})
+    assert res["success"]
+    await pool.initialize()
+    assert pool.engine.state()["total_connections"] == 4
+    conns = await asyncio.gather(*(pool.acquire() for _ in range(4)))
+    assert pool.engine.state()["total_connections"] == 4
+    for c in conns:
+        await pool.release(c)
+
+
+async def test_row_counts_are_right_without_prepared_statements(
+    make_pool: PoolFactory, table: str
+) -> None:
+    pool = make_pool(min_connections=1, statement_cache_size=0)
+    await make_items(pool, table, rows=4)
+    res = await run(pool, f"UPDATE {table} SET name = 'z' WHERE id <= ?", [3])
+    assert res["row_count"] == 3
+    many = await run(pool, f"SELECT id FROM {table} ORDER BY id", fetch_mode="many", fetch_size=2)
+    assert many["data"] == [{"id": 1}, {"id": 2}] and many["row_count"] == 2
+    ret = await run(pool, f"DELETE FROM {table} WHERE id = 4 RETURNING id")
+    if ret["success"]:  # RETURNING: PostgreSQL, SQLite >= 3.35, MariaDB >= 10.5
+        assert ret["data"] == [{"id": 4}] and ret["row_count"] == 1
