@@ -17,11 +17,12 @@ from kailash_nodes.errors import (
     PoolClosed,
     PoolTimeout,
     QueryError,
+    SessionError,
     TooManyRequests,
     UnknownConnection,
     UnknownOperation,
 )
-from kailash_nodes.nodes import WorkflowConnectionPool
+from kailash_nodes.nodes import QueryRouterNode, WorkflowConnectionPool
 from kailash_nodes.runtime import LocalRuntime, Node, WorkflowBuilder
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "QueryError",
+    "QueryRouterNode",
+    "SessionError",
     "TooManyRequests",
     "UnknownConnection",
     "UnknownOperation",

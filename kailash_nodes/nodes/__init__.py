@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kailash_nodes.nodes.query_router import QueryRouterNode
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
 
-__all__ = ["WorkflowConnectionPool"]
+__all__ = ["QueryRouterNode", "WorkflowConnectionPool"]

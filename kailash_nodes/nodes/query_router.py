@@ -1,0 +1,222 @@
+"""`QueryRouterNode`: the Kailash node surface over the router engine.
+
+``await router.process({"query", "parameters", "session_id"?})`` acquires, executes and
+releases; the caller never handles connections. The pools are found by name in the runtime
+the node is registered with (or given with ``set_connection_pool``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kailash_nodes.errors import ConfigError, ParameterError, UnknownOperation
+from kailash_nodes.nodes.results import execute_result
+from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
+from kailash_nodes.router import QueryRouter, RouterOptions
+from kailash_nodes.runtime import Node, register_node_type
+
+__all__ = ["QueryRouterNode"]
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be True or False (got {value!r})")
+    return value
+
+
+def _number(options: Mapping[str, Any], key: str, default: float, *, low: float = 0.0) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        raise ConfigError(f"{key} must be a number >= {low} (got {key}={value!r})")
+    return float(value)
+
+
+_KNOWN = frozenset(
+    {
+        "name",
+        "connection_pool",
+        "enable_read_write_split",
+        "cache_size",
+        "pattern_learning",
+        "health_threshold",
+        "read_replicas",
+        "replica_lag_threshold",
+        "reads_on_primary",
+        "session_timeout",
+        "consistency_timeout",
+        "replica_check_interval",
+        "prepare_statements",
+    }
+)
+
+
+@register_node_type
+class QueryRouterNode(Node):
+    """Route queries over a primary pool and optional read-replica pools.
+
+    Options (keyword-only, validated at once): ``connection_pool`` (required: the name of
+    the primary pool node), ``enable_read_write_split``, ``cache_size`` (prepared
+    statements kept per connection), ``pattern_learning``, ``health_threshold``,
+    ``read_replicas`` (names of replica pool nodes), ``replica_lag_threshold`` (s), and
+    ``reads_on_primary``, ``session_timeout``, ``consistency_timeout``,
+    ``replica_check_interval``, ``prepare_statements`` (see docs/router.md).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - _KNOWN
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {sorted(unknown)} for QueryRouterNode; "
+                f"known options: {sorted(_KNOWN)}"
+            )
+        pool_name = options.get("connection_pool")
+        if not isinstance(pool_name, str) or not pool_name:
+            raise ConfigError(f"connection_pool must name a pool node (got {pool_name!r})")
+        replicas = options.get("read_replicas") or []
+        if isinstance(replicas, str) or not all(isinstance(r, str) for r in replicas):
+            raise ConfigError(f"read_replicas must be a list of pool names (got {replicas!r})")
+        cache_size = options.get("cache_size", 1000)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigError(f"cache_size must be an integer >= 0 (got {cache_size!r})")
+        super().__init__(**{**options, "name": options.get("name") or "QueryRouterNode"})
+        self.connection_pool = pool_name
+        self.read_replicas = list(replicas)
+        self.health_threshold = _number(options, "health_threshold", 50.0)
+        self.pattern_learning = _flag(options, "pattern_learning", True)
+        self.options = RouterOptions(
+            enable_read_write_split=_flag(options, "enable_read_write_split", True),
+            cache_size=cache_size,
+            replica_lag_threshold=_number(options, "replica_lag_threshold", 5.0),
+            reads_on_primary=_flag(options, "reads_on_primary", False),
+            session_timeout=_number(options, "session_timeout", 60.0, low=0.001),
+            consistency_timeout=_number(options, "consistency_timeout", 0.5),
+            replica_check_interval=_number(options, "replica_check_interval", 1.0, low=0.01),
+            prepare=_flag(options, "prepare_statements", True),
+        )
+        self._split = self.options.enable_read_write_split
+        self._pool: WorkflowConnectionPool | None = None
+        self.engine: QueryRouter | None = None
+        self._handlers: dict[str, Handler] = {
+            "route": self._op_route,
+            "end_session": self._op_end_session,
+            "get_metrics": self._op_metrics,
+            "invalidate_cache": self._op_invalidate,
+        }
+
+    # ------------------------------------------------------------------ live toggles
+
+    @property
+    def enable_read_write_split(self) -> bool:
+        """Return whether plain reads may go to replicas (settable live)."""
+        return self._split
+
+    @enable_read_write_split.setter
+    def enable_read_write_split(self, value: bool) -> None:
+        self._split = bool(value)
+        if self.engine is not None:
+            self.engine.split = self._split
+
+    # ------------------------------------------------------------------ wiring
+
+    def set_connection_pool(self, pool: WorkflowConnectionPool) -> None:
+        """Use ``pool`` as the primary instead of looking it up in the runtime."""
+        self._pool = pool
+
+    def _find_pool(self, name: str) -> WorkflowConnectionPool:
+        if self._pool is not None and name == self.connection_pool:
+            return self._pool
+        if self.runtime is None:
+            raise ConfigError(
+                f"router {self.name!r} is not registered with a runtime, so pool {name!r} "
+                "cannot be found: runtime.register_node(...) both, or set_connection_pool()"
+            )
+        node = self.runtime.get_node(name)
+        if not isinstance(node, WorkflowConnectionPool):
+            raise ConfigError(f"node {name!r} is a {type(node).__name__}, not a pool")
+        return node
+
+    async def _engine(self) -> QueryRouter:
+        if self.engine is None:
+            primary = self._find_pool(self.connection_pool).engine
+            replicas = {n: self._find_pool(n).engine for n in self.read_replicas}
+            engine = QueryRouter(primary, replicas, self.options)
+            engine.split = self._split
+            await engine.start()
+            self.engine = engine
+        return self.engine
+
+    async def initialize(self) -> dict[str, Any]:
+        """Find the pools, open them, start replica monitoring and the session reaper."""
+        await self._engine()
+        return {"status": "initialized"}
+
+    async def close(self) -> dict[str, Any]:
+        """Stop the router's tasks and return every session's connection."""
+        if self.engine is not None:
+            await self.engine.close()
+        return {"status": "closed"}
+
+    # ------------------------------------------------------------------ process()
+
+    async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Route one query: ``{"query", "parameters"?, "session_id"?}`` (see docs/router.md).
+
+        Also ``{"operation": "end_session" | "get_metrics" | "invalidate_cache", ...}``.
+        """
+        op = inputs.get("operation", "route")
+        handler = self._handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise UnknownOperation(
+                f"Unknown operation: {op!r}; known operations: {sorted(self._handlers)}"
+            )
+        return await handler(inputs)
+
+    async def async_run(self, **inputs: Any) -> dict[str, Any]:
+        """Route one query from keyword inputs (the workflow-runtime entry point)."""
+        return await self.process(inputs)
+
+    async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        query = inputs.get("query")
+        if not isinstance(query, str):
+            raise ParameterError(f"'query' is required as a string (got {type(query).__name__})")
+        params = inputs.get("parameters")
+        if params is None:
+            params = inputs.get("params")
+        session_id = inputs.get("session_id")
+        if session_id is not None and not isinstance(session_id, str):
+            raise ParameterError(f"session_id must be a string (got {session_id!r})")
+        engine = await self._engine()
+        routed = await engine.route(query, params, session_id)
+        result = execute_result(routed.connection_id, routed.result, routed.error)
+        result["routing_metadata"] = routed.metadata
+        return result
+
+    async def _op_end_session(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        sid = inputs.get("session_id")
+        if not isinstance(sid, str):
+            raise ParameterError(f"end_session needs a session_id string (got {sid!r})")
+        ended = await (await self._engine()).end_session(sid)
+        return {"session_id": sid, "ended": ended}
+
+    async def _op_metrics(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.get_metrics()
+
+    async def _op_invalidate(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.invalidate_cache(inputs.get("tables"))
+
+    async def invalidate_cache(self, tables: list[str] | None = None) -> dict[str, Any]:
+        """Drop prepared statements using ``tables`` (all of them when None)."""
+        engine = await self._engine()
+        dropped = engine.invalidate(
+            None if tables is None else frozenset(t.lower() for t in tables)
+        )
+        return {"invalidated": True, "tables": tables, "statements_dropped": dropped}
+
+    async def get_metrics(self) -> dict[str, Any]:
+        """Return router metrics, prepared-statement cache stats, sessions and replicas."""
+        engine = await self._engine()
+        return engine.metrics_report()

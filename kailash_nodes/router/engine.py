@@ -1,0 +1,421 @@
+"""The query router: classify, choose a target, check out, execute, return.
+
+Writes and anything not provably a plain read go to the primary; plain reads go to a
+usable replica (round-robin, lag under the threshold, not banned) when the split is on.
+A session's reads see its writes: after a write the session carries the primary's WAL
+position, and a replica serves its reads only once it has replayed that far (waiting up
+to ``consistency_timeout``), else the primary does. A failed replica read is retried on the
+primary, so no request is lost to a replica outage. Classification is cached per text, so
+a repeated statement costs a dictionary hit before its I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import LRUCache
+
+from kailash_nodes.errors import (
+    ConnectionFailed,
+    ParameterError,
+    PoolTimeout,
+    QueryError,
+    SessionError,
+    TooManyRequests,
+)
+from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
+from kailash_nodes.router.replicas import ReplicaSet, ReplicaState, lsn_to_int
+from kailash_nodes.router.sessions import Session, SessionTable
+from kailash_nodes.runtime import current_run_id
+from kailash_nodes.sql import Category, Classification, classify, rewrite
+
+__all__ = ["QueryRouter", "Routed", "RouterOptions"]
+
+_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
+_ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
+_WRITES = frozenset({Category.WRITE_SIMPLE, Category.WRITE_BULK, Category.DDL, Category.UNKNOWN})
+# Replica answers that mean "ask the primary instead" (read-only, recovery conflict).
+_RETRY_ON_PRIMARY = frozenset({"25006", "40001"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOptions:
+    """Validated router settings (see docs/router.md)."""
+
+    enable_read_write_split: bool = True
+    cache_size: int = 1000
+    replica_lag_threshold: float = 5.0
+    reads_on_primary: bool = False
+    session_timeout: float = 60.0
+    consistency_timeout: float = 0.5
+    replica_check_interval: float = 1.0
+    prepare: bool = True
+
+
+@dataclass(slots=True)
+class Routed:
+    """A routed statement's result and how it was routed."""
+
+    result: QueryResult | None
+    error: QueryError | None
+    metadata: dict[str, Any]
+    connection_id: str
+
+
+@dataclass(slots=True)
+class RouterMetrics:
+    """Counters and the routing-time window of one router."""
+
+    routed: int = 0
+    routing_errors: int = 0
+    reads_replica: int = 0
+    reads_primary: int = 0
+    writes: int = 0
+    fallbacks: int = 0
+    consistency_waits: int = 0
+    consistency_fallbacks: int = 0
+    cache_lookups: int = 0
+    cache_hits: int = 0
+    invalidations: int = 0
+    routing_time: Window = field(default_factory=Window)
+
+
+class QueryRouter:
+    """Route statements over a primary pool and optional replica pools."""
+
+    def __init__(
+        self,
+        primary: ConnectionPool,
+        replicas: Mapping[str, ConnectionPool],
+        options: RouterOptions,
+    ) -> None:
+        self.primary = primary
+        self.options = options
+        self.replicas = ReplicaSet(dict(replicas), options.replica_check_interval)
+        self.sessions = SessionTable(options.session_timeout)
+        self.metrics = RouterMetrics()
+        self.split = options.enable_read_write_split
+        backend = primary.config.connect.backend
+        self.dialect = _DIALECTS[backend]
+        self._style = primary.driver.placeholder_style
+        self._tracks_lsn = backend == "postgresql" and bool(self.replicas.states)
+        self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
+            maxsize=max(options.cache_size, 1) * 4
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Open the pools, size their statement caches, start the monitor and reaper."""
+        if self._started:
+            return
+        self._started = True
+        size = self.options.cache_size if self.options.prepare else 0
+        for pool in (self.primary, *(s.pool for s in self.replicas.states)):
+            await pool.open()
+            pool.set_statement_cache_size(size)
+        if self.replicas.states:
+            await self.replicas.check_all()
+        self.replicas.start()
+        self.sessions.start()
+
+    async def close(self) -> None:
+        """Stop background tasks and return every session's connection."""
+        await self.replicas.stop()
+        await self.sessions.stop()
+
+    # ------------------------------------------------------------------ routing
+
+    async def route(self, query: str, params: Any = None, session_id: str | None = None) -> Routed:
+        """Classify ``query``, run it where it belongs and return the result.
+
+        Raises ParameterError for bad input, SessionError for a transaction statement that
+        does not fit its session, ConnectionFailed/PoolTimeout when no target can serve it.
+        Database errors come back in ``Routed.error``.
+        """
+        if not self._started:
+            await self.start()
+        if not isinstance(query, str):
+            raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
+        start = time.monotonic()
+        cls = classify(query, self.dialect)
+        self.metrics.routed += 1
+        try:
+            if session_id is None and (
+                cls.transaction_op or cls.category is Category.SESSION_STATE
+            ):
+                session_id = current_run_id()
+            if session_id is None:
+                if cls.transaction_op:
+                    raise SessionError(
+                        f"{cls.statement} needs a session_id (or a workflow run) so that the "
+                        "statements of the transaction share one connection"
+                    )
+                return await self._stateless(cls, query, params, start, None)
+            session = self.sessions.get(session_id)
+            async with session.lock:
+                return await self._in_session(session_id, session, cls, query, params, start)
+        except BaseException:
+            self.metrics.routing_errors += 1
+            raise
+
+    async def _stateless(
+        self,
+        cls: Classification,
+        query: str,
+        params: Any,
+        start: float,
+        session: Session | None,
+    ) -> Routed:
+        if cls.replica_safe and self.split and self.replicas.states:
+            routed = await self._try_replica(cls, query, params, start, session)
+            if routed is not None:
+                return routed
+        pool = self.primary
+        pc = await pool.acquire()
+        try:
+            routed = await self._run(pool, pc, cls, query, params, start, "primary")
+            if session is not None and self._tracks_lsn and cls.category in _WRITES:
+                session.write_lsn = await self._current_lsn(pool, pc)
+        finally:
+            await pool.release(pc)
+        return routed
+
+    async def _try_replica(
+        self,
+        cls: Classification,
+        query: str,
+        params: Any,
+        start: float,
+        session: Session | None,
+    ) -> Routed | None:
+        state = self.replicas.pick(self.options.replica_lag_threshold)
+        if state is None:
+            self.metrics.fallbacks += 1
+            return None
+        token = session.write_lsn if session is not None else 0
+        try:
+            pc = await state.pool.acquire(timeout=min(state.pool.config.timeout, 2.0))
+        except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
+            state.ban(time.monotonic(), exc)
+            self.metrics.fallbacks += 1
+            return None
+        try:
+            if token > state.replay_lsn and not await self._caught_up(state, pc, token):
+                self.metrics.consistency_fallbacks += 1
+                return None
+            routed = await self._run(
+                state.pool, pc, cls, query, params, start, f"replica:{state.name}"
+            )
+        except ConnectionFailed as exc:
+            state.ban(time.monotonic(), exc)
+            self.metrics.fallbacks += 1
+            return None
+        finally:
+            await state.pool.release(pc)
+        err = routed.error
+        if err is not None and (err.sqlstate in _RETRY_ON_PRIMARY):
+            self.metrics.fallbacks += 1
+            return None
+        state.reads += 1
+        return routed
+
+    async def _caught_up(self, state: ReplicaState, pc: PooledConnection, token: int) -> bool:
+        """Wait (bounded) until the replica has replayed the session's last write."""
+        self.metrics.consistency_waits += 1
+        deadline = time.monotonic() + self.options.consistency_timeout
+        while True:
+            res = await state.pool.execute(
+                pc, "SELECT pg_last_wal_replay_lsn()::text AS lsn", fetch_mode="one"
+            )
+            state.replay_lsn = max(state.replay_lsn, lsn_to_int(res.data["lsn"]))
+            if state.replay_lsn >= token:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.001)
+
+    async def _in_session(
+        self,
+        sid: str,
+        session: Session,
+        cls: Classification,
+        query: str,
+        params: Any,
+        start: float,
+    ) -> Routed:
+        op = cls.transaction_op
+        if not session.pinned:
+            if op == "begin" or cls.category is Category.SESSION_STATE:
+                session.conn = await self.primary.acquire()
+                session.pool = self.primary
+            elif op:
+                raise SessionError(f"{cls.statement}: no open transaction in session {sid!r}")
+            else:
+                return await self._stateless(cls, query, params, start, session)
+        pool, pc = session.pool, session.conn
+        assert pool is not None and pc is not None  # pinned just above or before
+        try:
+            routed = await self._run(pool, pc, cls, query, params, start, "primary")
+        except ConnectionFailed:
+            await self.sessions.unpin(sid, session)
+            raise
+        routed.metadata["session_id"] = sid
+        if routed.error is None:
+            await self._after_session_statement(sid, session, cls)
+        return routed
+
+    async def _after_session_statement(
+        self, sid: str, session: Session, cls: Classification
+    ) -> None:
+        op = cls.transaction_op
+        if op == "begin":
+            session.in_transaction = True
+        elif cls.category is Category.SESSION_STATE:
+            session.sticky = True
+        pool, pc = session.pool, session.conn
+        wrote = op in _ENDS or (cls.category in _WRITES and not session.in_transaction)
+        if wrote and self._tracks_lsn and pool is not None and pc is not None:
+            session.write_lsn = await self._current_lsn(pool, pc)
+        if op in _ENDS:
+            session.in_transaction = False
+            if not session.sticky:
+                await self.sessions.unpin(sid, session)
+
+    async def end_session(self, session_id: str) -> bool:
+        """Return the session's connection (rolling back an open transaction)."""
+        session = self.sessions.sessions.get(session_id)
+        if session is None:
+            return False
+        async with session.lock:
+            session.write_lsn = 0
+            await self.sessions.unpin(session_id, session)
+        return True
+
+    async def _current_lsn(self, pool: ConnectionPool, pc: PooledConnection) -> int:
+        res = await pool.execute(pc, "SELECT pg_current_wal_lsn()::text AS lsn", fetch_mode="one")
+        return lsn_to_int(res.data["lsn"])
+
+    async def _run(
+        self,
+        pool: ConnectionPool,
+        pc: PooledConnection,
+        cls: Classification,
+        query: str,
+        params: Any,
+        start: float,
+        target: str,
+    ) -> Routed:
+        metrics = self.metrics
+        conn = pc.entry.conn
+        cache_hit = False
+        text = ""
+        if conn.server_prepare:
+            text = rewrite(query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
+        decided = time.monotonic()
+        metrics.routing_time.add(decided - start)
+        if target == "primary":
+            if cls.category in _WRITES or cls.transaction_op:
+                metrics.writes += 1
+            else:
+                metrics.reads_primary += 1
+        else:
+            metrics.reads_replica += 1
+        if cls.category is Category.DDL and cls.tables:
+            self.invalidate(cls.tables)
+        error: QueryError | None = None
+        result: QueryResult | None = None
+        try:
+            result = await pool.execute(pc, query, params)
+        except QueryError as exc:
+            error = exc
+        if text and result is not None and cls.tables:
+            self._statement_tables[text] = cls.tables
+        return Routed(
+            result,
+            error,
+            {
+                "query_type": cls.category.value,
+                "target": target,
+                "connection_id": pc.id,
+                "cache_hit": cache_hit,
+                "routing_time_ms": (decided - start) * 1000.0,
+                "replica_safe": cls.replica_safe,
+                "fingerprint": cls.fingerprint,
+                "reason": cls.reason,
+            },
+            pc.id,
+        )
+
+    def invalidate(self, tables: frozenset[str] | None) -> int:
+        """Drop prepared statements that use ``tables`` (every statement when None).
+
+        Runs on DDL (outside the hot path); returns how many cached statements were dropped.
+        """
+        texts = [t for t, used in self._statement_tables.items() if tables is None or used & tables]
+        self.metrics.invalidations += 1
+        dropped = 0
+        for pool in self._pools():
+            for entry in pool.entries():
+                if tables is None:
+                    dropped += entry.conn.cached_statements()
+                    entry.conn.resize_statement_cache(pool.statement_cache_size)
+                else:
+                    dropped += entry.conn.forget_statements(texts)
+        for text in texts:
+            self._statement_tables.pop(text, None)
+        return dropped
+
+    def _pools(self) -> tuple[ConnectionPool, ...]:
+        return (self.primary, *(s.pool for s in self.replicas.states))
+
+    def cached_statements(self) -> int:
+        """Return the number of statements prepared over every connection of every pool."""
+        return sum(e.conn.cached_statements() for p in self._pools() for e in p.entries())
+
+    def metrics_report(self) -> dict[str, Any]:
+        """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
+        m = self.metrics
+        timing = m.routing_time.summary_ms()
+        server_prepare = self.options.prepare and self.primary.config.connect.backend == (
+            "postgresql"
+        )
+        now = time.monotonic()
+        return {
+            "router_metrics": {
+                "queries_routed": m.routed,
+                "cache_hits": m.cache_hits,
+                "cache_misses": m.cache_lookups - m.cache_hits,
+                "routing_errors": m.routing_errors,
+                "avg_routing_time_ms": timing["avg_ms"],
+                "p95_routing_time_ms": timing["p95_ms"],
+                "p99_routing_time_ms": timing["p99_ms"],
+                "routing_samples": timing["samples"],
+                "reads_to_replicas": m.reads_replica,
+                "reads_to_primary": m.reads_primary,
+                "writes_to_primary": m.writes,
+                "replica_fallbacks": m.fallbacks,
+                "consistency_waits": m.consistency_waits,
+                "consistency_fallbacks": m.consistency_fallbacks,
+            },
+            "cache_stats": {
+                "hit_rate": (m.cache_hits / m.cache_lookups) if m.cache_lookups else 0.0,
+                "lookups": m.cache_lookups,
+                "hits": m.cache_hits,
+                "misses": m.cache_lookups - m.cache_hits,
+                "total_entries": self.cached_statements(),
+                "max_entries_per_connection": self.options.cache_size,
+                "server_side_prepare": server_prepare,
+                "invalidations": m.invalidations,
+            },
+            "active_transactions": self.sessions.active_transactions(),
+            "pinned_sessions": self.sessions.pinned(),
+            "sessions_expired": self.sessions.expired,
+            "replicas": {s.name: s.describe(now) for s in self.replicas.states},
+        }

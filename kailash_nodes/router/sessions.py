@@ -1,0 +1,112 @@
+"""Sessions: a physical connection pinned to a session id, and read-your-writes tokens.
+
+A session pins a primary connection from ``BEGIN`` until ``COMMIT``/``ROLLBACK``, or from a
+session-state statement (``SET``, ``LISTEN``, a temp table) until ``end_session`` or until
+it sits idle past the timeout; an abandoned session is rolled back and its connection
+returned by the reaper. Statements of one session run one at a time (a lock per session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from kailash_nodes.pool import ConnectionPool, PooledConnection
+
+__all__ = ["Session", "SessionTable"]
+
+logger = logging.getLogger("kailash_nodes.router")
+
+
+class Session:
+    """One session's pinned connection (if any) and its consistency token."""
+
+    __slots__ = ("conn", "in_transaction", "last_used", "lock", "pool", "sticky", "write_lsn")
+
+    def __init__(self) -> None:
+        self.conn: PooledConnection | None = None
+        self.pool: ConnectionPool | None = None
+        self.in_transaction = False
+        self.sticky = False  # session state was set: keep the connection after a commit
+        self.write_lsn = 0  # primary WAL position after this session's last write
+        self.last_used = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    @property
+    def pinned(self) -> bool:
+        """Return whether a connection is pinned to this session."""
+        return self.conn is not None
+
+
+class SessionTable:
+    """Sessions by id, with a reaper for abandoned ones."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.sessions: dict[str, Session] = {}
+        self.expired = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def get(self, session_id: str) -> Session:
+        """Return the session, creating it on first use."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = Session()
+        session.last_used = time.monotonic()
+        return session
+
+    def active_transactions(self) -> int:
+        """Return how many sessions have an open transaction."""
+        return sum(1 for s in self.sessions.values() if s.in_transaction)
+
+    def pinned(self) -> int:
+        """Return how many sessions hold a connection."""
+        return sum(1 for s in self.sessions.values() if s.pinned)
+
+    async def unpin(self, session_id: str, session: Session) -> None:
+        """Return the session's connection to its pool (rolling back what is open)."""
+        conn, pool = session.conn, session.pool
+        session.conn, session.pool = None, None
+        session.in_transaction = session.sticky = False
+        if conn is not None and pool is not None and not conn.released:
+            await pool.release(conn)
+        if session.write_lsn == 0:
+            self.sessions.pop(session_id, None)
+
+    def start(self) -> None:
+        """Start the reaper task (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._reap_forever(), name="kailash_nodes-router:session-reaper"
+            )
+
+    async def stop(self) -> None:
+        """Stop the reaper and return every pinned connection."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for sid, session in list(self.sessions.items()):
+            await self.unpin(sid, session)
+        self.sessions.clear()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.timeout / 2, 1.0) * random.uniform(0.8, 1.2))
+            await self.reap(time.monotonic())
+
+    async def reap(self, now: float) -> int:
+        """Roll back and return sessions idle past the timeout; forget stale tokens."""
+        reaped = 0
+        for sid, session in list(self.sessions.items()):
+            if now - session.last_used <= self.timeout or session.lock.locked():
+                continue
+            if session.pinned:
+                logger.warning("session %s abandoned for %.0fs: rolling back", sid, self.timeout)
+                self.expired += 1
+                reaped += 1
+            session.write_lsn = 0
+            await self.unpin(sid, session)
+        return reaped
