@@ -1,0 +1,59 @@
+"""The memory bounds of a `QueryPatternTracker`, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from kailash_nodes.errors import ConfigError
+
+__all__ = ["Bounds"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Caps that keep the tracker's memory flat however long it runs.
+
+    ====================  =======  ==========================================================
+    option                default  bounds
+    ====================  =======  ==========================================================
+    max_shapes            2000     shapes kept; the least recently seen is evicted with its
+                                   statistics and the transitions out of it
+    max_followers         8        next shapes kept per context (first and second order)
+    max_contexts          8        second-order contexts (previous shape) kept per shape
+    duration_window       128      most recent durations kept per shape (for p50/p95)
+    gap_window            16       most recent gaps kept per transition (for the delay)
+    max_sessions          10000    live sessions; the least recently active is dropped
+    session_ttl           300.0    seconds a session may stay idle before it is dropped
+    max_transition_count  1000     a context's counts are halved when its total gets here
+    ====================  =======  ==========================================================
+
+    With the defaults a full tracker holds about 2000 x (128 + 8 x 16) packed floats plus
+    ~2000 x 72 small count entries: a few MB.
+
+    >>> Bounds(max_shapes=0)
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ConfigError: max_shapes must be an integer >= 1 (got max_shapes=0)
+    """
+
+    max_shapes: int = 2000
+    max_followers: int = 8
+    max_contexts: int = 8
+    duration_window: int = 128
+    gap_window: int = 16
+    max_sessions: int = 10_000
+    session_ttl: float = 300.0
+    max_transition_count: int = 1000
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            name, value = field.name, getattr(self, field.name)
+            if name == "session_ttl":
+                if not isinstance(value, int | float) or not value > 0:
+                    raise ConfigError(
+                        f"session_ttl must be a number > 0 (got session_ttl={value!r})"
+                    )
+                continue
+            least = 2 if name == "max_transition_count" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"{name} must be an integer >= {least} (got {name}={value!r})")

@@ -1,0 +1,195 @@
+"""Save and load what a tracker learned: a versioned JSON file, written atomically.
+
+Format (version 1)::
+
+    {"format": "kailash_nodes.query_patterns", "version": 1, "saved_at": "<ISO 8601>",
+     "counters": {"records": 0, ...},
+     "shapes": [                                   # least recently seen first
+       {"shape": "...", "count": 0, "errors": 0, "reads": 0, "writes": 0, "rows": 0,
+        "row_samples": 0, "durations_s": [...],    # oldest first
+        "followers": {"total": 0, "edges": [["next", count, [gap_s, ...]], ...]},
+        "contexts": [["previous", {"total": 0, "edges": [["next", count], ...]}], ...]}]}
+
+Sessions are not saved: they are positions in running work, not knowledge. A file with
+another ``format`` or ``version`` is rejected with `PatternFileError`, never guessed at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from kailash_nodes.errors import KailashNodesError
+from kailash_nodes.learning.bounds import Bounds
+from kailash_nodes.learning.shape import ShapeStats
+from kailash_nodes.learning.transitions import Edge, Followers
+from kailash_nodes.learning.window import Window
+
+__all__ = [
+    "COUNTERS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PatternFileError",
+    "bounds_dict",
+    "encode",
+    "read",
+    "write_atomic",
+]
+
+FORMAT = "kailash_nodes.query_patterns"
+FORMAT_VERSION = 1
+COUNTERS = (
+    "records",
+    "records_without_session",
+    "transitions",
+    "shapes_evicted",
+    "sessions_evicted",
+    "sessions_expired",
+)
+
+StrPath = str | os.PathLike[str]
+
+
+class PatternFileError(KailashNodesError, ValueError):
+    """A query-pattern file is missing, unreadable, malformed or of an unknown version."""
+
+
+def bounds_dict(bounds: Bounds) -> dict[str, Any]:
+    """Return ``bounds`` as a plain dict.
+
+    >>> bounds_dict(Bounds())["max_shapes"]
+    2000
+    """
+    return asdict(bounds)
+
+
+def encode(shapes: OrderedDict[str, ShapeStats], counters: dict[str, int]) -> dict[str, Any]:
+    """Return the JSON-ready document for ``shapes`` (in LRU order) and ``counters``."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "saved_at": datetime.now(UTC).isoformat(),
+        "counters": dict(counters),
+        "shapes": [_encode_shape(name, stats) for name, stats in shapes.items()],
+    }
+
+
+def _encode_shape(name: str, s: ShapeStats) -> dict[str, Any]:
+    return {
+        "shape": name,
+        "count": s.count,
+        "errors": s.errors,
+        "reads": s.reads,
+        "writes": s.writes,
+        "rows": s.rows,
+        "row_samples": s.row_samples,
+        "durations_s": s.durations.ordered(),
+        "followers": _encode_followers(s.followers, with_gaps=True),
+        "contexts": [
+            [prev, _encode_followers(f, with_gaps=False)] for prev, f in s.contexts.items()
+        ],
+    }
+
+
+def _encode_followers(f: Followers, *, with_gaps: bool) -> dict[str, Any]:
+    edges: list[list[Any]] = []
+    for name, e in f.edges.items():
+        gaps = e.gaps.ordered() if e.gaps is not None else []
+        edges.append([name, e.count, gaps] if with_gaps else [name, e.count])
+    return {"total": f.total, "edges": edges}
+
+
+def write_atomic(path: StrPath, document: dict[str, Any]) -> None:
+    """Write ``document`` as JSON to ``path`` via a synced temporary file and `os.replace`.
+
+    Blocking file I/O: from async code, encode first and call this in a thread.
+    """
+    target = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=os.path.dirname(target) or "."
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read(path: StrPath, bounds: Bounds) -> tuple[OrderedDict[str, ShapeStats], dict[str, int]]:
+    """Return the shapes (cut to ``bounds``) and counters saved in ``path``.
+
+    Raises `PatternFileError` naming the file for a missing or unreadable file, another
+    format, an unknown version, or malformed content.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise PatternFileError(f"{os.fspath(path)}: cannot read query-pattern file: {exc}") from exc
+    _check_header(path, document)
+    try:
+        shapes = _decode_shapes(document["shapes"], bounds)
+        counters = {k: int(document["counters"].get(k, 0)) for k in COUNTERS}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise PatternFileError(
+            f"{os.fspath(path)}: malformed query-pattern file ({type(exc).__name__}: {exc})"
+        ) from exc
+    return shapes, counters
+
+
+def _check_header(path: StrPath, document: Any) -> None:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise PatternFileError(
+            f"{os.fspath(path)}: not a query-pattern file "
+            f"(format must be {FORMAT!r}, got {found!r})"
+        )
+    version = document.get("version")
+    if version != FORMAT_VERSION:
+        raise PatternFileError(
+            f"{os.fspath(path)}: query-pattern file version {version!r} is not supported "
+            f"(this kailash_nodes reads version {FORMAT_VERSION})"
+        )
+
+
+def _decode_shapes(items: list[dict[str, Any]], bounds: Bounds) -> OrderedDict[str, ShapeStats]:
+    shapes: OrderedDict[str, ShapeStats] = OrderedDict()
+    items = items[-bounds.max_shapes :]  # the most recently seen
+    kept = {str(item["shape"]) for item in items}
+    for item in items:
+        s = ShapeStats(bounds.duration_window)
+        s.count, s.errors = int(item["count"]), int(item["errors"])
+        s.reads, s.writes = int(item["reads"]), int(item["writes"])
+        s.rows, s.row_samples = int(item["rows"]), int(item["row_samples"])
+        s.durations = Window(bounds.duration_window, map(float, item["durations_s"]))
+        s.followers = _decode_followers(item["followers"], bounds, kept, with_gaps=True)
+        contexts = sorted(item["contexts"], key=lambda c: (c[0] not in kept, -int(c[1]["total"])))
+        for prev, table in contexts[: bounds.max_contexts]:
+            s.contexts[str(prev)] = _decode_followers(table, bounds, kept, with_gaps=False)
+        shapes[str(item["shape"])] = s
+    return shapes
+
+
+def _decode_followers(
+    table: dict[str, Any], bounds: Bounds, kept: set[str], *, with_gaps: bool
+) -> Followers:
+    # When the bounds cut, keep edges into kept shapes first, then the strongest.
+    f = Followers()
+    f.total = int(table["total"])
+    edges = sorted(table["edges"], key=lambda e: (e[0] not in kept, -int(e[1])))
+    edges = edges[: bounds.max_followers]
+    for edge in edges:
+        gaps = Window(bounds.gap_window, map(float, edge[2])) if with_gaps else None
+        f.edges[str(edge[0])] = Edge(int(edge[1]), gaps)
+    return f

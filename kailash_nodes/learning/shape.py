@@ -1,0 +1,64 @@
+"""What the tracker knows about one query shape: counters, a duration window, transitions."""
+
+from __future__ import annotations
+
+from kailash_nodes.learning.transitions import Followers
+from kailash_nodes.learning.window import Window
+
+__all__ = ["ShapeStats"]
+
+
+class ShapeStats:
+    """Statistics of one shape and the transitions out of it.
+
+    ``followers`` counts first-order transitions (this shape -> next); ``contexts[prev]``
+    counts second-order ones (prev, this shape -> next). ``rows``/``row_samples`` skip
+    executions that reported no row count (a negative ``rows``, as DB-API's -1).
+    """
+
+    __slots__ = (
+        "contexts",
+        "count",
+        "durations",
+        "errors",
+        "followers",
+        "reads",
+        "row_samples",
+        "rows",
+        "writes",
+    )
+
+    def __init__(self, duration_window: int) -> None:
+        self.count = 0
+        self.errors = 0
+        self.reads = 0
+        self.writes = 0
+        self.rows = 0
+        self.row_samples = 0
+        self.durations = Window(duration_window)
+        self.followers = Followers()
+        self.contexts: dict[str, Followers] = {}
+
+    def observe(self, duration_s: float, rows: int, is_write: bool | None, success: bool) -> None:
+        """Count one execution; ``is_write=None`` means the caller did not say."""
+        self.count += 1
+        self.durations.append(duration_s)
+        if not success:
+            self.errors += 1
+        if is_write is not None:
+            if is_write:
+                self.writes += 1
+            else:
+                self.reads += 1
+        if rows >= 0:
+            self.rows += rows
+            self.row_samples += 1
+
+    @property
+    def kind(self) -> str:
+        """Return "read", "write", "mixed" or "unknown" from the counted executions."""
+        if self.reads and self.writes:
+            return "mixed"
+        if self.writes:
+            return "write"
+        return "read" if self.reads else "unknown"

@@ -1,0 +1,358 @@
+"""`QueryPatternTracker`: learn which query shape follows which, per session, and predict.
+
+Sequences are keyed by session (a client session or a workflow run id), never one global
+stream: two callers running side by side do not invent transitions between each other's
+statements. Transitions are aggregated across sessions into first-order counts
+(shape -> next) and second-order counts ((previous, shape) -> next). A prediction uses the
+second-order context when its best follower is at least as confident (Wilson lower bound)
+as the first-order one, so one stray observation of a rare pair cannot override a
+well-supported first-order transition; otherwise it falls back to first order.
+``benchmarks/bench_learning.py`` measures what each order buys: on workflow-like runs that
+share statements, second order lifts top-1 accuracy from ~82% to ~92%.
+
+``record`` runs on the query path: a handful of dict updates, no numpy, no scans. Everything
+is bounded (see `Bounds`). Shapes are already normalised fingerprints; nothing here parses
+SQL. Parameter values are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from kailash_nodes.errors import ConfigError
+from kailash_nodes.learning import persist
+from kailash_nodes.learning.bounds import Bounds
+from kailash_nodes.learning.insights import build_insights
+from kailash_nodes.learning.prediction import Prediction, as_original_dict, choose_table
+from kailash_nodes.learning.shape import ShapeStats
+from kailash_nodes.learning.transitions import Followers, wilson_lower_bound
+from kailash_nodes.learning.window import Window
+
+__all__ = ["QueryPatternTracker"]
+
+logger = logging.getLogger("kailash_nodes.learning")
+
+StrPath = str | os.PathLike[str]
+
+
+class _Session:
+    __slots__ = ("last", "last_end", "prev")
+
+    def __init__(self) -> None:
+        self.prev: str | None = None
+        self.last: str | None = None
+        self.last_end = 0.0
+
+
+class QueryPatternTracker:
+    """Learn query-shape sequences per session; predict the next shapes; report insights.
+
+    Options (keyword-only): the memory bounds, documented with their defaults in `Bounds`;
+    ``order`` 1 or 2 (second-order contexts learned and used); ``min_context_support``,
+    the observations a second-order context needs before it may decide; ``persist_path``,
+    a JSON file loaded at construction when it exists and written by `save`; ``clock``,
+    the time source when ``record`` gets no ``at`` (default `time.monotonic`). Raises
+    `ConfigError` for a bad option and `PatternFileError` for an unreadable file.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_shapes: int = 2000,
+        max_followers: int = 8,
+        max_contexts: int = 8,
+        duration_window: int = 128,
+        gap_window: int = 16,
+        max_sessions: int = 10_000,
+        session_ttl: float = 300.0,
+        max_transition_count: int = 1000,
+        order: int = 2,
+        min_context_support: int = 1,
+        persist_path: StrPath | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if order not in (1, 2):
+            raise ConfigError(f"order must be 1 or 2 (got order={order!r})")
+        if min_context_support < 1:
+            raise ConfigError(
+                f"min_context_support must be >= 1 (got min_context_support={min_context_support})"
+            )
+        self.bounds = Bounds(
+            max_shapes=max_shapes,
+            max_followers=max_followers,
+            max_contexts=max_contexts,
+            duration_window=duration_window,
+            gap_window=gap_window,
+            max_sessions=max_sessions,
+            session_ttl=session_ttl,
+            max_transition_count=max_transition_count,
+        )
+        self.order = order
+        self.min_context_support = min_context_support
+        self.persist_path = persist_path
+        self._clock = clock
+        self._shapes: OrderedDict[str, ShapeStats] = OrderedDict()  # least recent first
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recent first
+        self.counters = dict.fromkeys(persist.COUNTERS, 0)
+        if persist_path is not None and os.path.exists(persist_path):
+            self._restore(persist_path)
+
+    # -- recording (the query path) -----------------------------------------------------
+
+    def record(
+        self,
+        shape: str,
+        *,
+        session: str | None,
+        duration_s: float,
+        rows: int,
+        is_write: bool | None,
+        success: bool = True,
+        at: float | None = None,
+    ) -> None:
+        """Record one execution of ``shape`` that ended at ``at`` (default: the clock now).
+
+        With a ``session`` the transition from that session's previous shape is learned,
+        with the gap from the end of the previous statement to the start of this one
+        (``at - duration_s``); ``session=None`` updates statistics only. ``rows < 0`` and
+        ``is_write=None`` mean unknown. Amortised O(1): a few dict updates, no numpy, no
+        scan beyond one bounded follower table when it is full.
+        Raises ValueError for a negative ``duration_s``.
+        """
+        if duration_s < 0:
+            raise ValueError(f"duration_s must be >= 0 (got duration_s={duration_s})")
+        end = self._clock() if at is None else at
+        self._touch(shape).observe(duration_s, rows, is_write, success)
+        self.counters["records"] += 1
+        if session is None:
+            self.counters["records_without_session"] += 1
+            return
+        state = self._session(session, end)
+        if state.last is not None:
+            gap_s = max(0.0, end - duration_s - state.last_end)
+            self._learn(state.prev, state.last, shape, gap_s)
+        state.prev, state.last, state.last_end = state.last, shape, end
+
+    def record_execution(
+        self,
+        fingerprint: str,
+        execution_time_ms: float,
+        connection_id: str | None = None,
+        parameters: Any = None,
+        success: bool = True,
+        result_size: int = 0,
+        session_id: str | None = None,
+        *,
+        is_write: bool | None = None,
+    ) -> None:
+        """Record an execution with the original tracker's signature; forward to `record`.
+
+        ``parameters`` may be a list, tuple, dict or None; values are never stored.
+        ``connection_id`` is accepted and ignored: a connection is shared by callers over
+        time, so it is no session. Read/write counts as unknown unless ``is_write`` is given.
+        """
+        del connection_id, parameters  # accepted for compatibility; nothing is kept
+        self.record(
+            fingerprint,
+            session=session_id,
+            duration_s=execution_time_ms / 1000.0,
+            rows=result_size,
+            is_write=is_write,
+            success=success,
+        )
+
+    def end_session(self, session: str) -> None:
+        """Forget ``session``'s position (a finished workflow run); learned counts stay."""
+        self._sessions.pop(session, None)
+
+    def _touch(self, shape: str) -> ShapeStats:
+        shapes = self._shapes
+        stats = shapes.get(shape)
+        if stats is not None:
+            shapes.move_to_end(shape)
+            return stats
+        stats = shapes[shape] = ShapeStats(self.bounds.duration_window)
+        if len(shapes) > self.bounds.max_shapes:
+            shapes.popitem(last=False)
+            self.counters["shapes_evicted"] += 1
+        return stats
+
+    def _session(self, session: str, now: float) -> _Session:
+        sessions = self._sessions
+        state = sessions.get(session)
+        if state is not None:
+            sessions.move_to_end(session)
+        else:
+            state = sessions[session] = _Session()
+            if len(sessions) > self.bounds.max_sessions:
+                sessions.popitem(last=False)
+                self.counters["sessions_evicted"] += 1
+        ttl = self.bounds.session_ttl
+        while True:  # least recent first: stop at the first session still fresh
+            oldest_key = next(iter(sessions))
+            oldest = sessions[oldest_key]
+            if oldest is state or now - oldest.last_end <= ttl:
+                break
+            del sessions[oldest_key]
+            self.counters["sessions_expired"] += 1
+        return state
+
+    def _learn(self, before: str | None, last: str, shape: str, gap_s: float) -> None:
+        prev_stats = self._shapes.get(last)
+        if prev_stats is None:  # evicted since the session saw it
+            return
+        b = self.bounds
+        live = self._shapes.__contains__
+        edge = prev_stats.followers.add(shape, b.max_followers, b.max_transition_count, live)
+        if edge.gaps is None:
+            edge.gaps = Window(b.gap_window)
+        edge.gaps.append(gap_s)
+        self.counters["transitions"] += 1
+        if before is None or self.order == 1:
+            return
+        context = prev_stats.contexts.get(before)
+        if context is None:
+            context = prev_stats.contexts[before] = self._new_context(prev_stats, live)
+        context.add(shape, b.max_followers, b.max_transition_count, live)
+
+    def _new_context(self, stats: ShapeStats, live: Callable[[str], bool]) -> Followers:
+        contexts = stats.contexts
+        if len(contexts) >= self.bounds.max_contexts:
+            victim = min(contexts, key=lambda prev: (live(prev), contexts[prev].total))
+            del contexts[victim]
+        return Followers()
+
+    # -- predicting ---------------------------------------------------------------------
+
+    def predict_next(
+        self, shape: str, *, session: str | None = None, k: int = 3
+    ) -> list[Prediction]:
+        """Return up to ``k`` likely next shapes after ``shape``, most likely first.
+
+        With ``session``, the second-order context is (the session's shape before
+        ``shape``, ``shape``) when ``shape`` is the session's last recorded one, else
+        (its last, ``shape``) — a prediction made before recording ``shape``. The context
+        decides when it has ``min_context_support`` observations and its best follower's
+        confidence is at least the first-order best's; otherwise first order does.
+        Returns [] for an unknown shape or one never followed by anything.
+        """
+        stats = self._shapes.get(shape)
+        if stats is None:
+            return []
+        context = self._context(stats, shape, session)
+        live = self._shapes.__contains__
+        table, ranked, order = choose_table(
+            stats.followers, context, self.min_context_support, live
+        )
+        predictions = []
+        for name, edge in ranked[:k]:
+            first = stats.followers.edges.get(name)
+            predictions.append(
+                Prediction(
+                    shape=name,
+                    probability=edge.count / table.total,
+                    confidence=wilson_lower_bound(edge.count, table.total),
+                    expected_delay_s=first.gaps.median() if first and first.gaps else None,
+                    support=table.total,
+                    order=order,
+                )
+            )
+        return predictions
+
+    def predict_next_queries(
+        self, fingerprint: str, time_window_minutes: float = 5
+    ) -> list[dict[str, Any]]:
+        """Return the original tracker's prediction dicts (first order, up to 10).
+
+        Keys: ``fingerprint``, ``probability``, ``confidence`` (Wilson lower bound, not the
+        original's ``min(0.9, 2p)``), ``expected_time`` (a datetime: now + median delay),
+        plus ``expected_delay_s`` and ``support``. Shapes expected later than
+        ``time_window_minutes`` from now are left out; so are the original's invented
+        hourly/daily predictions.
+        """
+        now = datetime.now()
+        window_s = time_window_minutes * 60.0
+        return [
+            as_original_dict(p, now)
+            for p in self.predict_next(fingerprint, k=10)
+            if (p.expected_delay_s or 0.0) <= window_s
+        ]
+
+    def _context(self, stats: ShapeStats, shape: str, session: str | None) -> Followers | None:
+        if self.order == 1 or session is None:
+            return None
+        state = self._sessions.get(session)
+        if state is None:
+            return None
+        prev = state.prev if state.last == shape else state.last
+        return stats.contexts.get(prev) if prev is not None else None
+
+    # -- reporting and persistence ------------------------------------------------------
+
+    def insights(self, top: int = 10) -> dict[str, Any]:
+        """Return workload insights: the ``top`` shapes by count and totals.
+
+        Per shape: count, errors, reads/writes and kind, p50/p95 duration in ms over the
+        kept window (with its sample count), mean rows (with its sample count), and common
+        successors with probabilities. Totals carry records, shapes, live sessions,
+        transitions, evictions and the bounds.
+        """
+        return build_insights(self._shapes, top, self._totals())
+
+    def _totals(self) -> dict[str, Any]:
+        return {
+            **self.counters,
+            "shapes": len(self._shapes),
+            "live_sessions": len(self._sessions),
+            "bounds": persist.bounds_dict(self.bounds),
+        }
+
+    def save(self, path: StrPath | None = None) -> None:
+        """Write what was learned to ``path`` (default ``persist_path``) atomically.
+
+        The JSON is written to a temporary file in the same directory, fsynced, then
+        moved over ``path`` with `os.replace`, so a crash leaves the old file or the new
+        one, never half of one. Raises ConfigError when there is no path.
+        """
+        target = self._save_target(path)
+        persist.write_atomic(target, persist.encode(self._shapes, self.counters))
+        logger.debug("saved %d query shapes to %s", len(self._shapes), target)
+
+    async def save_async(self, path: StrPath | None = None) -> None:
+        """Like `save`, but await the file write in a worker thread.
+
+        The document is built on the event loop first, so ``record`` calls made while the
+        write is in flight cannot tear it.
+        """
+        target = self._save_target(path)
+        document = persist.encode(self._shapes, self.counters)
+        await asyncio.to_thread(persist.write_atomic, target, document)
+
+    def _save_target(self, path: StrPath | None) -> StrPath:
+        target = path if path is not None else self.persist_path
+        if target is None:
+            raise ConfigError("save() needs a path: pass one or set persist_path")
+        return target
+
+    @classmethod
+    def load(cls, path: StrPath, **options: Any) -> QueryPatternTracker:
+        """Return a tracker built with ``options`` holding what ``path`` holds.
+
+        The bounds in ``options`` apply to the loaded data (the most recent shapes, the
+        strongest followers and the latest samples are kept). Raises `PatternFileError`
+        for a missing, corrupt or unknown-version file.
+        """
+        tracker = cls(**options)
+        tracker._restore(path)
+        return tracker
+
+    def _restore(self, path: StrPath) -> None:
+        self._shapes, self.counters = persist.read(path, self.bounds)
+        logger.debug("loaded %d query shapes from %s", len(self._shapes), path)

@@ -1,0 +1,131 @@
+"""Persistence of what a QueryPatternTracker learned: round trip, atomicity, versions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kailash_nodes.errors import ConfigError, KailashNodesError
+from kailash_nodes.learning import FORMAT_VERSION, PatternFileError, QueryPatternTracker
+
+
+def trained(**options: Any) -> QueryPatternTracker:
+    """Return a tracker that learned X -> S -> P and Y -> S -> Q, with statistics."""
+    t = QueryPatternTracker(**options)
+    for i in range(10):
+        for first, last in (("X", "P"), ("Y", "Q")):
+            session, at = f"{first}{i}", 10.0 * i
+            t.record(first, session=session, duration_s=0.001, rows=1, is_write=False, at=at)
+            t.record("S", session=session, duration_s=0.002, rows=2, is_write=False, at=at + 1)
+            t.record(last, session=session, duration_s=0.003, rows=-1, is_write=True, at=at + 3)
+    t.record("S", session=None, duration_s=0.004, rows=0, is_write=False, success=False)
+    return t
+
+
+def test_save_and_load_round_trip_keeps_transitions_and_statistics(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    before = trained()
+    before.save(path)
+    after = QueryPatternTracker.load(path)
+    assert after.insights()["top_shapes"] == before.insights()["top_shapes"]
+    assert after.counters == before.counters
+    assert after.predict_next("S") == before.predict_next("S")
+    assert after.predict_next("X")[0].expected_delay_s == pytest.approx(0.998)
+    after.record("Y", session="new", duration_s=0.0, rows=0, is_write=False)
+    after.record("S", session="new", duration_s=0.0, rows=0, is_write=False)
+    p = after.predict_next("S", session="new")[0]
+    assert (p.shape, p.order, p.support) == ("Q", 2, 10)  # second-order contexts survived
+
+
+def test_persist_path_is_loaded_on_construction_and_written_by_save(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    first = trained(persist_path=path)
+    assert not path.exists()
+    first.save()
+    restarted = QueryPatternTracker(persist_path=path)
+    assert restarted.counters == first.counters
+    assert restarted.predict_next("X")[0].shape == "S"
+
+
+def test_save_without_any_path_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="save\\(\\) needs a path"):
+        QueryPatternTracker().save()
+
+
+def test_load_applies_the_new_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    trained().save(path)
+    small = QueryPatternTracker.load(path, max_shapes=2, duration_window=3, max_followers=1)
+    shapes = {s["shape"]: s for s in small.insights()["top_shapes"]}
+    assert set(shapes) == {"S", "Q"}  # the two most recently seen
+    assert shapes["S"]["duration_samples"] == 3
+    assert [p.shape for p in small.predict_next("S", k=5)] == ["Q"]  # the edge into a kept one
+
+
+def test_load_rejects_an_unknown_version_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    trained().save(path)
+    document = json.loads(path.read_text())
+    document["version"] = FORMAT_VERSION + 98
+    path.write_text(json.dumps(document))
+    with pytest.raises(PatternFileError, match=r"version 99 is not supported .*reads version 1"):
+        QueryPatternTracker.load(path)
+    with pytest.raises(PatternFileError):
+        QueryPatternTracker(persist_path=path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "cannot read query-pattern file"),
+        ('{"format": "other", "version": 1}', "not a query-pattern file"),
+        ("[1, 2]", "not a query-pattern file"),
+        ('{"format": "kailash_nodes.query_patterns", "version": 1}', "malformed"),
+        (
+            '{"format": "kailash_nodes.query_patterns", "version": 1, "counters": {},'
+            ' "shapes": [{"shape": "A"}]}',
+            "malformed",
+        ),
+    ],
+)
+def test_load_rejects_corrupt_or_foreign_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "patterns.json"
+    path.write_text(content)
+    with pytest.raises(PatternFileError, match=message) as info:
+        QueryPatternTracker.load(path)
+    assert str(path) in str(info.value) and isinstance(info.value, KailashNodesError)
+
+
+def test_load_of_a_missing_file_raises_pattern_file_error(tmp_path: Path) -> None:
+    with pytest.raises(PatternFileError, match="cannot read"):
+        QueryPatternTracker.load(tmp_path / "absent.json")
+
+
+def test_a_failed_save_leaves_the_previous_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "patterns.json"
+    trained().save(path)
+    before = path.read_bytes()
+
+    def broken_dump(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", broken_dump)  # what persist calls
+    with pytest.raises(OSError, match="disk full"):
+        QueryPatternTracker().save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["patterns.json"]
+
+
+async def test_save_async_writes_the_same_document(tmp_path: Path) -> None:
+    t = trained()
+    await t.save_async(tmp_path / "a.json")
+    t.save(tmp_path / "b.json")
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a.pop("saved_at") and b.pop("saved_at")
+    assert a == b
