@@ -282,6 +282,7 @@ class WorkflowConnectionPool(Node):
                 "acquired": s.acquires,
                 "timeouts": s.timeouts,
                 "rejected": s.requests_rejected,
+                "statement_affinity_picks": s.affinity_picks,
                 "rollbacks_on_release": s.rollbacks,
                 "resets_on_release": s.resets,
             },

@@ -46,6 +46,7 @@ _HEALTH_SUCCESS = 1.0
 _HEALTH_QUERY_ERROR = 10.0
 _HEALTH_TIMEOUT = 25.0
 _CLEANUP_TIMEOUT = 5.0
+_AFFINITY_DEPTH = 8  # idle connections searched for one holding a prepared statement
 
 
 class QueryResult:
@@ -164,9 +165,13 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ checkout
 
-    async def acquire(self, timeout: float | None = None) -> PooledConnection:
+    async def acquire(
+        self, timeout: float | None = None, *, prefer: str | None = None
+    ) -> PooledConnection:
         """Check out a connection, waiting up to ``timeout`` (default: the pool's).
 
+        ``prefer`` names a (rewritten) statement: among the few most recently used idle
+        connections, one that already has it prepared is taken first.
         Raises PoolClosed, TooManyRequests (waiting queue full), PoolTimeout (the message
         shows the pool's state), or ConnectionFailed when no connection can be opened.
         """
@@ -179,6 +184,8 @@ class ConnectionPool:
             await self.open()
         start = time.monotonic()
         idle = self._idle
+        if prefer is not None and idle and not idle[-1].conn.has_statement(prefer):
+            self._bring_up(prefer)
         while idle:
             entry = idle.pop()
             if entry.conn.is_closed():  # the driver saw the socket close while it was idle
@@ -193,6 +200,15 @@ class ConnectionPool:
                 continue
             return self._lease(entry, start)
         return await self._wait(start, self.config.timeout if timeout is None else timeout)
+
+    def _bring_up(self, statement: str) -> None:
+        """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
+        idle = self._idle
+        for i in range(len(idle) - 2, max(-1, len(idle) - 1 - _AFFINITY_DEPTH), -1):
+            if idle[i].conn.has_statement(statement):
+                idle.append(idle.pop(i))
+                self.stats.affinity_picks += 1
+                return
 
     async def _validate(self, entry: Entry) -> bool:
         """Ping a connection that sat idle past the window; discard it if dead."""

@@ -64,6 +64,7 @@ class PoolStats:
     __slots__ = (
         "acquire_wait",
         "acquires",
+        "affinity_picks",
         "checks_failed",
         "checks_performed",
         "connections_closed",
@@ -83,6 +84,7 @@ class PoolStats:
         self.acquire_wait = Window(window)
         self.query_time = Window(window)
         self.acquires = 0
+        self.affinity_picks = 0
         self.timeouts = 0
         self.requests_rejected = 0
         self.connections_created = 0

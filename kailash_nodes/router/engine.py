@@ -175,7 +175,7 @@ class QueryRouter:
             if routed is not None:
                 return routed
         pool = self.primary
-        pc = await pool.acquire()
+        pc = await pool.acquire(prefer=self._statement_text(query, pool))
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary")
             if session is not None and self._tracks_lsn and cls.category in _WRITES:
@@ -198,7 +198,10 @@ class QueryRouter:
             return None
         token = session.write_lsn if session is not None else 0
         try:
-            pc = await state.pool.acquire(timeout=min(state.pool.config.timeout, 2.0))
+            pc = await state.pool.acquire(
+                timeout=min(state.pool.config.timeout, 2.0),
+                prefer=self._statement_text(query, state.pool),
+            )
         except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
             state.ban(time.monotonic(), exc)
             self.metrics.fallbacks += 1
@@ -222,6 +225,15 @@ class QueryRouter:
             return None
         state.reads += 1
         return routed
+
+    def _statement_text(self, query: str, pool: ConnectionPool) -> str | None:
+        """Return the text the driver prepares for ``query`` (None without prepare)."""
+        if not pool.statement_cache_size:
+            return None
+        try:
+            return rewrite(query, self._style).text
+        except ParameterError:
+            return None  # raised again, with context, when the statement runs
 
     async def _caught_up(self, state: ReplicaState, pc: PooledConnection, token: int) -> bool:
         """Wait (bounded) until the replica has replayed the session's last write."""

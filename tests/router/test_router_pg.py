@@ -258,3 +258,26 @@ async def test_stopping_the_replica_under_load_loses_no_request(bed: Bed) -> Non
     assert "replica:replica_pool" in targets[back:]  # back in rotation
     _ = asyncpg  # the driver under test
     _ = uuid
+
+
+async def test_a_connection_already_holding_the_statement_is_preferred(bed: Bed) -> None:
+    t = bed.table
+    engine = bed.router.engine
+    assert engine is not None
+    pool = engine.primary
+    q = f"SELECT v FROM {t} WHERE id = $1 /* route:primary */"
+    a = await pool.acquire()
+    b = await pool.acquire()
+    await pool.release(b)
+    await pool.release(a)  # a on top of the idle stack
+    first = await bed.q(q, [1])
+    assert first["routing_metadata"]["cache_hit"] is False
+    holder = first["connection_id"].split("#")[0]
+    a = await pool.acquire()
+    b = await pool.acquire()
+    await pool.release(a)
+    await pool.release(b)  # now the other connection is on top
+    again = await bed.q(q, [1])
+    assert again["routing_metadata"]["cache_hit"] is True
+    assert again["connection_id"].split("#")[0] == holder
+    assert pool.stats.affinity_picks >= 1
