@@ -141,6 +141,8 @@ class QueryRouterNode(Node):
 
     async def _engine(self) -> QueryRouter:
         if self.engine is None:
+            for name in (self.connection_pool, *self.read_replicas):
+                await self._find_pool(name).initialize()  # opens it, starts its controller
             primary = self._find_pool(self.connection_pool).engine
             replicas = {n: self._find_pool(n).engine for n in self.read_replicas}
             engine = QueryRouter(primary, replicas, self.options)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kailash_nodes.config import PoolConfig
 from kailash_nodes.errors import (
+    ConfigError,
     ParameterError,
     PoolClosed,
     QueryError,
@@ -23,6 +24,7 @@ from kailash_nodes.errors import (
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, register_node_type
+from kailash_nodes.sizing import AdaptivePoolController
 
 __all__ = ["WorkflowConnectionPool"]
 
@@ -44,15 +46,10 @@ class WorkflowConnectionPool(Node):
         super().__init__(**{**options, "name": self.pool_config.name})
         self.engine = ConnectionPool(self.pool_config)
         self._leases: dict[str, PooledConnection] = {}
-        self.adaptive_sizing_enabled = self.pool_config.adaptive_sizing
         self.enable_query_routing = self.pool_config.enable_query_routing
-        self.adaptive_controller: Any = None
-        if self.adaptive_sizing_enabled:
-            logger.warning(
-                "pool %s: adaptive_sizing=True is accepted but the adaptive controller is not "
-                "available yet; the pool grows on demand up to max_connections",
-                self.name,
-            )
+        self.adaptive_controller: AdaptivePoolController | None = (
+            AdaptivePoolController(self.engine) if self.pool_config.adaptive_sizing else None
+        )
         self._handlers: dict[str, Handler] = {
             "initialize": self._op_initialize,
             "acquire": self._op_acquire,
@@ -64,6 +61,18 @@ class WorkflowConnectionPool(Node):
             "adjust_pool_size": self._op_adjust,
             "close": self._op_close,
         }
+
+    @property
+    def adaptive_sizing_enabled(self) -> bool:
+        """Return whether the adaptive controller adjusts the pool (settable live)."""
+        return self.adaptive_controller is not None and self.adaptive_controller.enabled
+
+    @adaptive_sizing_enabled.setter
+    def adaptive_sizing_enabled(self, value: bool) -> None:
+        if self.adaptive_controller is not None:
+            self.adaptive_controller.enabled = bool(value)
+        elif value:
+            raise ConfigError("adaptive sizing needs adaptive_sizing=True at construction")
 
     # ------------------------------------------------------------------ process() surface
 
@@ -163,6 +172,8 @@ class WorkflowConnectionPool(Node):
         """Open ``min_connections`` now; raise ConnectionFailed if the database is down."""
         already = self.engine.opened
         await self.engine.open()
+        if self.adaptive_controller is not None and self.adaptive_controller.enabled:
+            await self.adaptive_controller.start()
         if already:
             return {"status": "already_initialized"}
         cfg = self.pool_config
@@ -176,6 +187,8 @@ class WorkflowConnectionPool(Node):
 
     async def acquire(self, timeout: float | None = None) -> PooledConnection:
         """Check out a connection (see ConnectionPool.acquire for waits and errors)."""
+        if not self.engine.opened:  # first use: open the pool and start its controller
+            await self.initialize()
         pc = await self.engine.acquire(timeout)
         self._leases[pc.id] = pc
         return pc
@@ -226,6 +239,8 @@ class WorkflowConnectionPool(Node):
 
     async def close(self, timeout: float = 5.0) -> dict[str, Any]:
         """Drain (up to ``timeout`` s) and close every connection; later use raises PoolClosed."""
+        if self.adaptive_controller is not None:
+            await self.adaptive_controller.stop()
         await self.engine.close(timeout)
         self._leases.clear()
         return {"status": "closed"}

@@ -80,6 +80,7 @@ class ConnectionPool:
         self._closing = 0  # retired or discarded, not yet closed: still count toward max
         self._active = 0
         self._floor = config.min_connections
+        self._limit = config.max_connections  # may be lowered live (the adaptive cap)
         self._statement_cache_size = config.statement_cache_size
         self._seq = 0
         self._lease_seq = 0
@@ -236,7 +237,7 @@ class ConnectionPool:
             )
         fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        if self._opening < len(self._waiters) and self._size() < self.config.max_connections:
+        if self._opening < len(self._waiters) and self._size() < self._limit:
             self._spawn_open()
         try:
             async with asyncio.timeout(timeout):
@@ -377,6 +378,7 @@ class ConnectionPool:
         """
         entry = pc.detach()
         self._active -= 1
+        self.stats.hold_time.add(time.monotonic() - pc.acquired_at)
         if self._closed and not self._active:
             self._drained.set()
         entry.last_used = time.monotonic()
@@ -528,7 +530,7 @@ class ConnectionPool:
 
     def has_room(self) -> bool:
         """Return whether one more connection may open now (closing ones still count)."""
-        return self._size() < self.config.max_connections
+        return self._size() < self._limit
 
     def replenish(self) -> list[asyncio.Task[None]]:
         """Open connections up to the floor and for unserved waiters; return the tasks."""
@@ -536,7 +538,7 @@ class ConnectionPool:
             return []
         live = len(self._entries) + self._opening  # connections closing do not serve
         wanted = max(self._floor - live, len(self._waiters) - self._opening)
-        room = self.config.max_connections - live - self._closing
+        room = self._limit - live - self._closing
         return [self._spawn_open() for _ in range(max(0, min(wanted, room)))]
 
     async def _close_entry(self, entry: Entry) -> None:
@@ -545,6 +547,18 @@ class ConnectionPool:
         self.stats.connections_closed += 1
 
     # ------------------------------------------------------------------ sizing
+
+    @property
+    def limit(self) -> int:
+        """Return the most connections the pool may open now (<= max_connections)."""
+        return self._limit
+
+    def set_limit(self, limit: int) -> None:
+        """Cap growth at ``limit`` (clamped to min..max_connections); never closes busy ones."""
+        cfg = self.config
+        self._limit = max(cfg.min_connections, 1, min(limit, cfg.max_connections))
+        if self._floor > self._limit:
+            self.resize(max(cfg.min_connections, self._limit))
 
     @property
     def floor(self) -> int:

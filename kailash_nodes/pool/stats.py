@@ -43,6 +43,13 @@ class Window:
         self.total_count += 1
         self.total_sum += seconds
 
+    def recent(self, n: int) -> list[float]:
+        """Return the last ``n`` samples (fewer if the window is smaller)."""
+        if n <= 0:
+            return []
+        samples = self._samples
+        return list(samples)[-n:] if n < len(samples) else list(samples)
+
     def summary_ms(self) -> dict[str, float | int]:
         """Return avg/p50/p95/p99/max in milliseconds over the window, with the counts."""
         ordered = sorted(self._samples)
@@ -71,6 +78,7 @@ class PoolStats:
         "connections_created",
         "connections_failed",
         "connections_recycled",
+        "hold_time",
         "queries_executed",
         "query_errors",
         "query_time",
@@ -83,6 +91,7 @@ class PoolStats:
     def __init__(self, window: int = 2048) -> None:
         self.acquire_wait = Window(window)
         self.query_time = Window(window)
+        self.hold_time = Window(window)
         self.acquires = 0
         self.affinity_picks = 0
         self.timeouts = 0
@@ -103,5 +112,5 @@ class PoolStats:
         return {
             name: getattr(self, name)
             for name in self.__slots__
-            if name not in ("acquire_wait", "query_time")
+            if name not in ("acquire_wait", "query_time", "hold_time")
         }

@@ -1,0 +1,25 @@
+"""Adaptive pool sizing: a pure policy (numpy) and the owned task that applies it."""
+
+from __future__ import annotations
+
+from kailash_nodes.sizing.controller import SQLITE_CAP, AdaptivePoolController, live_cap
+from kailash_nodes.sizing.policy import (
+    Decision,
+    Observation,
+    PolicySettings,
+    SizingPolicy,
+    observe,
+    wanted_size,
+)
+
+__all__ = [
+    "SQLITE_CAP",
+    "AdaptivePoolController",
+    "Decision",
+    "Observation",
+    "PolicySettings",
+    "SizingPolicy",
+    "live_cap",
+    "observe",
+    "wanted_size",
+]

@@ -1,0 +1,86 @@
+"""The adaptive controller on real databases: spikes, quiet periods, the live cap."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kailash_nodes.sizing import PolicySettings, SizingPolicy
+from tests.conftest import Backend, PoolFactory
+
+
+async def _spike(pool: object, callers: int, seconds: float, hold: float) -> None:
+    from kailash_nodes import WorkflowConnectionPool
+
+    assert isinstance(pool, WorkflowConnectionPool)
+    end = asyncio.get_running_loop().time() + seconds
+
+    async def caller() -> None:
+        while asyncio.get_running_loop().time() < end:
+            async with pool.connection() as conn:
+                await pool.execute(conn, "SELECT 1 AS one")
+                await asyncio.sleep(hold)  # work while holding the connection
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+
+
+async def test_spike_grows_the_pool_within_a_second_and_quiet_shrinks_it(
+    make_pool: PoolFactory,
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=12, adaptive_sizing=True)
+    await pool.initialize()
+    ctl = pool.adaptive_controller
+    assert ctl is not None and ctl.running
+    ctl.policy = SizingPolicy(PolicySettings(1, 12, shrink_delay=0.5, cooldown=0.1))
+    await _spike(pool, callers=24, seconds=1.0, hold=0.02)
+    history = ctl.get_adjustment_history()
+    grows = [h for h in history if h["to_size"] > h["from_size"]]
+    assert grows, history
+    assert set(grows[0]) >= {"timestamp", "from_size", "to_size", "reason", "arrival_rate"}
+    assert grows[0]["arrival_rate"] > 0 and grows[0]["samples"] > 0
+    peak = pool.engine.floor
+    assert peak > 1
+    await asyncio.sleep(3.0)  # quiet
+    assert pool.engine.floor < peak
+    assert any(h["to_size"] < h["from_size"] for h in ctl.get_adjustment_history())
+    assert pool.engine.state()["total_connections"] <= pool.pool_config.max_connections
+
+
+async def test_rollback_toggles_stop_adjustments(make_pool: PoolFactory) -> None:
+    pool = make_pool(min_connections=1, max_connections=8, adaptive_sizing=True)
+    await pool.initialize()
+    ctl = pool.adaptive_controller
+    assert ctl is not None
+    pool.adaptive_sizing_enabled = False
+    await _spike(pool, callers=16, seconds=0.6, hold=0.02)
+    assert ctl.get_adjustment_history() == []
+    await ctl.stop()
+    assert not ctl.running and not pool.adaptive_sizing_enabled
+
+
+async def test_cap_comes_from_the_servers_live_limit(
+    make_pool: PoolFactory, backend: Backend
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=500, adaptive_sizing=True)
+    await pool.initialize()
+    ctl = pool.adaptive_controller
+    assert ctl is not None
+    cap = await ctl.refresh_cap()
+    src = ctl.cap_source
+    if backend.name == "sqlite":
+        assert cap == 16
+        return
+    assert src["source"] == backend.name and src["max_connections"] == 200  # scripts/db-up
+    assert cap == int(0.8 * (200 - src["reserved"])) - src["others"]
+    assert cap < 500 and pool.engine.limit == 500  # applied on the next tick
+    await ctl.tick()
+    assert pool.engine.limit == cap
+
+
+@pytest.mark.sqlite
+def test_controller_is_absent_without_adaptive_sizing() -> None:
+    from kailash_nodes import WorkflowConnectionPool
+
+    pool = WorkflowConnectionPool(database_type="sqlite", min_connections=1)
+    assert pool.adaptive_controller is None and not pool.adaptive_sizing_enabled
