@@ -166,6 +166,7 @@ class PoolConfig:
     query_timeout: float | None = None
     statement_cache_size: int = 256
     maintenance_interval: float = 1.0
+    pattern_store: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PoolConfig:
@@ -207,6 +208,7 @@ class PoolConfig:
             query_timeout=_opt_num(opts, "query_timeout", None),
             statement_cache_size=_int(opts, "statement_cache_size", 256, low=0),
             maintenance_interval=_num(opts, "maintenance_interval", 1.0, low=0.0, strict=True),
+            pattern_store=_opt_str(opts, "pattern_store"),
         )
         if "mode=memory" in (connect.database or "") and cfg.min_connections < 1:
             raise ConfigError(
@@ -245,6 +247,7 @@ _KNOWN = frozenset(
         "connect_timeout",
         "statement_cache_size",
         "maintenance_interval",
+        "pattern_store",
     }
 )
 
@@ -348,6 +351,13 @@ def _opt_num(opts: Mapping[str, Any], key: str, default: float | None) -> float 
     if opts.get(key, default) is None:
         return None
     return _num(opts, key, default or 0.0, low=0.0, strict=True)
+
+
+def _opt_str(opts: Mapping[str, Any], key: str) -> str | None:
+    value = opts.get(key)
+    if value is not None and not (isinstance(value, str) and value):
+        raise ConfigError(f"{key} must be a non-empty string or None (got {value!r})")
+    return value
 
 
 def _bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -49,12 +49,16 @@ class DriverConnection(Protocol):
         """Return whether ``text`` is prepared on this connection (False without prepare)."""
         ...
 
+    async def prepare(self, text: str, timeout: float | None) -> bool:
+        """Prepare ``text`` ahead of use; return False if cached already or unsupported."""
+        ...
+
     def cached_statements(self) -> int:
         """Return how many statements are prepared on this connection."""
         ...
 
-    def forget_statements(self, texts: Iterable[str]) -> int:
-        """Drop these prepared statements (e.g. after DDL); return how many were cached."""
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        """Drop these prepared statements (all when None); return how many were cached."""
         ...
 
     def resize_statement_cache(self, size: int) -> None:

@@ -64,13 +64,7 @@ class PostgresConnection:
             return await self._fetch_unprepared(text, args, mode, size, timeout)
         cached = self._stmts.get(text)
         if cached is None:
-            # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
-            # every execution send its own Parse (a second message per query).
-            self.statements_prepared += 1
-            stmt = await self._conn.prepare(
-                text, name=f"kn_{self.statements_prepared}", timeout=timeout
-            )
-            cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
+            cached = await self._prepare(text, timeout)
         stmt, returns_rows = cached
         if not returns_rows:  # a command without result columns: count from its tag
             await stmt.fetch(*args, timeout=timeout)
@@ -81,6 +75,26 @@ class PostgresConnection:
         records = await stmt.fetch(*args, timeout=timeout)
         rows = [dict(r) for r in (records if mode == "all" else records[:size])]
         return rows, len(rows)
+
+    async def _prepare(self, text: str, timeout: float | None) -> tuple[Any, bool]:
+        # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
+        # every execution send its own Parse (a second message per query).
+        self.statements_prepared += 1
+        stmt = await self._conn.prepare(
+            text, name=f"kn_{self.statements_prepared}", timeout=timeout
+        )
+        cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
+        return cached
+
+    async def prepare(self, text: str, timeout: float | None) -> bool:
+        """Prepare ``text`` now (a predicted statement); False if cached or prepare is off."""
+        if not self.server_prepare or text in self._stmts:
+            return False
+        try:
+            await self._prepare(text, timeout)
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        return True
 
     async def _fetch_unprepared(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -117,8 +131,13 @@ class PostgresConnection:
         """Return how many statements are prepared on this connection."""
         return len(self._stmts)
 
-    def forget_statements(self, texts: Iterable[str]) -> int:
-        """Drop cached statements; asyncpg closes them on the server when they are freed."""
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        """Drop these cached statements (all when None); asyncpg closes them on the server
+        when they are freed."""
+        if texts is None:
+            count = len(self._stmts)
+            self._stmts.clear()
+            return count
         return sum(self._stmts.pop(t, None) is not None for t in texts)
 
     def resize_statement_cache(self, size: int) -> None:

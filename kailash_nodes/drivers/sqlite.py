@@ -80,11 +80,15 @@ class SQLiteConnection:
         """Return False: there are no server-side prepared statements here."""
         return False
 
+    async def prepare(self, text: str, timeout: float | None) -> bool:
+        """Return False: there are no server-side prepared statements here."""
+        return False
+
     def cached_statements(self) -> int:
         """Return 0: there are no server-side prepared statements here."""
         return 0
 
-    def forget_statements(self, texts: Iterable[str]) -> int:
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
         """Return 0: there is nothing to forget."""
         return 0
 

@@ -86,7 +86,7 @@ class QueryRouterNode(Node):
         self.connection_pool = pool_name
         self.read_replicas = list(replicas)
         self.health_threshold = _number(options, "health_threshold", 50.0)
-        self.pattern_learning = _flag(options, "pattern_learning", True)
+        self._learning = _flag(options, "pattern_learning", True)
         self.options = RouterOptions(
             enable_read_write_split=_flag(options, "enable_read_write_split", True),
             cache_size=cache_size,
@@ -120,6 +120,26 @@ class QueryRouterNode(Node):
         if self.engine is not None:
             self.engine.split = self._split
 
+    @property
+    def pattern_learning(self) -> bool:
+        """Return whether predicted statements are prepared ahead (settable live).
+
+        Needs the pool's ``enable_query_routing`` (it records what runs); without it there
+        is nothing to predict from.
+        """
+        return self._learning
+
+    @pattern_learning.setter
+    def pattern_learning(self, value: bool) -> None:
+        self._learning = bool(value)
+        self._wire_learning()
+
+    def _wire_learning(self) -> None:
+        if self.engine is None:
+            return
+        pool = self._find_pool(self.connection_pool)
+        self.engine.predictor = pool.predict_next_query if self._learning else None
+
     # ------------------------------------------------------------------ wiring
 
     def set_connection_pool(self, pool: WorkflowConnectionPool) -> None:
@@ -149,6 +169,7 @@ class QueryRouterNode(Node):
             engine.split = self._split
             await engine.start()
             self.engine = engine
+            self._wire_learning()
         return self.engine
 
     async def initialize(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cachetools import LRUCache
+
 from kailash_nodes.config import PoolConfig
 from kailash_nodes.errors import (
     ConfigError,
@@ -21,14 +23,18 @@ from kailash_nodes.errors import (
     UnknownConnection,
     UnknownOperation,
 )
+from kailash_nodes.learning import QueryPatternTracker
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
-from kailash_nodes.runtime import Node, register_node_type
+from kailash_nodes.runtime import Node, current_run_id, register_node_type
 from kailash_nodes.sizing import AdaptivePoolController
+from kailash_nodes.sql import classify
 
 __all__ = ["WorkflowConnectionPool"]
 
 logger = logging.getLogger("kailash_nodes.nodes")
+
+_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -46,6 +52,9 @@ class WorkflowConnectionPool(Node):
         super().__init__(**{**options, "name": self.pool_config.name})
         self.engine = ConnectionPool(self.pool_config)
         self._leases: dict[str, PooledConnection] = {}
+        self.pattern_tracker: QueryPatternTracker | None = None
+        self._shape_text: LRUCache[str, str] = LRUCache(maxsize=4096)
+        self._dialect = _DIALECTS[self.pool_config.connect.backend]
         self.enable_query_routing = self.pool_config.enable_query_routing
         self.adaptive_controller: AdaptivePoolController | None = (
             AdaptivePoolController(self.engine) if self.pool_config.adaptive_sizing else None
@@ -73,6 +82,47 @@ class WorkflowConnectionPool(Node):
             self.adaptive_controller.enabled = bool(value)
         elif value:
             raise ConfigError("adaptive sizing needs adaptive_sizing=True at construction")
+
+    @property
+    def enable_query_routing(self) -> bool:
+        """Return whether executions are recorded for pattern learning (settable live)."""
+        return self.engine.observer is not None
+
+    @enable_query_routing.setter
+    def enable_query_routing(self, value: bool) -> None:
+        if value and self.pattern_tracker is None:
+            self.pattern_tracker = QueryPatternTracker(persist_path=self.pool_config.pattern_store)
+        self.engine.observer = self._observe if value else None
+
+    def _observe(
+        self, query: str, duration: float, rows: int, success: bool, pc: PooledConnection
+    ) -> None:
+        """Record one execution under its shape, for the run or router session it is in."""
+        tracker = self.pattern_tracker
+        if tracker is None:
+            return
+        try:
+            cls = classify(query, self._dialect)
+        except Exception:  # unclassifiable text: nothing to learn
+            return
+        self._shape_text[cls.fingerprint] = query
+        tracker.record(
+            cls.fingerprint,
+            session=pc.session or current_run_id(),
+            duration_s=duration,
+            rows=rows,
+            is_write=not cls.replica_safe,
+            success=success,
+        )
+
+    def predict_next_query(self, shape: str, session: str | None) -> str | None:
+        """Return the query text likely to follow ``shape`` in ``session``, if confident."""
+        if self.pattern_tracker is None:
+            return None
+        best = self.pattern_tracker.predict_next(shape, session=session, k=1)
+        if not best or best[0].probability < 0.5 or best[0].support < 3:
+            return None
+        return self._shape_text.get(best[0].shape)
 
     # ------------------------------------------------------------------ process() surface
 
@@ -241,6 +291,8 @@ class WorkflowConnectionPool(Node):
         """Drain (up to ``timeout`` s) and close every connection; later use raises PoolClosed."""
         if self.adaptive_controller is not None:
             await self.adaptive_controller.stop()
+        if self.pattern_tracker is not None and self.pool_config.pattern_store:
+            await self.pattern_tracker.save_async()
         await self.engine.close(timeout)
         self._leases.clear()
         return {"status": "closed"}

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -89,6 +89,9 @@ class ConnectionPool:
         self._tasks = TaskGroup(f"{config.name}-pool")
         self._maintenance: asyncio.Task[None] | None = None
         self._open_error: BaseException | None = None
+        # Called after every statement (query, seconds, rows, success, handle) when set:
+        # the pool node's pattern tracking hooks in here.
+        self.observer: Callable[[str, float, int, bool, PooledConnection], None] | None = None
         self._open_lock = asyncio.Lock()
         self._drained = asyncio.Event()  # set when the pool is closed and nothing is checked out
 
@@ -334,6 +337,8 @@ class ConnectionPool:
                 )
         except QueryError as exc:
             self._record_failure(entry, exc)
+            if self.observer is not None:
+                self.observer(query, time.monotonic() - start, 0, False, pc)
             raise
         except ConnectionFailed:
             self.stats.queries_executed += 1
@@ -352,6 +357,8 @@ class ConnectionPool:
         stats.query_time.add(duration)
         entry.queries += 1
         entry.credit(_HEALTH_SUCCESS)
+        if self.observer is not None:
+            self.observer(query, duration, count, True, pc)
         return QueryResult(data, count, duration)
 
     def _suspect_idle(self) -> None:

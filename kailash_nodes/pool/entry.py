@@ -59,7 +59,7 @@ class PooledConnection:
     :class:`~kailash_nodes.errors.ConnectionReleased`.
     """
 
-    __slots__ = ("_entry", "acquired_at", "id", "pool", "wait")
+    __slots__ = ("_entry", "acquired_at", "id", "pool", "session", "wait")
 
     def __init__(
         self, entry: Entry, lease_id: str, pool: ConnectionPool, acquired_at: float, wait: float
@@ -69,6 +69,7 @@ class PooledConnection:
         self.pool = pool
         self.acquired_at = acquired_at
         self.wait = wait  # seconds from the acquire call to the checkout
+        self.session: str | None = None  # set by a router acting for a session
 
     @property
     def entry(self) -> Entry:

@@ -12,8 +12,9 @@ a repeated statement costs a dictionary hit before its I/O.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ from kailash_nodes.sql import Category, Classification, classify, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
+logger = logging.getLogger("kailash_nodes.router")
+_PREWARM_TIMEOUT = 2.0
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
 _WRITES = frozenset({Category.WRITE_SIMPLE, Category.WRITE_BULK, Category.DDL, Category.UNKNOWN})
@@ -81,6 +84,9 @@ class RouterMetrics:
     cache_lookups: int = 0
     cache_hits: int = 0
     invalidations: int = 0
+    prewarms: int = 0
+    prewarm_hits: int = 0
+    prewarm_errors: int = 0
     routing_time: Window = field(default_factory=Window)
 
 
@@ -107,6 +113,9 @@ class QueryRouter:
             maxsize=max(options.cache_size, 1) * 4
         )
         self._started = False
+        # Pattern learning: shape, session -> the query text predicted next (set by the node)
+        self.predictor: Callable[[str, str | None], str | None] | None = None
+        self._prewarmed: LRUCache[tuple[Any, str], bool] = LRUCache(maxsize=4096)
 
     async def start(self) -> None:
         """Open the pools, size their statement caches, start the monitor and reaper."""
@@ -177,7 +186,7 @@ class QueryRouter:
         pool = self.primary
         pc = await pool.acquire(prefer=self._statement_text(query, pool))
         try:
-            routed = await self._run(pool, pc, cls, query, params, start, "primary")
+            routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
             if session is not None and self._tracks_lsn and cls.category in _WRITES:
                 session.write_lsn = await self._current_lsn(pool, pc)
         finally:
@@ -211,7 +220,7 @@ class QueryRouter:
                 self.metrics.consistency_fallbacks += 1
                 return None
             routed = await self._run(
-                state.pool, pc, cls, query, params, start, f"replica:{state.name}"
+                state.pool, pc, cls, query, params, start, f"replica:{state.name}", session
             )
         except ConnectionFailed as exc:
             state.ban(time.monotonic(), exc)
@@ -271,7 +280,7 @@ class QueryRouter:
         pool, pc = session.pool, session.conn
         assert pool is not None and pc is not None  # pinned just above or before
         try:
-            routed = await self._run(pool, pc, cls, query, params, start, "primary")
+            routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
         except ConnectionFailed:
             await self.sessions.unpin(sid, session)
             raise
@@ -320,9 +329,11 @@ class QueryRouter:
         params: Any,
         start: float,
         target: str,
+        session: Session | None,
     ) -> Routed:
         metrics = self.metrics
-        conn = pc.entry.conn
+        entry = pc.entry
+        conn = entry.conn
         cache_hit = False
         text = ""
         if conn.server_prepare:
@@ -330,6 +341,9 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
+            if cache_hit and self._prewarmed and self._prewarmed.pop((entry, text), False):
+                metrics.prewarm_hits += 1
+        pc.session = session.id if session is not None else None
         decided = time.monotonic()
         metrics.routing_time.add(decided - start)
         if target == "primary":
@@ -349,6 +363,8 @@ class QueryRouter:
             error = exc
         if text and result is not None and cls.tables:
             self._statement_tables[text] = cls.tables
+        if self.predictor is not None and text and error is None:
+            await self._prewarm(pc, cls.fingerprint, session)
         return Routed(
             result,
             error,
@@ -365,6 +381,22 @@ class QueryRouter:
             pc.id,
         )
 
+    async def _prewarm(self, pc: PooledConnection, shape: str, session: Session | None) -> None:
+        """Prepare the statement predicted to come next on this connection (LIFO: the
+        session's next checkout most likely gets it back). Counted: issued and useful."""
+        assert self.predictor is not None
+        query = self.predictor(shape, session.id if session is not None else None)
+        if query is None:
+            return
+        try:
+            text = rewrite(query, self._style).text
+            if await pc.entry.conn.prepare(text, _PREWARM_TIMEOUT):
+                self.metrics.prewarms += 1
+                self._prewarmed[(pc.entry, text)] = True
+        except Exception as exc:  # a prediction never fails the statement that ran
+            self.metrics.prewarm_errors += 1
+            logger.debug("pre-warming %r failed: %s", query, exc)
+
     def invalidate(self, tables: frozenset[str] | None) -> int:
         """Drop prepared statements that use ``tables`` (every statement when None).
 
@@ -375,11 +407,7 @@ class QueryRouter:
         dropped = 0
         for pool in self._pools():
             for entry in pool.entries():
-                if tables is None:
-                    dropped += entry.conn.cached_statements()
-                    entry.conn.resize_statement_cache(pool.statement_cache_size)
-                else:
-                    dropped += entry.conn.forget_statements(texts)
+                dropped += entry.conn.forget_statements(None if tables is None else texts)
         for text in texts:
             self._statement_tables.pop(text, None)
         return dropped
@@ -425,6 +453,13 @@ class QueryRouter:
                 "max_entries_per_connection": self.options.cache_size,
                 "server_side_prepare": server_prepare,
                 "invalidations": m.invalidations,
+            },
+            "pattern_learning": {
+                "enabled": self.predictor is not None,
+                "prewarms": m.prewarms,
+                "prewarms_used": m.prewarm_hits,
+                "prewarms_wasted_or_pending": m.prewarms - m.prewarm_hits,
+                "prewarm_errors": m.prewarm_errors,
             },
             "active_transactions": self.sessions.active_transactions(),
             "pinned_sessions": self.sessions.pinned(),

@@ -23,9 +23,12 @@ logger = logging.getLogger("kailash_nodes.router")
 class Session:
     """One session's pinned connection (if any) and its consistency token."""
 
-    __slots__ = ("conn", "in_transaction", "last_used", "lock", "pool", "sticky", "write_lsn")
+    __slots__ = (
+        "conn", "id", "in_transaction", "last_used", "lock", "pool", "sticky", "write_lsn",
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, session_id: str) -> None:
+        self.id = session_id
         self.conn: PooledConnection | None = None
         self.pool: ConnectionPool | None = None
         self.in_transaction = False
@@ -53,7 +56,7 @@ class SessionTable:
         """Return the session, creating it on first use."""
         session = self.sessions.get(session_id)
         if session is None:
-            session = self.sessions[session_id] = Session()
+            session = self.sessions[session_id] = Session(session_id)
         session.last_used = time.monotonic()
         return session
 

@@ -1,0 +1,85 @@
+"""Pattern learning on PostgreSQL: the pool records, the router prepares what comes next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
+from tests.conftest import server_dsn
+
+pytestmark = pytest.mark.postgres
+
+
+def _stack(store: Path, learning: bool) -> tuple[LocalRuntime, QueryRouterNode]:
+    runtime = LocalRuntime()
+    runtime.register_node(
+        "db_pool",
+        WorkflowConnectionPool(
+            name="db_pool", connection_string=server_dsn("KN_PG_DSN"), min_connections=1,
+            max_connections=2, enable_query_routing=True, pattern_store=str(store),
+        ),
+    )  # fmt: skip
+    router = QueryRouterNode(name="router", connection_pool="db_pool", pattern_learning=learning)
+    runtime.register_node("router", router)
+    return runtime, router
+
+
+def _steps(table: str) -> list[str]:
+    return [
+        f"SELECT id FROM {table} WHERE id = $1",
+        f"SELECT v FROM {table} WHERE id = $1 AND v IS NOT NULL",
+        f"SELECT count(*) AS n FROM {table} WHERE id <= $1",
+    ]
+
+
+async def test_learned_sequences_survive_a_restart_and_prewarm_the_next_statement(
+    tmp_path: Path, table: str
+) -> None:
+    store = tmp_path / "patterns.json"
+    steps = _steps(table)
+    runtime, router = _stack(store, learning=False)
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"})
+        for run in range(8):  # eight workflow runs of the same three steps
+            for sql in steps:
+                res = await router.process(
+                    {"query": sql, "parameters": [run], "session_id": f"run{run}"}
+                )
+                assert res["success"], res
+        pool = runtime.get_node("db_pool")
+        assert isinstance(pool, WorkflowConnectionPool) and pool.pattern_tracker is not None
+        insight = pool.pattern_tracker.insights()
+        assert insight["totals"]["records"] >= 24
+    assert store.exists()  # saved on close
+
+    # a "restarted process": new pool (no prepared statements), same pattern store
+    runtime, router = _stack(store, learning=True)
+    async with runtime:
+        # query texts are kept in memory only (they may hold literal values): the new
+        # process learns each text when it first runs it anywhere
+        for sql in steps:
+            await router.process({"query": sql, "parameters": [0], "session_id": "warm"})
+        await router.invalidate_cache()
+        first = await router.process({"query": steps[0], "parameters": [1], "session_id": "new"})
+        assert first["success"]
+        metrics = await router.get_metrics()
+        assert metrics["pattern_learning"]["prewarms"] == 1
+        second = await router.process({"query": steps[1], "parameters": [1], "session_id": "new"})
+        assert second["routing_metadata"]["cache_hit"] is True  # prepared ahead of its first use
+        metrics = await router.get_metrics()
+        assert metrics["pattern_learning"]["prewarms_used"] == 1
+        await router.process({"query": f"DROP TABLE {table}"})
+
+
+async def test_without_learning_the_first_call_prepares(tmp_path: Path, table: str) -> None:
+    steps = _steps(table)
+    runtime, router = _stack(tmp_path / "p.json", learning=False)
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"})
+        await router.process({"query": steps[0], "parameters": [1], "session_id": "s"})
+        second = await router.process({"query": steps[1], "parameters": [1], "session_id": "s"})
+        assert second["routing_metadata"]["cache_hit"] is False
+        assert (await router.get_metrics())["pattern_learning"]["prewarms"] == 0
+        await router.process({"query": f"DROP TABLE {table}"})
