@@ -40,6 +40,7 @@ class LocalRuntime:
         self._nodes: dict[str, Node] = {}
         self._started: list[Node] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_nodes: list[Node] = []  # nodes that ran on the private loop
 
     # ------------------------------------------------------------------ registration
 
@@ -149,17 +150,30 @@ class LocalRuntime:
             )
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
+        for node in workflow.nodes.values():
+            if node not in self._loop_nodes:
+                self._loop_nodes.append(node)
         return self._loop.run_until_complete(self.execute_async(workflow, parameters))
 
     def close(self) -> None:
-        """Close the private event loop behind ``execute()``; a later call opens a new one.
+        """Close what ``execute()`` used, then its private event loop.
 
-        Does not close the nodes (``stop()`` does). Safe to call more than once.
+        The nodes that ran there and the registered nodes are closed (in reverse order)
+        on that loop first, so their connections and threads do not outlive it. A later
+        ``execute()`` opens a new loop. Safe to call more than once.
         """
-        if self._loop is not None:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
-            self._loop = None
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        nodes = [n for n in (*self._nodes.values(), *self._loop_nodes) if n not in self._started]
+        self._loop_nodes = []
+        for node in reversed(list(dict.fromkeys(nodes))):
+            try:
+                loop.run_until_complete(node.close())
+            except Exception:
+                logger.exception("closing %r failed", node)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
     async def execute_async(
         self, workflow: Workflow, parameters: Mapping[str, Mapping[str, Any]] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import doctest
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,3 +302,19 @@ def test_sync_execute_runs_on_a_persistent_private_loop() -> None:
 async def test_sync_execute_refuses_inside_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match=r"use 'await runtime\.execute_async"):
         LocalRuntime().execute(diamond().build())
+
+
+def test_sync_close_closes_a_pool_used_by_sync_execute(tmp_path: Path) -> None:
+    from kailash_nodes import WorkflowConnectionPool
+
+    pool = WorkflowConnectionPool(
+        name="db_pool", database_type="sqlite", database=str(tmp_path / "x.db")
+    )
+    runtime = LocalRuntime()
+    runtime.register_node("db_pool", pool)
+    wf = WorkflowBuilder()
+    wf.add_node("acquire", pool, {"operation": "acquire"})
+    results, _ = runtime.execute(wf.build())
+    assert results["acquire"]["connection_id"]
+    runtime.close()
+    assert pool.engine.closed and pool.engine.state()["total_connections"] == 0
