@@ -80,9 +80,11 @@ class PostgresConnection:
         # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
         # every execution send its own Parse (a second message per query).
         self.statements_prepared += 1
-        stmt = await self._conn.prepare(
-            text, name=f"kn_{self.statements_prepared}", timeout=timeout
-        )
+        # Names unique per connection object: behind a transaction-pooling proxy (where
+        # prepare must be off) a stray reuse then fails loudly instead of binding another
+        # client's statement of the same name.
+        name = f"kn_{id(self):x}_{self.statements_prepared}"
+        stmt = await self._conn.prepare(text, name=name, timeout=timeout)
         cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
         return cached
 
