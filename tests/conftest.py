@@ -8,6 +8,7 @@ Server DSNs come from KN_PG_DSN, KN_PG_REPLICA_DSN, KN_PG_ADMIN_DSN and KN_MYSQL
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -88,3 +89,15 @@ def table() -> str:
 def pg_admin_dsn() -> str:
     """The PostgreSQL superuser DSN (for pg_terminate_backend and friends)."""
     return server_dsn("KN_PG_ADMIN_DSN")
+
+
+def pg_ctl(server: str) -> list[str]:
+    """Return the pg_ctl command line for ``server`` ("pg-primary" or "pg-replica").
+
+    Skips unless the test runs as root with runuser and scripts/db-up's KN_DB_STATE_DIR.
+    """
+    state = os.environ.get("KN_DB_STATE_DIR")
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not state or not bins or os.geteuid() != 0 or not shutil.which("runuser"):
+        pytest.skip("controlling a server needs root, runuser and KN_DB_STATE_DIR")
+    return ["runuser", "-u", "postgres", "--", str(bins[-1]), "-D", f"{state}/{server}"]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from kailash_nodes.config import ConnectParams
 
-__all__ = ["FETCH_MODES", "Driver", "DriverConnection", "Rows"]
+__all__ = ["FETCH_MODES", "Driver", "DriverConnection", "NoServerPrepare", "Rows"]
 
 FETCH_MODES = ("all", "one", "many")
 
@@ -100,3 +100,28 @@ class Driver(Protocol):
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> DriverConnection:
         """Open one connection; raise ConnectionFailed (or ConfigError) on failure."""
         ...
+
+
+class NoServerPrepare:
+    """The statement-cache part of DriverConnection for backends without server prepare."""
+
+    __slots__ = ()
+
+    def has_statement(self, text: str) -> bool:
+        """Return False: there are no server-side prepared statements here."""
+        return False
+
+    async def prepare(self, text: str, timeout: float | None) -> bool:
+        """Return False: there are no server-side prepared statements here."""
+        return False
+
+    def cached_statements(self) -> int:
+        """Return 0: there are no server-side prepared statements here."""
+        return 0
+
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        """Return 0: there is nothing to forget."""
+        return 0
+
+    def resize_statement_cache(self, size: int) -> None:
+        """Do nothing: there is no cache of ours to resize."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
-from collections.abc import Iterable
 from typing import Any
 
 import aiomysql
 import pymysql
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import Rows
+from kailash_nodes.drivers.base import NoServerPrepare, Rows
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
 __all__ = ["DRIVER", "MySQLConnection", "MySQLDriver"]
@@ -32,7 +31,7 @@ _SENDABLE_BASES = (
 )  # fmt: skip
 
 
-class MySQLConnection:
+class MySQLConnection(NoServerPrepare):
     """An aiomysql connection with one reusable dict cursor."""
 
     __slots__ = ("_conn", "_cursor", "server_prepare")
@@ -82,25 +81,6 @@ class MySQLConnection:
     def in_transaction(self) -> bool:
         """Return the server status flag from the last reply (no round trip)."""
         return bool(self._conn.get_transaction_status())
-
-    def has_statement(self, text: str) -> bool:
-        """Return False: there are no server-side prepared statements here."""
-        return False
-
-    async def prepare(self, text: str, timeout: float | None) -> bool:
-        """Return False: there are no server-side prepared statements here."""
-        return False
-
-    def cached_statements(self) -> int:
-        """Return 0: there are no server-side prepared statements here."""
-        return 0
-
-    def forget_statements(self, texts: Iterable[str] | None) -> int:
-        """Return 0: there is nothing to forget."""
-        return 0
-
-    def resize_statement_cache(self, size: int) -> None:
-        """Do nothing: there is no cache of ours to resize."""
 
     def is_closed(self) -> bool:
         """Return whether aiomysql has closed the connection."""

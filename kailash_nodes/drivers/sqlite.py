@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable
 from typing import Any
 
 import aiosqlite
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import Rows
+from kailash_nodes.drivers.base import NoServerPrepare, Rows
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
 __all__ = ["DRIVER", "SQLiteConnection", "SQLiteDriver"]
@@ -24,7 +23,7 @@ __all__ = ["DRIVER", "SQLiteConnection", "SQLiteDriver"]
 _BUSY_TIMEOUT_S = 5.0
 
 
-class SQLiteConnection:
+class SQLiteConnection(NoServerPrepare):
     """An aiosqlite connection in autocommit mode (``isolation_level=None``)."""
 
     __slots__ = ("_closed", "_conn", "server_prepare")
@@ -75,25 +74,6 @@ class SQLiteConnection:
     def in_transaction(self) -> bool:
         """Return sqlite3's own transaction flag (no hop)."""
         return bool(self._conn.in_transaction)
-
-    def has_statement(self, text: str) -> bool:
-        """Return False: there are no server-side prepared statements here."""
-        return False
-
-    async def prepare(self, text: str, timeout: float | None) -> bool:
-        """Return False: there are no server-side prepared statements here."""
-        return False
-
-    def cached_statements(self) -> int:
-        """Return 0: there are no server-side prepared statements here."""
-        return 0
-
-    def forget_statements(self, texts: Iterable[str] | None) -> int:
-        """Return 0: there is nothing to forget."""
-        return 0
-
-    def resize_statement_cache(self, size: int) -> None:
-        """Do nothing: there is no cache of ours to resize."""
 
     def is_closed(self) -> bool:
         """Return whether the connection was closed or its thread has died."""

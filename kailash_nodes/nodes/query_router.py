@@ -7,18 +7,17 @@ the node is registered with (or given with ``set_connection_pool``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from kailash_nodes.errors import ConfigError, ParameterError, UnknownOperation
+from kailash_nodes.errors import ConfigError, ParameterError
+from kailash_nodes.nodes.operations import Handler, find_handler
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
 from kailash_nodes.router import QueryRouter, RouterOptions
 from kailash_nodes.runtime import Node, register_node_type
 
 __all__ = ["QueryRouterNode"]
-
-Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -191,12 +190,7 @@ class QueryRouterNode(Node):
         Also ``{"operation": "end_session" | "get_metrics" | "invalidate_cache", ...}``.
         """
         op = inputs.get("operation", "route")
-        handler = self._handlers.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise UnknownOperation(
-                f"Unknown operation: {op!r}; known operations: {sorted(self._handlers)}"
-            )
-        return await handler(inputs)
+        return await find_handler(self._handlers, op)(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Route one query from keyword inputs (the workflow-runtime entry point)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,9 +21,9 @@ from kailash_nodes.errors import (
     PoolClosed,
     QueryError,
     UnknownConnection,
-    UnknownOperation,
 )
 from kailash_nodes.learning import QueryPatternTracker
+from kailash_nodes.nodes.operations import Handler, find_handler
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
@@ -35,8 +35,6 @@ __all__ = ["WorkflowConnectionPool"]
 logger = logging.getLogger("kailash_nodes.nodes")
 
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
-
-Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @register_node_type
@@ -133,12 +131,7 @@ class WorkflowConnectionPool(Node):
         docs/pool.md for each operation's inputs, result keys and errors.
         """
         op = inputs.get("operation")
-        handler = self._handlers.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise UnknownOperation(
-                f"Unknown operation: {op!r}; known operations: {sorted(self._handlers)}"
-            )
-        return await handler(inputs)
+        return await find_handler(self._handlers, op)(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Run one operation from keyword inputs (the workflow-runtime entry point)."""

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from kailash_nodes import ConnectionFailed, PoolTimeout, QueryError, WorkflowConnectionPool
-from tests.conftest import server_dsn
+from tests.conftest import pg_ctl, server_dsn
 
 ACQUIRE_TIMEOUT = 2.0
 TYPED = (ConnectionFailed, QueryError, PoolTimeout)
@@ -158,18 +155,10 @@ async def test_killing_every_mysql_connection_under_load_recovers() -> None:
         await pool.close()
 
 
-def _pg_ctl() -> list[str]:
-    state = os.environ.get("KN_DB_STATE_DIR")
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not state or not bins or os.geteuid() != 0 or not shutil.which("runuser"):
-        pytest.skip("server restart needs root, runuser and KN_DB_STATE_DIR from scripts/db-up")
-    return ["runuser", "-u", "postgres", "--", str(bins[-1]), "-D", f"{state}/pg-primary"]
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_server_restart_under_load_recovers_without_caller_action() -> None:
-    pg_ctl = _pg_ctl()
+    ctl = pg_ctl("pg-primary")
     dsn = server_dsn("KN_PG_DSN")
     pool = WorkflowConnectionPool(
         name=f"restart_{uuid.uuid4().hex[:8]}", connection_string=dsn, min_connections=4,
@@ -181,7 +170,7 @@ async def test_server_restart_under_load_recovers_without_caller_action() -> Non
         async def restart() -> None:
             await asyncio.to_thread(
                 subprocess.run,
-                [*pg_ctl, "-m", "fast", "-w", "-t", "60", "restart"],
+                [*ctl, "-m", "fast", "-w", "-t", "60", "restart"],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

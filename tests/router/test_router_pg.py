@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, SessionError, WorkflowConnectionPool
-from tests.conftest import server_dsn
+from tests.conftest import pg_ctl, server_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -204,17 +202,9 @@ async def test_ddl_drops_prepared_statements_of_its_table(bed: Bed) -> None:
     assert again["success"] and again["data"] == [{"id": 1, "v": "a", "extra": 7}]
 
 
-def _replica_ctl() -> list[str]:
-    state = os.environ.get("KN_DB_STATE_DIR")
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not state or not bins or os.geteuid() != 0 or not shutil.which("runuser"):
-        pytest.skip("stopping the replica needs root, runuser and KN_DB_STATE_DIR")
-    return ["runuser", "-u", "postgres", "--", str(bins[-1]), "-D", f"{state}/pg-replica"]
-
-
 @pytest.mark.slow
 async def test_stopping_the_replica_under_load_loses_no_request(bed: Bed) -> None:
-    ctl = _replica_ctl()
+    ctl = pg_ctl("pg-replica")
     t = bed.table
     await bed.q(f"INSERT INTO {t} VALUES (1, 'a')")
     await asyncio.sleep(0.3)
