@@ -210,10 +210,14 @@ class PoolConfig:
             maintenance_interval=_num(opts, "maintenance_interval", 1.0, low=0.0, strict=True),
             pattern_store=_opt_str(opts, "pattern_store"),
         )
-        if "mode=memory" in (connect.database or "") and cfg.min_connections < 1:
+        if "mode=memory" in (connect.database or "") and (
+            cfg.min_connections < 1 or cfg.max_connections < 2
+        ):
             raise ConfigError(
-                "min_connections must be >= 1 for an in-memory SQLite database (it lives only "
-                f"while a connection is open) (got min_connections={cfg.min_connections})"
+                "an in-memory SQLite database lives only while a connection is open: it needs "
+                "min_connections >= 1 and max_connections >= 2 (so a replacement opens before "
+                f"a connection closes) (got min_connections={cfg.min_connections}, "
+                f"max_connections={cfg.max_connections})"
             )
         if cfg.min_connections > cfg.max_connections:
             raise ConfigError(

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 import aiosqlite
+from aiosqlite.core import _STOP_RUNNING_SENTINEL
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import NoServerPrepare, Rows
@@ -110,12 +111,27 @@ class SQLiteConnection(NoServerPrepare):
             return
 
     def terminate(self) -> None:
-        """Interrupt a running statement and stop the worker thread, without waiting."""
+        """Interrupt a running statement and stop the worker thread, without waiting.
+
+        aiosqlite's own ``stop()`` hands its thread a future of the current loop; if the
+        loop has closed by the time the thread gets to it, the thread dies with "Event loop
+        is closed". So the stop request goes in without a future (aiosqlite's queue accepts
+        None), and the thread closes the handle and ends by itself.
+        """
         self._closed = True
-        raw = self._conn._connection  # sqlite3.Connection.interrupt() is thread-safe
-        if raw is not None:
-            raw.interrupt()
-        self._conn.stop()
+        conn = self._conn
+        raw = conn._connection  # sqlite3.Connection.interrupt() is thread-safe
+        if raw is None:
+            return
+        raw.interrupt()
+        conn._running = False
+
+        def close_and_stop() -> object:
+            raw.close()
+            conn._connection = None
+            return _STOP_RUNNING_SENTINEL
+
+        conn._tx.put_nowait((None, close_and_stop))
 
     def _wrap(self, exc: BaseException) -> Exception:
         if isinstance(exc, TimeoutError):

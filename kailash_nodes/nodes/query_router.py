@@ -7,10 +7,11 @@ the node is registered with (or given with ``set_connection_pool``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kailash_nodes.errors import ConfigError, ParameterError
+from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError
 from kailash_nodes.nodes.operations import Handler, find_handler
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
@@ -18,6 +19,8 @@ from kailash_nodes.router import QueryRouter, RouterOptions
 from kailash_nodes.runtime import Node, register_node_type
 
 __all__ = ["QueryRouterNode"]
+
+logger = logging.getLogger("kailash_nodes.nodes")
 
 
 def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -76,7 +79,7 @@ class QueryRouterNode(Node):
         if not isinstance(pool_name, str) or not pool_name:
             raise ConfigError(f"connection_pool must name a pool node (got {pool_name!r})")
         replicas = options.get("read_replicas") or []
-        if isinstance(replicas, str) or not all(isinstance(r, str) for r in replicas):
+        if not isinstance(replicas, list | tuple) or not all(isinstance(r, str) for r in replicas):
             raise ConfigError(f"read_replicas must be a list of pool names (got {replicas!r})")
         cache_size = options.get("cache_size", 1000)
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
@@ -138,6 +141,8 @@ class QueryRouterNode(Node):
             return
         pool = self._find_pool(self.connection_pool)
         self.engine.predictor = pool.predict_next_query if self._learning else None
+        for state in self.engine.replicas.states:  # reads on replicas are part of the sequence
+            state.pool.observer = pool.engine.observer
 
     # ------------------------------------------------------------------ wiring
 
@@ -160,8 +165,12 @@ class QueryRouterNode(Node):
 
     async def _engine(self) -> QueryRouter:
         if self.engine is None:
-            for name in (self.connection_pool, *self.read_replicas):
-                await self._find_pool(name).initialize()  # opens it, starts its controller
+            await self._find_pool(self.connection_pool).initialize()  # opens it, starts sizing
+            for name in self.read_replicas:  # a replica that is down now joins when it is up
+                try:
+                    await self._find_pool(name).initialize()
+                except ConnectionFailed as exc:
+                    logger.warning("replica pool %s is not reachable yet: %s", name, exc)
             primary = self._find_pool(self.connection_pool).engine
             replicas = {n: self._find_pool(n).engine for n in self.read_replicas}
             engine = QueryRouter(primary, replicas, self.options)
@@ -228,6 +237,8 @@ class QueryRouterNode(Node):
     async def invalidate_cache(self, tables: list[str] | None = None) -> dict[str, Any]:
         """Drop prepared statements using ``tables`` (all of them when None)."""
         engine = await self._engine()
+        if isinstance(tables, str):
+            tables = [tables]
         dropped = engine.invalidate(
             None if tables is None else frozenset(t.lower() for t in tables)
         )

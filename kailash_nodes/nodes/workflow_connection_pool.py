@@ -378,15 +378,14 @@ class WorkflowConnectionPool(Node):
     def get_status(self) -> dict[str, Any]:
         """Return per-connection status (health, checked out or idle, queries, ages)."""
         now = time.monotonic()
-        busy = {pc.entry.name for pc in self._leases.values() if not pc.released}
         conns = {
             e.name: {
                 "health_score": round(e.health, 1),
-                "active_queries": 1 if e.name in busy else 0,
-                "state": "active" if e.name in busy else "idle",
+                "active_queries": 1 if e.leased else 0,
+                "state": "active" if e.leased else "idle",
                 "queries": e.queries,
                 "age_seconds": now - e.created,
-                "idle_seconds": 0.0 if e.name in busy else now - e.last_used,
+                "idle_seconds": 0.0 if e.leased else now - e.last_used,
             }
             for e in sorted(self.engine.entries(), key=lambda e: e.name)
         }

@@ -271,6 +271,7 @@ class ConnectionPool:
         stats = self.stats
         stats.acquires += 1
         stats.acquire_wait.add(now - start)
+        entry.leased = True
         return PooledConnection(entry, f"{entry.name}#{self._lease_seq}", self, now, now - start)
 
     def _put(self, entry: Entry) -> None:
@@ -305,11 +306,14 @@ class ConnectionPool:
         *,
         fetch_mode: str = "all",
         fetch_size: int = 100,
+        observe: bool = True,
     ) -> QueryResult:
         """Run one statement (or a parameterless multi-statement string) on ``pc``.
 
         Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted. Raises
-        ParameterError (bad parameters or fetch mode), QueryError (the database rejected
+        ``observe=False`` keeps the library's own bookkeeping statements out of pattern
+        learning. Raises ParameterError (bad parameters or fetch mode), QueryError (the
+        database rejected
         the statement; the connection stays usable), ConnectionFailed (the connection
         broke; it is replaced on release), ConnectionReleased or PoolClosed.
         """
@@ -337,7 +341,7 @@ class ConnectionPool:
                 )
         except QueryError as exc:
             self._record_failure(entry, exc)
-            if self.observer is not None:
+            if self.observer is not None and observe:
                 self.observer(query, time.monotonic() - start, 0, False, pc)
             raise
         except ConnectionFailed:
@@ -357,7 +361,7 @@ class ConnectionPool:
         stats.query_time.add(duration)
         entry.queries += 1
         entry.credit(_HEALTH_SUCCESS)
-        if self.observer is not None:
+        if self.observer is not None and observe:
             self.observer(query, duration, count, True, pc)
         return QueryResult(data, count, duration)
 
@@ -384,6 +388,7 @@ class ConnectionPool:
         Raises ConnectionReleased if ``pc`` was already released.
         """
         entry = pc.detach()
+        entry.leased = False
         self._active -= 1
         self.stats.hold_time.add(time.monotonic() - pc.acquired_at)
         if self._closed and not self._active:

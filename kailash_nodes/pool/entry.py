@@ -26,6 +26,7 @@ class Entry:
         "dirty",
         "health",
         "last_used",
+        "leased",
         "name",
         "queries",
         "suspect",
@@ -42,6 +43,7 @@ class Entry:
         self.dirty = False  # session state may have changed: reset on release
         self.queries = 0
         self.suspect = False  # check before lending: another connection was just lost
+        self.leased = False  # checked out right now (by anyone: the node, a router, a session)
 
     def credit(self, amount: float) -> None:
         """Raise the health score after a success, capped at 100."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from kailash_nodes.context import current_run_id
 from kailash_nodes.errors import (
     ConnectionFailed,
     ParameterError,
@@ -31,7 +32,6 @@ from kailash_nodes.errors import (
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
 from kailash_nodes.router.replicas import ReplicaSet, ReplicaState, lsn_to_int
 from kailash_nodes.router.sessions import Session, SessionTable
-from kailash_nodes.runtime import current_run_id
 from kailash_nodes.sql import Category, Classification, classify, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
@@ -40,6 +40,7 @@ logger = logging.getLogger("kailash_nodes.router")
 _PREWARM_TIMEOUT = 2.0
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
+_OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
 _WRITES = frozenset({Category.WRITE_SIMPLE, Category.WRITE_BULK, Category.DDL, Category.UNKNOWN})
 # Replica answers that mean "ask the primary instead" (read-only, recovery conflict).
 _RETRY_ON_PRIMARY = frozenset({"25006", "40001"})
@@ -113,6 +114,7 @@ class QueryRouter:
             maxsize=max(options.cache_size, 1) * 4
         )
         self._started = False
+        self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (set by the node)
         self.predictor: Callable[[str, str | None], str | None] | None = None
         self._prewarmed: LRUCache[tuple[Any, str], bool] = LRUCache(maxsize=4096)
@@ -123,8 +125,8 @@ class QueryRouter:
             return
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
-        for pool in (self.primary, *(s.pool for s in self.replicas.states)):
-            await pool.open()
+        await self.primary.open()
+        for pool in self._pools():
             pool.set_statement_cache_size(size)
         if self.replicas.states:
             await self.replicas.check_all()
@@ -153,10 +155,10 @@ class QueryRouter:
         cls = classify(query, self.dialect)
         self.metrics.routed += 1
         try:
-            if session_id is None and (
-                cls.transaction_op or cls.category is Category.SESSION_STATE
-            ):
-                session_id = current_run_id()
+            if session_id is None:
+                session_id = current_run_id()  # a workflow run is a session
+            if cls.transaction_op in _OTHER_TRANSACTION:  # ends a prepared transaction:
+                return await self._stateless(cls, query, params, start, None)  # any conn
             if session_id is None:
                 if cls.transaction_op:
                     raise SessionError(
@@ -179,7 +181,7 @@ class QueryRouter:
         start: float,
         session: Session | None,
     ) -> Routed:
-        if cls.replica_safe and self.split and self.replicas.states:
+        if cls.replica_safe and self.split and self._read_from_replica(session):
             routed = await self._try_replica(cls, query, params, start, session)
             if routed is not None:
                 return routed
@@ -187,11 +189,22 @@ class QueryRouter:
         pc = await pool.acquire(prefer=self._statement_text(query, pool))
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
-            if session is not None and self._tracks_lsn and cls.category in _WRITES:
-                session.write_lsn = await self._current_lsn(pool, pc)
+            if session is not None and cls.category in _WRITES:
+                await self._note_write(session, pool, pc)
         finally:
             await pool.release(pc)
         return routed
+
+    def _read_from_replica(self, session: Session | None) -> bool:
+        """Return whether this read should try a replica (not the primary)."""
+        if not self.replicas.states:
+            return False
+        if session is not None and session.primary_until > time.monotonic():
+            return False
+        if self.options.reads_on_primary:  # the primary takes its turn in the rotation
+            self._turn = (self._turn + 1) % (len(self.replicas.states) + 1)
+            return self._turn != 0
+        return True
 
     async def _try_replica(
         self,
@@ -250,7 +263,7 @@ class QueryRouter:
         deadline = time.monotonic() + self.options.consistency_timeout
         while True:
             res = await state.pool.execute(
-                pc, "SELECT pg_last_wal_replay_lsn()::text AS lsn", fetch_mode="one"
+                pc, "SELECT pg_last_wal_replay_lsn()::text AS lsn", fetch_mode="one", observe=False
             )
             state.replay_lsn = max(state.replay_lsn, lsn_to_int(res.data["lsn"]))
             if state.replay_lsn >= token:
@@ -269,10 +282,18 @@ class QueryRouter:
         start: float,
     ) -> Routed:
         op = cls.transaction_op
+        pinning = False
         if not session.pinned:
             if op == "begin" or cls.category is Category.SESSION_STATE:
                 session.conn = await self.primary.acquire()
                 session.pool = self.primary
+                session.expired = False
+                pinning = True
+            elif session.expired:
+                raise SessionError(
+                    f"session {sid!r} was rolled back after {self.sessions.timeout:g}s idle; "
+                    "its transaction is gone (BEGIN starts a new one)"
+                )
             elif op:
                 raise SessionError(f"{cls.statement}: no open transaction in session {sid!r}")
             else:
@@ -287,6 +308,8 @@ class QueryRouter:
         routed.metadata["session_id"] = sid
         if routed.error is None:
             await self._after_session_statement(sid, session, cls)
+        elif pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
+            await self.sessions.unpin(sid, session)
         return routed
 
     async def _after_session_statement(
@@ -299,8 +322,8 @@ class QueryRouter:
             session.sticky = True
         pool, pc = session.pool, session.conn
         wrote = op in _ENDS or (cls.category in _WRITES and not session.in_transaction)
-        if wrote and self._tracks_lsn and pool is not None and pc is not None:
-            session.write_lsn = await self._current_lsn(pool, pc)
+        if wrote and pool is not None and pc is not None:
+            await self._note_write(session, pool, pc)
         if op in _ENDS:
             session.in_transaction = False
             if not session.sticky:
@@ -316,8 +339,24 @@ class QueryRouter:
             await self.sessions.unpin(session_id, session)
         return True
 
+    async def _note_write(
+        self, session: Session, pool: ConnectionPool, pc: PooledConnection
+    ) -> None:
+        """Remember what the session's next replica read must see.
+
+        PostgreSQL: the primary's WAL position. Other backends have no position to compare,
+        so the session reads from the primary until a replica within the lag threshold
+        must have caught up.
+        """
+        if self._tracks_lsn:
+            session.write_lsn = await self._current_lsn(pool, pc)
+        elif self.replicas.states:
+            session.primary_until = time.monotonic() + self.options.replica_lag_threshold
+
     async def _current_lsn(self, pool: ConnectionPool, pc: PooledConnection) -> int:
-        res = await pool.execute(pc, "SELECT pg_current_wal_lsn()::text AS lsn", fetch_mode="one")
+        res = await pool.execute(
+            pc, "SELECT pg_current_wal_lsn()::text AS lsn", fetch_mode="one", observe=False
+        )
         return lsn_to_int(res.data["lsn"])
 
     async def _run(
@@ -402,7 +441,12 @@ class QueryRouter:
 
         Runs on DDL (outside the hot path); returns how many cached statements were dropped.
         """
-        texts = [t for t, used in self._statement_tables.items() if tables is None or used & tables]
+        names = None if tables is None else {t.rpartition(".")[2] for t in tables}
+        texts = [
+            t
+            for t, used in self._statement_tables.items()
+            if names is None or any(u.rpartition(".")[2] in names for u in used)
+        ]
         self.metrics.invalidations += 1
         dropped = 0
         for pool in self._pools():
@@ -423,8 +467,10 @@ class QueryRouter:
         """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
         m = self.metrics
         timing = m.routing_time.summary_ms()
-        server_prepare = self.options.prepare and self.primary.config.connect.backend == (
-            "postgresql"
+        server_prepare = (
+            self.options.prepare
+            and self.options.cache_size > 0
+            and self.primary.config.connect.backend == "postgresql"
         )
         now = time.monotonic()
         return {

@@ -25,7 +25,8 @@ logger = logging.getLogger("kailash_nodes.router")
 # last replayed commit. The replay LSN is what read-your-writes compares against.
 PG_LAG_SQL = (
     "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replay_lsn, "
-    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0 "
+    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+    "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0.0 "
     "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag"
 )
 _BAN_MIN, _BAN_MAX = 1.0, 30.0
@@ -153,14 +154,16 @@ class ReplicaSet:
             async with asyncio.timeout(max(self.interval, 1.0) * 2):
                 async with state.pool.connection() as pc:
                     if state.pool.config.connect.backend == "postgresql":
-                        res = await state.pool.execute(pc, PG_LAG_SQL, fetch_mode="one")
+                        res = await state.pool.execute(
+                            pc, PG_LAG_SQL, fetch_mode="one", observe=False
+                        )
                         row = res.data
                         if not row["standby"]:
                             raise KailashNodesError("not a standby (pg_is_in_recovery() is false)")
                         state.lag = float(row["lag"] or 0.0)
                         state.replay_lsn = lsn_to_int(row["replay_lsn"])
                     else:
-                        await state.pool.execute(pc, "SELECT 1")
+                        await state.pool.execute(pc, "SELECT 1", observe=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

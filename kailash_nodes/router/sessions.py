@@ -24,7 +24,8 @@ class Session:
     """One session's pinned connection (if any) and its consistency token."""
 
     __slots__ = (
-        "conn", "id", "in_transaction", "last_used", "lock", "pool", "sticky", "write_lsn",
+        "conn", "expired", "id", "in_transaction", "last_used", "lock", "pool", "primary_until",
+        "sticky", "write_lsn",
     )  # fmt: skip
 
     def __init__(self, session_id: str) -> None:
@@ -34,6 +35,8 @@ class Session:
         self.in_transaction = False
         self.sticky = False  # session state was set: keep the connection after a commit
         self.write_lsn = 0  # primary WAL position after this session's last write
+        self.primary_until = 0.0  # no WAL positions (MySQL, SQLite): read the primary until
+        self.expired = False  # its transaction was rolled back by the reaper
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()
 
@@ -75,7 +78,7 @@ class SessionTable:
         session.in_transaction = session.sticky = False
         if conn is not None and pool is not None and not conn.released:
             await pool.release(conn)
-        if session.write_lsn == 0:
+        if session.write_lsn == 0 and session.primary_until <= time.monotonic():
             self.sessions.pop(session_id, None)
 
     def start(self) -> None:
@@ -106,10 +109,19 @@ class SessionTable:
         for sid, session in list(self.sessions.items()):
             if now - session.last_used <= self.timeout or session.lock.locked():
                 continue
-            if session.pinned:
-                logger.warning("session %s abandoned for %.0fs: rolling back", sid, self.timeout)
-                self.expired += 1
-                reaped += 1
-            session.write_lsn = 0
-            await self.unpin(sid, session)
+            async with session.lock:  # a statement arriving now waits for the rollback
+                lost_transaction = session.in_transaction
+                if session.pinned:
+                    logger.warning(
+                        "session %s abandoned for %.0fs: rolling back", sid, self.timeout
+                    )
+                    self.expired += 1
+                    reaped += 1
+                session.write_lsn = 0
+                session.primary_until = 0.0
+                await self.unpin(sid, session)
+                if lost_transaction:  # a tombstone for one more timeout: later statements fail
+                    session.expired = True
+                    session.last_used = now
+                    self.sessions[sid] = session
         return reaped

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import uuid
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from kailash_nodes.context import current_run_id, run_id_var
 from kailash_nodes.errors import NodeExecutionError, UnknownNode, WorkflowValidationError
 from kailash_nodes.runtime.node import Node
 from kailash_nodes.runtime.workflow import Workflow
@@ -19,14 +19,7 @@ __all__ = ["LocalRuntime", "Results", "current_run_id"]
 logger = logging.getLogger("kailash_nodes.runtime")
 
 Results = dict[str, dict[str, Any]]
-_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "kailash_nodes_run_id", default=None
-)
-
-
-def current_run_id() -> str | None:
-    """Return the id of the workflow run executing in this context, or None outside a run."""
-    return _run_id.get()
+_run_id = run_id_var
 
 
 class LocalRuntime:

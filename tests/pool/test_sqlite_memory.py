@@ -32,5 +32,7 @@ async def test_memory_database_is_shared_and_survives_recycling() -> None:
 
 
 def test_memory_database_needs_a_connection_kept_open() -> None:
-    with pytest.raises(ConfigError, match="min_connections must be >= 1 for an in-memory"):
+    with pytest.raises(ConfigError, match=r"in-memory SQLite .*got min_connections=0"):
         WorkflowConnectionPool(database_type="sqlite", min_connections=0)
+    with pytest.raises(ConfigError, match=r"max_connections >= 2 .* max_connections=1\)"):
+        WorkflowConnectionPool(database_type="sqlite", min_connections=1, max_connections=1)
