@@ -271,3 +271,64 @@ async def test_a_connection_already_holding_the_statement_is_preferred(bed: Bed)
     assert again["routing_metadata"]["cache_hit"] is True
     assert again["connection_id"].split("#")[0] == holder
     assert pool.stats.affinity_picks >= 1
+
+
+async def test_a_workflow_run_is_a_session_for_every_statement(bed: Bed) -> None:
+    from kailash_nodes.context import run_id_var
+
+    t = bed.table
+    token = run_id_var.set("run-42")
+    try:
+        await bed.q("BEGIN")
+        ins = await bed.q(f"INSERT INTO {t} VALUES (1, 'in run')")
+        assert ins["routing_metadata"]["session_id"] == "run-42"
+        await bed.q("ROLLBACK")
+    finally:
+        run_id_var.reset(token)
+    res = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
+    assert res["data"] == [{"n": 0}]
+
+
+async def test_a_failed_begin_pins_nothing(bed: Bed) -> None:
+    res = await bed.q("BEGIN ISOLATION LEVEL NONSENSE", session="bad")
+    assert res["success"] is False
+    assert (await bed.router.get_metrics())["pinned_sessions"] == 0
+    with pytest.raises(SessionError, match="no open transaction"):
+        await bed.q("COMMIT", session="bad")
+
+
+async def test_statements_after_an_expired_transaction_are_refused(bed: Bed) -> None:
+    t = bed.table
+    await bed.q("BEGIN", session="late")
+    await bed.q(f"INSERT INTO {t} VALUES (3, 'x')", session="late")
+    await asyncio.sleep(2.0)  # session_timeout=1.0: rolled back by the reaper
+    with pytest.raises(SessionError, match="rolled back after"):
+        await bed.q(f"INSERT INTO {t} VALUES (4, 'y')", session="late")
+    assert (await bed.q("BEGIN", session="late"))["success"]  # a new transaction may start
+    await bed.q("ROLLBACK", session="late")
+
+
+async def test_commit_prepared_needs_no_session(bed: Bed) -> None:
+    res = await bed.q("COMMIT PREPARED 'kn-no-such-gid'")
+    # routed to the primary without a session; the server answers (no such transaction)
+    assert res["success"] is False and res["routing_metadata"]["target"] == "primary"
+
+
+async def test_router_starts_while_its_replica_is_down(table: str) -> None:
+    runtime = LocalRuntime()
+    runtime.register_node(
+        "db_pool", WorkflowConnectionPool(name="db_pool", connection_string=server_dsn("KN_PG_DSN"))
+    )
+    runtime.register_node(
+        "gone",
+        WorkflowConnectionPool(
+            name="gone", connection_string="postgresql://kailash:kailash@127.0.0.1:1/x",
+            connect_timeout=1, min_connections=0,  # opens nothing at start: cannot fail it
+        ),
+    )  # fmt: skip
+    router = QueryRouterNode(name="r", connection_pool="db_pool", read_replicas=["gone"])
+    runtime.register_node("router", router)
+    async with runtime:
+        res = await router.process({"query": "SELECT 1 AS one"})
+        assert res["data"] == [{"one": 1}] and res["routing_metadata"]["target"] == "primary"
+        assert (await router.get_metrics())["replicas"]["gone"]["healthy"] is False
