@@ -291,8 +291,9 @@ class QueryRouter:
                 pinning = True
             elif session.expired:
                 raise SessionError(
-                    f"session {sid!r} was rolled back after {self.sessions.timeout:g}s idle; "
-                    "its transaction is gone (BEGIN starts a new one)"
+                    f"session {sid!r} lost its transaction (rolled back after "
+                    f"{self.sessions.timeout:g}s idle, or its connection failed); "
+                    "BEGIN starts a new one"
                 )
             elif op:
                 raise SessionError(f"{cls.statement}: no open transaction in session {sid!r}")
@@ -303,7 +304,11 @@ class QueryRouter:
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
         except ConnectionFailed:
+            lost = session.in_transaction
             await self.sessions.unpin(sid, session)
+            if lost:  # the transaction died with its connection: refuse what follows
+                session.expired = True
+                self.sessions.sessions[sid] = session
             raise
         routed.metadata["session_id"] = sid
         if routed.error is None:
@@ -336,6 +341,8 @@ class QueryRouter:
             return False
         async with session.lock:
             session.write_lsn = 0
+            session.primary_until = 0.0
+            session.expired = False
             await self.sessions.unpin(session_id, session)
         return True
 
