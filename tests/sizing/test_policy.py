@@ -43,10 +43,11 @@ def test_growth_is_immediate_and_shrinking_is_gradual() -> None:
     while t < 30.0:
         d = p.decide(obs(t, 0.0, 0.0, size=sizes[-1]), current=sizes[-1], cap=100)
         if d is not None:
-            assert d.to_size == sizes[-1] - 1  # one step at a time
+            surplus = sizes[-1] - 2
+            assert d.to_size == sizes[-1] - max(1, -(-surplus // 2))  # half of the surplus
             sizes.append(d.to_size)
         t += 0.25
-    assert sizes[1] == 24
+    assert sizes[1] == 13  # 25 - ceil(23 / 2)
     assert sizes[-1] == 2  # back to min eventually
     # nothing before the shrink delay, and at most one step per cooldown
     assert len(sizes) - 1 <= int((30.0 - 2.5) / 1.0) + 1
