@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
-from cachetools import LRUCache
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import Rows
@@ -33,12 +33,15 @@ _COUNT_MISMATCH = re.compile(r"the server expects \d+ arguments? for this query"
 class PostgresConnection:
     """An asyncpg connection with its own bounded cache of prepared statements."""
 
-    __slots__ = ("_conn", "_stmts", "server_prepare", "statements_prepared")
+    __slots__ = ("_conn", "_max", "_stmts", "server_prepare", "statements_prepared")
 
     def __init__(self, conn: Any, cache_size: int) -> None:
         self._conn = conn
-        # query text -> (PreparedStatement, whether it returns rows)
-        self._stmts: LRUCache[str, tuple[Any, bool]] = LRUCache(maxsize=max(cache_size, 1))
+        # query text -> (PreparedStatement, whether it returns rows), least recently used
+        # first. An OrderedDict rather than cachetools.LRUCache: a hit is on every query's
+        # path, and OrderedDict's get/move_to_end are C calls (measured ~1 µs less a query).
+        self._stmts: OrderedDict[str, tuple[Any, bool]] = OrderedDict()
+        self._max = max(cache_size, 1)
         self.server_prepare = cache_size > 0
         self.statements_prepared = 0
 
@@ -46,6 +49,18 @@ class PostgresConnection:
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
         """Run one statement on a prepared statement; retry once if its plan went stale."""
+        stmts = self._stmts
+        cached = stmts.get(text)
+        if cached is not None and cached[1] and mode == "all":  # the hot path: one frame
+            stmts.move_to_end(text)
+            try:
+                records = await cached[0].fetch(*args, timeout=timeout)
+            except asyncpg.InvalidCachedStatementError:
+                pass  # re-prepared below
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+            else:
+                return [dict(r) for r in records], len(records)
         try:
             try:
                 return await self._fetch(text, args, mode, size, timeout)
@@ -65,6 +80,8 @@ class PostgresConnection:
         cached = self._stmts.get(text)
         if cached is None:
             cached = await self._prepare(text, timeout)
+        else:
+            self._stmts.move_to_end(text)
         stmt, returns_rows = cached
         if not returns_rows:  # a command without result columns: count from its tag
             await stmt.fetch(*args, timeout=timeout)
@@ -86,6 +103,8 @@ class PostgresConnection:
         name = f"kn_{id(self):x}_{self.statements_prepared}"
         stmt = await self._conn.prepare(text, name=name, timeout=timeout)
         cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
+        if len(self._stmts) > self._max:  # evict the least recently used; asyncpg closes it
+            self._stmts.popitem(last=False)
         return cached
 
     async def prepare(self, text: str, timeout: float | None) -> bool:
@@ -144,10 +163,9 @@ class PostgresConnection:
 
     def resize_statement_cache(self, size: int) -> None:
         """Keep at most ``size`` statements, the most recently used; 0 turns prepare off."""
-        old = self._stmts
-        self._stmts = LRUCache(maxsize=max(size, 1))
-        for text in list(old)[-size:] if size else ():
-            self._stmts[text] = old[text]
+        self._max = max(size, 1)
+        while len(self._stmts) > (size if size > 0 else 0):
+            self._stmts.popitem(last=False)
         self.server_prepare = size > 0
 
     def is_closed(self) -> bool:

@@ -32,7 +32,7 @@ from kailash_nodes.errors import (
     QueryError,
     TooManyRequests,
 )
-from kailash_nodes.pool.entry import Entry, PooledConnection
+from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
 from kailash_nodes.pool.stats import PoolStats
 from kailash_nodes.pool.tasks import TaskGroup
 from kailash_nodes.sql import bind, rewrite
@@ -320,20 +320,21 @@ class ConnectionPool:
         entry = pc.entry
         if not isinstance(query, str):
             raise ParameterError(f"query must be a string (got {type(query).__name__})")
-        if fetch_mode not in FETCH_MODES:
+        if fetch_mode != "all" and fetch_mode not in FETCH_MODES:
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
         rq = rewrite(query, self._style)
         args = bind(rq, params)
-        if rq.statements == 0:
-            raise ParameterError("query is empty")
+        if rq.statements != 1:
+            if rq.statements == 0:
+                raise ParameterError("query is empty")
+            if args:
+                raise ParameterError("parameters cannot be used with a multi-statement query")
         if rq.session_state:
             entry.dirty = True
         conn = entry.conn
         start = time.monotonic()
         try:
             if rq.statements > 1:
-                if args:
-                    raise ParameterError("parameters cannot be used with a multi-statement query")
                 data, count = await conn.execute_script(rq.text, self.config.query_timeout)
             else:
                 data, count = await conn.fetch(
@@ -360,7 +361,8 @@ class ConnectionPool:
         stats.queries_executed += 1
         stats.query_time.add(duration)
         entry.queries += 1
-        entry.credit(_HEALTH_SUCCESS)
+        if entry.health < MAX_HEALTH:  # the common case (full health) skips the call
+            entry.credit(_HEALTH_SUCCESS)
         if self.observer is not None and observe:
             self.observer(query, duration, count, True, pc)
         return QueryResult(data, count, duration)
