@@ -17,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -306,14 +306,24 @@ async def _close_quietly(contender: Contender) -> None:
         print(f"  (closing {contender.name} failed: {describe(exc)})", file=sys.stderr)
 
 
-def format_table(title: str, results: Sequence[Result], *, waits: bool) -> str:
+def format_table(
+    title: str,
+    results: Sequence[Result],
+    *,
+    waits: bool,
+    floors: Mapping[str, str] | None = None,
+) -> str:
     """Render one table; the first row is the floor the ratios refer to.
 
     ``±rounds`` is half the range of the per-round µs/query over the median: the noise to
     read the ratios against. ``×floor`` divides medians; ``paired`` is the median of the
-    per-round ratios to the floor (see :meth:`Result.paired_ratio`).
+    per-round ratios to the floor (see :meth:`Result.paired_ratio`). ``floors`` maps a
+    contender's name to another row's name to use as that row's floor instead; such a row
+    ends with ``(vs <floor>)``.
     """
     floor = results[0] if results else None
+    by_name = {r.name: r for r in results}
+    own = {name: by_name[other] for name, other in (floors or {}).items() if other in by_name}
     head = (
         f"{'contender':<28} {'µs/query':>9} {'±rounds':>7} {'q/s':>8} {'×floor':>7} {'paired':>7}"
     )
@@ -321,7 +331,11 @@ def format_table(title: str, results: Sequence[Result], *, waits: bool) -> str:
         head += f" {'wait p50 µs':>11} {'wait p99 µs':>11} {'p99/p50':>7} {'wait max µs':>11}"
     lines = [title, head, "-" * len(head)]
     for result in results:
-        lines.append(_row(result, floor, waits=waits))
+        row_floor = own.get(result.name, floor)
+        line = _row(result, row_floor, waits=waits)
+        if row_floor is not floor and row_floor is not None and result.error is None:
+            line += f"  (vs {row_floor.name})"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Query-sequence learning: top-1 accuracy on workflow-like sequences, and record() cost.
+"""Query-sequence learning: top-1 accuracy, record() cost, and what pre-warming saves.
 
 Workload: six workflow templates (checkout, profile, report, signup, search, settings) of
 4-8 statement shapes over a 24-shape vocabulary. Templates share shapes at different
@@ -25,18 +25,33 @@ noise (the "ceiling" line) and another ~18% of predictions start from a noise st
 noise-aware back-off (predict from the statement before an unlikely one) was tried and
 gained only ~2 points, so it is not in the tracker.
 
-    python benchmarks/bench_learning.py                  # ~7 s on a small VM
+Pre-warming (PostgreSQL, ``--pg-dsn`` or KN_PG_DSN; skipped without): a pool of one
+connection with ``enable_query_routing=True`` and a router; ``--train`` sessions of a
+three-step workflow A -> B -> C (point selects with different column lists) teach the pool
+that B follows A and C follows B. Each trial drops every prepared statement
+(``router.invalidate_cache()``) and runs A, B, C in a fresh session, timing each
+``router.process`` call, so each is its connection's first call of its statement. Trials
+alternate ``router.pattern_learning`` on/off (flipping the order every pair). On, A's call
+prepares B and B's call prepares C before returning (the router awaits the prepare), so B
+and C run prepared (cache_hit is checked) and the Parse round trip moves into the previous
+call; C, the last step, prepares nothing, so its row is the clean first-call saving.
+
+    python benchmarks/bench_learning.py                  # ~8 s on a small VM
     python benchmarks/bench_learning.py --runs 1000 --seeds 1
+    python benchmarks/bench_learning.py --latency-only --trials 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -284,13 +299,151 @@ def accuracy_table(args: argparse.Namespace) -> None:
     )
 
 
+COLUMNS = ("id", "id, a", "id, a, b")  # A, B, C: point selects, one distinct statement each
+
+
+def latency_steps(table: str) -> list[str]:
+    """Return the three statements of the A -> B -> C workflow on ``table``."""
+    return [f"SELECT {cols} FROM {table} WHERE id = $1" for cols in COLUMNS]
+
+
+@dataclass
+class Trial:
+    """One A -> B -> C run: µs per router.process call, cache hits, statement shapes."""
+
+    us: list[float] = field(default_factory=list)
+    hits: list[bool] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+
+
+async def latency_trial(router: Any, steps: list[str], session: str, key: int) -> Trial:
+    """Drop every prepared statement, run ``steps`` in a fresh ``session``; time each call."""
+    await router.invalidate_cache()
+    trial = Trial()
+    for sql in steps:
+        start = time.perf_counter()
+        res = await router.process({"query": sql, "parameters": [key], "session_id": session})
+        trial.us.append((time.perf_counter() - start) * 1e6)
+        if not res["success"]:
+            raise RuntimeError(f"{sql!r} failed: {res['error']}")
+        trial.hits.append(res["routing_metadata"]["cache_hit"])
+        trial.fingerprints.append(res["routing_metadata"]["fingerprint"])
+    await router.process({"operation": "end_session", "session_id": session})
+    return trial
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Return the nearest-rank ``q`` quantile of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+async def prewarm_latency(args: argparse.Namespace) -> None:
+    """Time the first call of a predicted statement on a connection, pre-warmed or not.
+
+    One pool connection, so every statement of a trial runs on it; each trial first drops
+    every prepared statement, so A, B and C are each that connection's first call of their
+    statement. With ``pattern_learning`` on, A's call prepares B and B's call prepares C
+    before returning; off, each pays its own prepare round trip when it runs. Modes
+    alternate trial by trial (the order flips every pair) on the same router.
+    """
+    from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
+
+    began = time.perf_counter()
+    table = f"kn_bench_learning_{os.getpid()}"
+    steps = latency_steps(table)
+    pool = WorkflowConnectionPool(
+        name="db_pool", connection_string=args.pg_dsn, min_connections=1, max_connections=1,
+        enable_query_routing=True,
+    )  # fmt: skip
+    router = QueryRouterNode(name="router", connection_pool="db_pool", pattern_learning=False)
+    runtime = LocalRuntime()
+    runtime.register_node("db_pool", pool)
+    runtime.register_node("router", router)
+    rng = random.Random(11)
+    expected = {True: [False, True, True], False: [False, False, False]}
+    times: dict[bool, list[list[float]]] = {True: [], False: []}
+    surprises = {True: 0, False: 0}
+    load = os.getloadavg()[0]
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, a int, b text)"})
+        try:
+            await router.process(
+                {"query": f"INSERT INTO {table} SELECT g, g * 2, 'row ' || g "
+                 "FROM generate_series(1, 100) g"}
+            )  # fmt: skip
+            for run in range(args.train):  # learning off: the pool records, nothing prepared
+                trial = await latency_trial(router, steps, f"train-{run}", run % 100 + 1)
+            assert pool.pattern_tracker is not None
+            predicted = pool.predict_next_query(trial.fingerprints[0], f"train-{args.train - 1}")
+            print(
+                f"after {args.train} training runs, the pool predicts after A: "
+                + ("B" if predicted == steps[1] else repr(predicted))
+            )
+            for i in range(20 + 2 * args.trials):  # 20 warm-up trials, then the measured ones
+                mode = (i % 2 == 0) != (i // 2 % 2 == 1)  # on/off, off/on, on/off, ...
+                if i == 20:
+                    before = (await router.get_metrics())["pattern_learning"]
+                router.pattern_learning = mode
+                trial = await latency_trial(
+                    router, steps, f"{'on' if mode else 'off'}-{i}", rng.randint(1, 100)
+                )
+                if i >= 20:
+                    times[mode].append(trial.us)
+                    surprises[mode] += trial.hits != expected[mode]
+            after = (await router.get_metrics())["pattern_learning"]
+        finally:
+            router.pattern_learning = False
+            await router.process({"query": f"DROP TABLE IF EXISTS {table}"})
+    n = args.trials
+    print(
+        f"PostgreSQL, pool of 1 connection, {n} trials per mode interleaved, A -> B -> C point "
+        f"selects; µs per router.process call (wall clock); load avg {load:.2f} -> "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    rows = {
+        "A  (cold in both; with: also prepares B)": [0],
+        "B  predicted (with: prepared; also prepares C)": [1],
+        "C  predicted, last (with: prepared)": [2],
+        "A+B": [0, 1],
+        "A+B+C": [0, 1, 2],
+    }
+    header = (
+        f"{'call':<47} {'with p50':>9} {'p90':>7} {'without p50':>12} {'p90':>7} "
+        f"{'with/without p50':>17} {'paired':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, idx in rows.items():
+        on = [sum(t[j] for j in idx) for t in times[True]]
+        off = [sum(t[j] for j in idx) for t in times[False]]
+        paired = statistics.median(a / b for a, b in zip(on, off, strict=True))
+        print(
+            f"{label:<47} {quantile(on, 0.5):>9.0f} {quantile(on, 0.9):>7.0f} "
+            f"{quantile(off, 0.5):>12.0f} {quantile(off, 0.9):>7.0f} "
+            f"{quantile(on, 0.5) / quantile(off, 0.5):>17.2f} {paired:>7.2f}"
+        )
+    print(
+        "cache_hit as expected (with: A miss, B and C hits; without: all misses) in "
+        f"{n - surprises[True]}/{n} and {n - surprises[False]}/{n} trials"
+    )
+    issued = after["prewarms"] - before["prewarms"]
+    used = after["prewarms_used"] - before["prewarms_used"]
+    print(
+        f"pre-warms over the measured trials (get_metrics()['pattern_learning']): issued "
+        f"{issued}, used {used}, wasted or pending {issued - used}, errors "
+        f"{after['prewarm_errors'] - before['prewarm_errors']}; totals since start: {after}"
+    )
+    print(f"section took {time.perf_counter() - began:.1f} s")
+
+
 def pct(hits: int, n: int) -> str:
     """Format ``hits / n`` as a percentage."""
     return f"{100.0 * hits / n:.1f}%" if n else "n/a"
 
 
 def main() -> None:
-    """Parse options, print the accuracy table, record() cost and the pending latency part."""
+    """Parse options; print the accuracy table, the call costs and the pre-warming latency."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3000, help="workflow runs per stream")
     parser.add_argument("--warmup", type=int, default=300, help="runs that only train")
@@ -298,31 +451,40 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.2, help="noise rate per step")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--record-calls", type=int, default=50_000)
+    parser.add_argument("--pg-dsn", default=os.environ.get("KN_PG_DSN"))
+    parser.add_argument("--trials", type=int, default=1000, help="latency trials per mode")
+    parser.add_argument("--train", type=int, default=10, help="A->B->C runs that train")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the pre-warming latency section"
+    )
     args = parser.parse_args()
-    print(
-        f"== top-1 next-statement accuracy: {args.runs} runs x {len(args.seeds)} seeds, "
-        f"{args.concurrency} interleaved, noise {args.noise:.0%} =="
-    )
-    accuracy_table(args)
-    print()
-    print(f"== call cost: µs per call, best of 3 passes of {args.record_calls} calls ==")
-    for order in (1, 2):
-        rec, pred = call_costs_us(order, args.record_calls, 7)
+    if args.trials < 1 or args.train < 3:
+        parser.error("--trials must be >= 1 and --train >= 3 (a prediction needs support 3)")
+    if not args.latency_only:
         print(
-            f"kailash_nodes QueryPatternTracker(order={order}): record {rec:.2f} µs, "
-            f"predict_next(k=1) {pred:.2f} µs"
+            f"== top-1 next-statement accuracy: {args.runs} runs x {len(args.seeds)} seeds, "
+            f"{args.concurrency} interleaved, noise {args.noise:.0%} =="
         )
-    original = original_record_cost_us(args.record_calls, 7)
-    print(
-        "kailash SDK QueryPatternTracker.record_execution: "
-        + (f"{original:.2f} µs (one pass)" if original is not None else "not installed")
-    )
-    print()
+        accuracy_table(args)
+        print()
+        print(f"== call cost: µs per call, best of 3 passes of {args.record_calls} calls ==")
+        for order in (1, 2):
+            rec, pred = call_costs_us(order, args.record_calls, 7)
+            print(
+                f"kailash_nodes QueryPatternTracker(order={order}): record {rec:.2f} µs, "
+                f"predict_next(k=1) {pred:.2f} µs"
+            )
+        original = original_record_cost_us(args.record_calls, 7)
+        print(
+            "kailash SDK QueryPatternTracker.record_execution: "
+            + (f"{original:.2f} µs (one pass)" if original is not None else "not installed")
+        )
+        print()
     print("== first-call latency of the predicted statement, with vs without pre-warming ==")
-    # TODO(issue 4, item 3): needs the router's pre-warming (prepare the predicted next
-    # statement on the session's connection). Measure then: first-call latency of the
-    # predicted statement cold vs pre-warmed on PostgreSQL, as a ratio, with sample counts.
-    print("not measured yet: needs the router's pre-warming (issue 4 item 3)")
+    if not args.pg_dsn:
+        print("skipped: no PostgreSQL DSN (set KN_PG_DSN or pass --pg-dsn)")
+        return
+    asyncio.run(prewarm_latency(args))
 
 
 if __name__ == "__main__":
