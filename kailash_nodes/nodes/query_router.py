@@ -199,7 +199,11 @@ class QueryRouterNode(Node):
         Also ``{"operation": "end_session" | "get_metrics" | "invalidate_cache", ...}``.
         """
         op = inputs.get("operation", "route")
-        return await find_handler(self._handlers, op)(inputs)
+        try:
+            handler = self._handlers[op]
+        except (KeyError, TypeError):
+            handler = find_handler(self._handlers, op)  # raises UnknownOperation
+        return await handler(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Route one query from keyword inputs (the workflow-runtime entry point)."""

@@ -179,7 +179,8 @@ class ConnectionPool:
         Raises PoolClosed, TooManyRequests (waiting queue full), PoolTimeout (the message
         shows the pool's state), or ConnectionFailed when no connection can be opened.
         """
-        self._check_open()
+        if self._closed:
+            raise PoolClosed(f"pool {self.config.name!r} is closed")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
