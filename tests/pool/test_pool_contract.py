@@ -369,7 +369,9 @@ async def test_old_connections_are_replaced_after_max_lifetime(make_pool: PoolFa
     res = await run(pool, "SELECT 1 AS one")
     assert res["success"]
     assert not first & set(pool.engine.health_scores())
-    assert pool.engine.state()["total_connections"] == 2
+    # replacements keep coming (every 0.3 s); one may be closing right now, never more
+    total = pool.engine.state()["total_connections"]
+    assert 1 <= total and total + pool.engine.closing <= 2
 
 
 async def test_idle_connections_shrink_to_min(make_pool: PoolFactory) -> None:
