@@ -578,9 +578,13 @@ def _acceptance_prepared(results: Sequence[Result], lineup: Sequence[Contender])
         f", prepared router = {_fmt(_paired(results, ROUTER_PREP, RAW))} raw"
         f", raw unprepared / raw = {_fmt(_paired(results, RAW_UNPREPARED, RAW))} (paired)"
     )
+    failed = {r.name for r in results if r.error is not None}
     for contender in lineup:
         stats = getattr(contender, "prepared", None)
         if contender.name != ROUTER_PREP or not stats or "server" not in stats:
+            continue
+        if contender.name in failed:
+            print(f"  acceptance: prepared hit rate n/a ({contender.name} failed)")
             continue
         rate, server, cached = stats["hit_rate"], stats["server"], stats["cached"]
         verdict = "PASS" if rate >= 0.95 and server == cached else "FAIL"
