@@ -431,6 +431,8 @@ class QueryRouter:
         """Prepare the statement predicted to come next on this connection (LIFO: the
         session's next checkout most likely gets it back). Counted: issued and useful."""
         assert self.predictor is not None
+        if pc.entry.conn.in_transaction():  # a failed prepare would abort the transaction
+            return
         query = self.predictor(shape, session.id if session is not None else None)
         if query is None:
             return

@@ -83,3 +83,24 @@ async def test_without_learning_the_first_call_prepares(tmp_path: Path, table: s
         assert second["routing_metadata"]["cache_hit"] is False
         assert (await router.get_metrics())["pattern_learning"]["prewarms"] == 0
         await router.process({"query": f"DROP TABLE {table}"})
+
+
+async def test_prewarming_never_aborts_a_transaction(tmp_path: Path, table: str) -> None:
+    runtime, router = _stack(tmp_path / "p.json", learning=True)
+    other = f"{table}_gone"
+    a, x = f"SELECT id FROM {table} WHERE id = $1", f"SELECT id FROM {other} WHERE id = $1"
+    async with runtime:
+        for t in (table, other):
+            await router.process({"query": f"CREATE TABLE {t} (id int PRIMARY KEY)"})
+        for run in range(6):  # learn A -> X
+            for sql in (a, x):
+                await router.process({"query": sql, "parameters": [run], "session_id": f"r{run}"})
+        await router.process({"query": f"DROP TABLE {other}"})  # X can no longer be prepared
+        for sql in ("BEGIN", a):
+            res = await router.process({"query": sql, "parameters": [1] if sql == a else None,
+                                        "session_id": "tx"})  # fmt: skip
+            assert res["success"], res
+        ok = await router.process({"query": "SELECT 1 AS one", "session_id": "tx"})
+        assert ok["success"] and ok["data"] == [{"one": 1}]  # the transaction is intact
+        assert (await router.process({"query": "COMMIT", "session_id": "tx"}))["success"]
+        await router.process({"query": f"DROP TABLE {table}"})
