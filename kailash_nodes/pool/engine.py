@@ -393,10 +393,10 @@ class ConnectionPool:
         entry = pc.detach()
         entry.leased = False
         self._active -= 1
-        self.stats.hold_time.add(time.monotonic() - pc.acquired_at)
+        now = entry.last_used = time.monotonic()
+        self.stats.hold_time.add(now - pc.acquired_at)
         if self._closed and not self._active:
             self._drained.set()
-        entry.last_used = time.monotonic()
         conn = entry.conn
         if entry.broken or conn.is_closed():
             self._discard(entry, "broken")
