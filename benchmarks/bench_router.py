@@ -498,7 +498,8 @@ async def _measure_mode(
     timed = [CpuTimed(c) for c in lineup]
     results = await compare(timed, rounds, warmup, callers, args.timeout)
     print("\n" + format_table(title, results, waits=False, floors=FLOORS))
-    cpu = {t.name: t.cpu for t in timed if t.cpu is not None}
+    failed = {r.name for r in results if r.error is not None}
+    cpu = {t.name: t.cpu for t in timed if t.cpu is not None and t.name not in failed}
     print("  client CPU µs/query, median of rounds (what each stack costs this process):")
     print("    " + "; ".join(f"{name} {us:.1f}" for name, us in cpu.items()))
     for result in results:

@@ -14,7 +14,9 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 def find_handler(handlers: Mapping[str, Handler], op: Any) -> Handler:
     """Return the handler of operation ``op``; raise UnknownOperation naming the known ones."""
-    handler = handlers.get(op) if isinstance(op, str) else None
-    if handler is None:
-        raise UnknownOperation(f"Unknown operation: {op!r}; known operations: {sorted(handlers)}")
-    return handler
+    try:
+        return handlers[op]
+    except (KeyError, TypeError):  # unknown, or not even hashable
+        raise UnknownOperation(
+            f"Unknown operation: {op!r}; known operations: {sorted(handlers)}"
+        ) from None

@@ -199,11 +199,7 @@ class QueryRouterNode(Node):
         Also ``{"operation": "end_session" | "get_metrics" | "invalidate_cache", ...}``.
         """
         op = inputs.get("operation", "route")
-        try:
-            handler = self._handlers[op]
-        except (KeyError, TypeError):
-            handler = find_handler(self._handlers, op)  # raises UnknownOperation
-        return await handler(inputs)
+        return await find_handler(self._handlers, op)(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Route one query from keyword inputs (the workflow-runtime entry point)."""

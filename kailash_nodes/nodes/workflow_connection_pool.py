@@ -131,11 +131,7 @@ class WorkflowConnectionPool(Node):
         docs/pool.md for each operation's inputs, result keys and errors.
         """
         op = inputs.get("operation")
-        try:
-            handler = self._handlers[op]  # type: ignore[index]  # non-str: TypeError below
-        except (KeyError, TypeError):
-            handler = find_handler(self._handlers, op)  # raises UnknownOperation
-        return await handler(inputs)
+        return await find_handler(self._handlers, op)(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Run one operation from keyword inputs (the workflow-runtime entry point)."""
