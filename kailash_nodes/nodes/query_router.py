@@ -140,7 +140,11 @@ class QueryRouterNode(Node):
         if self.engine is None:
             return
         pool = self._find_pool(self.connection_pool)
-        self.engine.predictor = pool.predict_next_query if self._learning else None
+        # Only when the pool records what runs: otherwise there is nothing to predict from,
+        # and the per-query call is saved. (Turn the pool's enable_query_routing on first,
+        # as the seed's rollout order does, or set router.pattern_learning again after.)
+        learning = self._learning and pool.enable_query_routing
+        self.engine.predictor = pool.predict_next_query if learning else None
         for state in self.engine.replicas.states:  # reads on replicas are part of the sequence
             state.pool.observer = pool.engine.observer
 

@@ -407,8 +407,8 @@ class QueryRouter:
             result = await pool.execute(pc, query, params)
         except QueryError as exc:
             error = exc
-        if text and result is not None and cls.tables:
-            self._statement_tables[text] = cls.tables
+        if text and not cache_hit and result is not None and cls.tables:
+            self._statement_tables[text] = cls.tables  # once per prepare, not per query
         if self.predictor is not None and text and error is None:
             await self._prewarm(pc, cls.fingerprint, session)
         return Routed(
