@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError
-from kailash_nodes.nodes.operations import Handler, find_handler
+from kailash_nodes.nodes.operations import Handler, find_handler, query_and_params
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
 from kailash_nodes.router import QueryRouter, RouterOptions
@@ -210,12 +210,7 @@ class QueryRouterNode(Node):
         return await self.process(inputs)
 
     async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        query = inputs.get("query")
-        if not isinstance(query, str):
-            raise ParameterError(f"'query' is required as a string (got {type(query).__name__})")
-        params = inputs.get("parameters")
-        if params is None:
-            params = inputs.get("params")
+        query, params = query_and_params(inputs, "route")
         session_id = inputs.get("session_id")
         if session_id is not None and not isinstance(session_id, str):
             raise ParameterError(f"session_id must be a string (got {session_id!r})")

@@ -23,7 +23,7 @@ from kailash_nodes.errors import (
     UnknownConnection,
 )
 from kailash_nodes.learning import QueryPatternTracker
-from kailash_nodes.nodes.operations import Handler, find_handler
+from kailash_nodes.nodes.operations import Handler, find_handler, query_and_params
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
@@ -150,14 +150,7 @@ class WorkflowConnectionPool(Node):
 
     async def _op_execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         pc = self._lease(inputs.get("connection_id"), "execute")
-        query = inputs.get("query")
-        if not isinstance(query, str):
-            raise ParameterError(f"execute needs 'query' as a string (got {type(query).__name__})")
-        params = inputs.get("params")
-        if params is None:
-            params = inputs.get("parameters")
-        elif inputs.get("parameters") is not None:
-            raise ParameterError("give either 'params' or 'parameters', not both")
+        query, params = query_and_params(inputs, "execute")
         return await self._execute(
             pc, query, params, inputs.get("fetch_mode", "all"), inputs.get("fetch_size", 100)
         )

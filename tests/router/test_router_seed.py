@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 from tests.conftest import Backend
 from tests.nodes.test_seed_snippets import _connection, _make_users
@@ -92,5 +94,24 @@ async def test_add_query_router_snippet_runs(backend: Backend) -> None:
     })  # fmt: skip
     # --- end ---
     assert result["data"] == [{"name": "ann"}]
+    await router.close()
+    await pool.close()
+
+
+async def test_router_takes_params_or_parameters_but_not_both(backend: Backend) -> None:
+    from kailash_nodes import ParameterError
+
+    connection = _connection(backend)
+    await _make_users(backend, connection)
+    pool = WorkflowConnectionPool(name="db_pool", **connection, min_connections=1)
+    router = QueryRouterNode(name="router", connection_pool="db_pool")
+    router.set_connection_pool(pool)
+    q = "SELECT name FROM users WHERE id = ?"
+    assert (await router.process({"query": q, "params": [1]}))["data"] == [{"name": "ann"}]
+    assert (await router.process({"query": q, "parameters": [2]}))["data"] == [{"name": "bob"}]
+    with pytest.raises(ParameterError, match="not both"):
+        await router.process({"query": q, "params": [1], "parameters": [2]})
+    with pytest.raises(ParameterError, match="'query' as a string"):
+        await router.process({"parameters": [1]})
     await router.close()
     await pool.close()
