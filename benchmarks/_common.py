@@ -1,8 +1,8 @@
 """Harness shared by the standalone benchmarks: interleaved rounds, medians, plain-text tables.
 
 The machine these run on is noisy (idle vCPUs halt, so round trips vary ~2x between runs):
-contenders are only ever compared within one run, round-robin over several rounds, and each
-is summarised by the median of its rounds.
+contenders are only ever compared within one run, in a fresh random order each round over
+several rounds, and each is summarised by the median of its rounds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import inspect
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -210,6 +211,22 @@ class Result:
         }
 
 
+def make_rounds(
+    rng: random.Random, rounds: int, queries: int, callers: int, keys: int
+) -> list[list[int]]:
+    """Return the key lists of the measured rounds of one mode.
+
+    Sequential rounds (``callers == 0``) are 4× as many and ¼ as long: one round trip varies
+    ~2x with the machine's state, so a sequential ratio needs many pairings; concurrent
+    rounds stay long enough for their wait percentiles.
+
+    >>> [len(r) for r in make_rounds(random.Random(1), 2, 400, 0, 10)]
+    [100, 100, 100, 100, 100, 100, 100, 100]
+    """
+    count, size = (rounds * 4, max(1, queries // 4)) if callers == 0 else (rounds, queries)
+    return [[rng.randint(1, keys) for _ in range(size)] for _ in range(count)]
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Return the nearest-rank percentile of ``values`` (``fraction`` in 0..1).
 
@@ -237,7 +254,7 @@ async def compare(
     callers: int,
     timeout_s: float,
 ) -> list[Result]:
-    """Start, warm up and measure ``contenders`` round-robin; close them; return the results.
+    """Start, warm up and measure ``contenders`` round by round; close them; return results.
 
     A contender that fails (start, wrong row, exception, or a round longer than
     ``timeout_s``) keeps an error row and drops out; the others go on. Every contender is
@@ -251,10 +268,13 @@ async def compare(
     # Freeze what exists now so the per-round collections below stay short.
     gc.collect()
     gc.freeze()
-    for index, keys in enumerate(rounds):
-        # Rotate the order each round so no contender always runs first or last.
-        shift = index % max(1, len(live))
-        for contender in live[shift:] + live[:shift]:
+    order = random.Random(len(rounds))
+    for keys in rounds:
+        # A fresh random order each round: a rotation would keep every contender behind
+        # the same predecessor, and one that leaves work behind (kailash's pool, SQLAlchemy)
+        # would then always slow the same neighbour.
+        order.shuffle(live)
+        for contender in live:
             result = results[contender.name]
             if result.error is None:
                 gc.collect()

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from _common import PoolContender, RawFloor, Result, compare, format_table, machine_facts
+from _common import (
+    PoolContender,
+    RawFloor,
+    Result,
+    compare,
+    format_table,
+    machine_facts,
+    make_rounds,
+)
 
 ROWS = 10_000
 REPO_ROOT = str(Path(__file__).resolve().parents[1])  # for kailash_nodes when not installed
@@ -510,7 +518,7 @@ async def _bench_backend(key: str, target: str, args: argparse.Namespace) -> lis
     rng = random.Random(args.seed)
     out = []
     for callers in [0, *args.concurrency]:
-        rounds = [[rng.randint(1, ROWS) for _ in range(args.queries)] for _ in range(args.rounds)]
+        rounds = make_rounds(rng, args.rounds, args.queries, callers, ROWS)
         warmup = [rng.randint(1, ROWS) for _ in range(max(100, args.queries // 4))]
         results = await compare(lineup(target), rounds, warmup, callers, args.timeout)
         print("\n" + format_table(_mode_title(title, callers), results, waits=callers > 0))
@@ -550,7 +558,8 @@ async def _main(args: argparse.Namespace) -> int:
     print("command: " + shlex.join([sys.executable, *sys.argv]))
     print("\n".join(machine_facts(PACKAGES)))
     print(
-        f"per mode: {args.rounds} rounds × {args.queries} queries per contender, round-robin, "
+        f"per mode: {args.rounds} rounds × {args.queries} queries per contender (sequential: "
+        f"{args.rounds * 4} × {args.queries // 4}), in a fresh random order each round, "
         f"median reported; {CONNECTIONS} connections per pool; table of {ROWS} rows"
     )
     targets = {"pg": args.pg_dsn, "mysql": args.mysql_dsn, "sqlite": args.sqlite_path}

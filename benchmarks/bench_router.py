@@ -5,7 +5,7 @@ primary key) and returns the row's id. The floor is a raw asyncpg connection wit
 at N concurrent callers it is min(N, 10) workers each owning one raw connection. Router
 contenders own a LocalRuntime with 10-connection pools (primary, and the streaming standby
 for the replica row, whose floor is a raw connection to the standby). Each mode warms every
-contender up, then runs them round-robin (order rotated each round); tables show medians
+contender up, then runs them in a fresh random order each round; tables show medians
 and the per-round paired ratio to the floor. Compare ratios, not absolute µs, across runs.
 
 Modes: sequential, concurrent callers, prepared vs unprepared (``prepare_statements``),
@@ -46,6 +46,7 @@ from _common import (
     describe,
     format_table,
     machine_facts,
+    make_rounds,
 )
 from bench_classify import REALISTIC
 from bench_pool import (
@@ -394,8 +395,8 @@ def _raw(name: str, note: str, dsn: str, **connect: Any) -> RawFloor:
 def pg_lineup(dsn: str, replica_dsn: str | None) -> list[Contender]:
     """Return the sequential/concurrent line-up: floors, our pool and router, kailash.
 
-    Each of our rows sits next to its floor so that the rotation keeps the pair adjacent
-    in almost every round (the paired ratio then compares neighbours in time).
+    The order is shuffled each round (see _common.compare), so no row always follows the
+    same neighbour; the paired ratio compares rows within each round.
     """
     out: list[Contender] = [
         _raw(RAW, "floor: raw connection(s) to the primary, no pool", dsn),
@@ -493,7 +494,7 @@ async def _measure_mode(
     rng: random.Random,
 ) -> tuple[list[Result], dict[str, float]]:
     """Measure one mode, print its table; return the results and CPU µs/query by name."""
-    rounds = [[rng.randint(1, ROWS) for _ in range(args.queries)] for _ in range(args.rounds)]
+    rounds = make_rounds(rng, args.rounds, args.queries, callers, ROWS)
     warmup = [rng.randint(1, ROWS) for _ in range(max(100, args.queries // 4))]
     timed = [CpuTimed(c) for c in lineup]
     results = await compare(timed, rounds, warmup, callers, args.timeout)
@@ -803,7 +804,8 @@ async def _main(args: argparse.Namespace) -> int:
     print("command: " + shlex.join([sys.executable, *sys.argv]))
     print("\n".join(machine_facts(PACKAGES)) + f"; {_load()}")
     print(
-        f"per mode: {args.rounds} rounds × {args.queries} queries per contender, round-robin, "
+        f"per mode: {args.rounds} rounds × {args.queries} queries per contender (sequential: "
+        f"{args.rounds * 4} × {args.queries // 4}), in a fresh random order each round, "
         f"median reported; {CONNECTIONS} connections per pool; table of {ROWS} rows"
     )
     rng = random.Random(args.seed)

@@ -131,7 +131,10 @@ class WorkflowConnectionPool(Node):
         docs/pool.md for each operation's inputs, result keys and errors.
         """
         op = inputs.get("operation")
-        return await find_handler(self._handlers, op)(inputs)
+        handler = self._handlers.get(op) if type(op) is str else None
+        if handler is None:
+            handler = find_handler(self._handlers, op)  # raises UnknownOperation
+        return await handler(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Run one operation from keyword inputs (the workflow-runtime entry point)."""
@@ -141,10 +144,13 @@ class WorkflowConnectionPool(Node):
         return await self.initialize()
 
     async def _op_acquire(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        pc = await self.acquire(inputs.get("timeout"))
+        if not self.engine.opened:
+            await self.initialize()
+        pc = await self.engine.acquire(inputs.get("timeout"))
+        self._leases[pc.id] = pc
         return {
             "connection_id": pc.id,
-            "health_score": pc.health_score,
+            "health_score": pc.entry.health,
             "acquisition_time_ms": pc.wait * 1000.0,
         }
 
