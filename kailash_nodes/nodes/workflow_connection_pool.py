@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
@@ -27,8 +27,10 @@ from kailash_nodes.nodes.operations import Handler, find_handler, query_and_para
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
-from kailash_nodes.sizing import AdaptivePoolController
 from kailash_nodes.sql import classify
+
+if TYPE_CHECKING:
+    from kailash_nodes.sizing import AdaptivePoolController
 
 __all__ = ["WorkflowConnectionPool"]
 
@@ -54,9 +56,13 @@ class WorkflowConnectionPool(Node):
         self._shape_text: LRUCache[str, str] = LRUCache(maxsize=4096)
         self._dialect = _DIALECTS[self.pool_config.connect.backend]
         self.enable_query_routing = self.pool_config.enable_query_routing
-        self.adaptive_controller: AdaptivePoolController | None = (
-            AdaptivePoolController(self.engine) if self.pool_config.adaptive_sizing else None
-        )
+        self.adaptive_controller: AdaptivePoolController | None = None
+        if self.pool_config.adaptive_sizing:
+            # Imported here: the sizing policy needs numpy (and numpy starts a BLAS thread),
+            # which a pool without adaptive sizing should not pay for.
+            from kailash_nodes.sizing import AdaptivePoolController
+
+            self.adaptive_controller = AdaptivePoolController(self.engine)
         self._handlers: dict[str, Handler] = {
             "initialize": self._op_initialize,
             "acquire": self._op_acquire,
