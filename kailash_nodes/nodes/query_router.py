@@ -7,6 +7,7 @@ the node is registered with (or given with ``set_connection_pool``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -102,6 +103,8 @@ class QueryRouterNode(Node):
         self._split = self.options.enable_read_write_split
         self._pool: WorkflowConnectionPool | None = None
         self.engine: QueryRouter | None = None
+        self._starting: asyncio.Task[QueryRouter] | None = None
+        self._prewarm_start_errors = 0
         self._handlers: dict[str, Handler] = {
             "route": self._op_route,
             "end_session": self._op_end_session,
@@ -168,6 +171,25 @@ class QueryRouterNode(Node):
         return node
 
     async def _engine(self) -> QueryRouter:
+        if self.engine is not None:
+            return self.engine
+        # One start for concurrent first callers (a node and the runtime's pre-warm of it).
+        # Shielded: a caller cancelled meanwhile must not cut a pool's opening short (its
+        # half-opened connections would leak); the start finishes and the next call uses it.
+        loop = asyncio.get_running_loop()
+        task = self._starting
+        if (
+            task is None
+            or task.get_loop() is not loop
+            or (task.done() and (task.cancelled() or task.exception() is not None))
+        ):
+            task = self._starting = loop.create_task(
+                self._start_engine(), name=f"{self.name}:start"
+            )
+            task.add_done_callback(_retrieve)  # a failure is raised to the callers, not lost
+        return await asyncio.shield(task)
+
+    async def _start_engine(self) -> QueryRouter:
         if self.engine is None:
             await self._find_pool(self.connection_pool).initialize()  # opens it, starts sizing
             for name in self.read_replicas:  # a replica that is down now joins when it is up
@@ -209,6 +231,28 @@ class QueryRouterNode(Node):
         """Route one query from keyword inputs (the workflow-runtime entry point)."""
         return await self.process(inputs)
 
+    async def prewarm(self, inputs: Mapping[str, Any]) -> int:
+        """Prepare the node's coming statement ahead (called by the runtime); return 0 or 1.
+
+        With a string ``query`` among the known inputs of a ``route``, prepares it on the
+        connection its run will check out (``QueryRouter.prewarm``), starting the router
+        first if needed. Failures are logged at debug level and counted in the ``prewarm``
+        metrics, never raised.
+        """
+        query = inputs.get("query")
+        session_id = inputs.get("session_id")
+        if inputs.get("operation", "route") != "route" or not isinstance(query, str):
+            return 0
+        if session_id is not None and not isinstance(session_id, str):
+            return 0  # the node raises ParameterError for it when it runs
+        try:
+            engine = await self._engine()
+        except Exception as exc:  # the node raises it when it runs
+            self._prewarm_start_errors += 1
+            logger.debug("pre-warming router %s: the router did not start: %s", self.name, exc)
+            return 0
+        return int(await engine.prewarm(query, session_id))
+
     async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         query, params = query_and_params(inputs, "route")
         session_id = inputs.get("session_id")
@@ -246,4 +290,12 @@ class QueryRouterNode(Node):
     async def get_metrics(self) -> dict[str, Any]:
         """Return router metrics, prepared-statement cache stats, sessions and replicas."""
         engine = await self._engine()
-        return engine.metrics_report()
+        report = engine.metrics_report()
+        report["prewarm"]["router_start_errors"] = self._prewarm_start_errors
+        return report
+
+
+def _retrieve(task: asyncio.Task[QueryRouter]) -> None:
+    """Mark a failed start's exception retrieved (its callers got it through the shield)."""
+    if not task.cancelled():
+        task.exception()

@@ -26,6 +26,7 @@ from kailash_nodes.learning import QueryPatternTracker
 from kailash_nodes.nodes.operations import Handler, find_handler, query_and_params
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.pool.warm import open_idle
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
 from kailash_nodes.sql import classify
 
@@ -52,6 +53,8 @@ class WorkflowConnectionPool(Node):
         super().__init__(**{**options, "name": self.pool_config.name})
         self.engine = ConnectionPool(self.pool_config)
         self._leases: dict[str, PooledConnection] = {}
+        # Runtime pre-warms (prewarm()): connections opened ahead of an acquire, failures.
+        self.prewarm_counts = {"connections_opened": 0, "errors": 0}
         self.pattern_tracker: QueryPatternTracker | None = None
         self._shape_text: LRUCache[str, str] = LRUCache(maxsize=4096)
         self._dialect = _DIALECTS[self.pool_config.connect.backend]
@@ -145,6 +148,27 @@ class WorkflowConnectionPool(Node):
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Run one operation from keyword inputs (the workflow-runtime entry point)."""
         return await self.process(inputs)
+
+    async def prewarm(self, inputs: Mapping[str, Any]) -> int:
+        """Make sure a connection is idle for the coming operation; return 1 if one opened.
+
+        Called by the runtime before an ``acquire``, or an ``execute`` with a ``query``:
+        when the pool is open, nothing is idle and the pool has room, opens one connection
+        and leaves it idle (``prewarm_counts["connections_opened"]``). A pool not open yet
+        is left to its first operation. A failure is logged at debug level and counted
+        (``prewarm_counts["errors"]``), never raised.
+        """
+        op = inputs.get("operation")
+        if op != "acquire" and not (op == "execute" and isinstance(inputs.get("query"), str)):
+            return 0
+        try:
+            opened = await open_idle(self.engine, self.pool_config.timeout)
+        except Exception as exc:  # the operation reports it when it runs
+            self.prewarm_counts["errors"] += 1
+            logger.debug("pre-warming pool %s failed: %s", self.name, exc)
+            return 0
+        self.prewarm_counts["connections_opened"] += opened
+        return int(opened)
 
     async def _op_initialize(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return await self.initialize()

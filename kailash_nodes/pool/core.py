@@ -190,6 +190,16 @@ class PoolCore:
         """Return whether one more connection may open now (closing ones still count)."""
         return self._size() < self._limit
 
+    def open_ahead(self) -> asyncio.Task[None] | None:
+        """Open one more connection in the background for whoever asks next (a warm-up).
+
+        Returns the pool-owned task (it hands the connection to the oldest waiter, else
+        makes it idle), or None when the pool is closed or has no room.
+        """
+        if self._closed or not self.has_room():
+            return None
+        return self._spawn_open()
+
     def replenish(self) -> list[asyncio.Task[None]]:
         """Open connections up to the floor and for unserved waiters; return the tasks."""
         if self._closed:

@@ -30,6 +30,13 @@ from kailash_nodes.errors import (
     TooManyRequests,
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
+from kailash_nodes.router.prewarm import (
+    PREDICTOR,
+    RUNTIME,
+    PrewarmLedger,
+    prepare_ahead,
+    prepare_on,
+)
 from kailash_nodes.router.replicas import ReplicaSet, ReplicaState, lsn_to_int
 from kailash_nodes.router.sessions import Session, SessionTable
 from kailash_nodes.sql import Category, Classification, classify, rewrite
@@ -37,11 +44,13 @@ from kailash_nodes.sql import Category, Classification, classify, rewrite
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
 logger = logging.getLogger("kailash_nodes.router")
-_PREWARM_TIMEOUT = 2.0
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
 _WRITES = frozenset({Category.WRITE_SIMPLE, Category.WRITE_BULK, Category.DDL, Category.UNKNOWN})
+# Not prepared ahead: DDL (it invalidates, and preparing it buys nothing) and session
+# state (it pins a session connection).
+_NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
 # Replica answers that mean "ask the primary instead" (read-only, recovery conflict).
 _RETRY_ON_PRIMARY = frozenset({"25006", "40001"})
 
@@ -85,9 +94,7 @@ class RouterMetrics:
     cache_lookups: int = 0
     cache_hits: int = 0
     invalidations: int = 0
-    prewarms: int = 0
-    prewarm_hits: int = 0
-    prewarm_errors: int = 0
+    prewarm: PrewarmLedger = field(default_factory=PrewarmLedger)
     routing_time: Window = field(default_factory=Window)
 
 
@@ -117,7 +124,6 @@ class QueryRouter:
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (set by the node)
         self.predictor: Callable[[str, str | None], str | None] | None = None
-        self._prewarmed: LRUCache[tuple[Any, str], bool] = LRUCache(maxsize=4096)
 
     async def start(self) -> None:
         """Open the pools, size their statement caches, start the monitor and reaper."""
@@ -387,8 +393,9 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
-            if cache_hit and self._prewarmed and self._prewarmed.pop((entry, text), False):
-                metrics.prewarm_hits += 1
+            pending = metrics.prewarm.pending
+            if cache_hit and pending and (src := pending.pop((entry, text), None)) is not None:
+                metrics.prewarm.counts[src].used += 1  # prepared ahead, and this was its use
         pc.session = session.id if session is not None else None
         decided = time.monotonic()
         metrics.routing_time.add(decided - start)
@@ -438,12 +445,67 @@ class QueryRouter:
             return
         try:
             text = rewrite(query, self._style).text
-            if await pc.entry.conn.prepare(text, _PREWARM_TIMEOUT):
-                self.metrics.prewarms += 1
-                self._prewarmed[(pc.entry, text)] = True
         except Exception as exc:  # a prediction never fails the statement that ran
-            self.metrics.prewarm_errors += 1
+            self.metrics.prewarm.failed(PREDICTOR)
             logger.debug("pre-warming %r failed: %s", query, exc)
+            return
+        await prepare_on(pc, text, self.metrics.prewarm, PREDICTOR)
+
+    async def prewarm(self, query: str, session_id: str | None = None) -> bool:
+        """Prepare ``query`` where its next run will check out a connection; return if done.
+
+        For a caller about to send ``query`` (the workflow runtime, before a router node
+        runs): the statement is prepared on the connection the next checkout of its
+        target pool gets (the primary, or for a plain read with the split on, the replica
+        the next read would pick), opening one when nothing is idle and the pool has
+        room. Nothing is done without server-side prepare, for a statement its session's
+        pinned connection would run, for transaction control, session state, DDL or a
+        multi-statement string, or when every connection is busy. ``session_id``
+        defaults to the current workflow run. Never raises for a failed warm-up: it is
+        logged at debug level and counted (``prewarm`` metrics, source ``runtime``).
+        """
+        if not self._started:
+            await self.start()
+        if not isinstance(query, str) or not self._server_prepare():
+            return False
+        sid = session_id if session_id is not None else current_run_id()
+        session = self.sessions.sessions.get(sid) if sid is not None else None
+        if session is not None and session.pinned:  # it runs on the pinned connection
+            return False
+        try:
+            cls = classify(query, self.dialect)
+            rq = rewrite(query, self._style)
+        except Exception as exc:  # the statement's own call raises it, typed
+            self.metrics.prewarm.failed(RUNTIME)
+            logger.debug("pre-warming %r failed: %s", query, exc)
+            return False
+        if cls.transaction_op or cls.category in _NOT_PREWARMED or rq.statements != 1:
+            return False
+        prepared = await prepare_ahead(
+            self._target_pool(cls, session), rq.text, self.metrics.prewarm, RUNTIME
+        )
+        if prepared and cls.tables:  # so that DDL on its tables drops it
+            self._statement_tables[rq.text] = cls.tables
+        return prepared
+
+    def _target_pool(self, cls: Classification, session: Session | None) -> ConnectionPool:
+        """Return the pool ``route`` would send this statement to next, without choosing."""
+        states = self.replicas.states
+        if not (cls.replica_safe and self.split and states):
+            return self.primary
+        if session is not None and session.primary_until > time.monotonic():
+            return self.primary
+        if self.options.reads_on_primary and (self._turn + 1) % (len(states) + 1) == 0:
+            return self.primary
+        state = self.replicas.peek(self.options.replica_lag_threshold)
+        return self.primary if state is None else state.pool
+
+    def _server_prepare(self) -> bool:
+        return (
+            self.options.prepare
+            and self.options.cache_size > 0
+            and self.primary.config.connect.backend == "postgresql"
+        )
 
     def invalidate(self, tables: frozenset[str] | None) -> int:
         """Drop prepared statements that use ``tables`` (every statement when None).
@@ -476,12 +538,10 @@ class QueryRouter:
         """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
         m = self.metrics
         timing = m.routing_time.summary_ms()
-        server_prepare = (
-            self.options.prepare
-            and self.options.cache_size > 0
-            and self.primary.config.connect.backend == "postgresql"
-        )
+        server_prepare = self._server_prepare()
         now = time.monotonic()
+        prewarm = m.prewarm.report()
+        predicted = m.prewarm.counts[PREDICTOR]
         return {
             "router_metrics": {
                 "queries_routed": m.routed,
@@ -511,11 +571,12 @@ class QueryRouter:
             },
             "pattern_learning": {
                 "enabled": self.predictor is not None,
-                "prewarms": m.prewarms,
-                "prewarms_used": m.prewarm_hits,
-                "prewarms_wasted_or_pending": m.prewarms - m.prewarm_hits,
-                "prewarm_errors": m.prewarm_errors,
+                "prewarms": predicted.issued,
+                "prewarms_used": predicted.used,
+                "prewarms_wasted_or_pending": predicted.issued - predicted.used,
+                "prewarm_errors": predicted.errors,
             },
+            "prewarm": prewarm,
             "active_transactions": self.sessions.active_transactions(),
             "pinned_sessions": self.sessions.pinned(),
             "sessions_expired": self.sessions.expired,

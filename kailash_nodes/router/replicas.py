@@ -124,6 +124,16 @@ class ReplicaSet:
                 return state
         return None
 
+    def peek(self, max_lag: float) -> ReplicaState | None:
+        """Return the replica ``pick`` would return now, without moving the rotation."""
+        states = self.states
+        now = time.monotonic()
+        for i in range(len(states)):
+            state = states[(self._next + i) % len(states)]
+            if state.usable(now, max_lag):
+                return state
+        return None
+
     def start(self) -> None:
         """Start the monitor task (idempotent)."""
         if self.states and self._task is None:

@@ -10,8 +10,14 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from kailash_nodes.context import current_run_id, run_id_var
-from kailash_nodes.errors import NodeExecutionError, UnknownNode, WorkflowValidationError
+from kailash_nodes.errors import (
+    ConfigError,
+    NodeExecutionError,
+    UnknownNode,
+    WorkflowValidationError,
+)
 from kailash_nodes.runtime.node import Node
+from kailash_nodes.runtime.prewarm import LevelPrewarm, PrewarmStats, overrides_prewarm
 from kailash_nodes.runtime.workflow import Workflow
 
 __all__ = ["LocalRuntime", "Results", "current_run_id"]
@@ -27,9 +33,17 @@ class LocalRuntime:
 
     ``async with runtime:`` (or ``start``/``stop``) initializes the registered nodes in
     registration order and closes them in reverse.
+
+    ``prewarm`` (default True, settable live): while a workflow level runs, call
+    ``prewarm(known_inputs)`` of the next level's nodes; ``prewarm_timeout`` (seconds,
+    default 0.05) bounds how long the next level waits for hooks still running before
+    they are cancelled. Raises ConfigError for a bad value.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, prewarm: bool = True, prewarm_timeout: float = 0.05) -> None:
+        self.prewarm = prewarm
+        self.prewarm_timeout = prewarm_timeout
+        self.prewarm_stats = PrewarmStats()
         self._nodes: dict[str, Node] = {}
         self._started: list[Node] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -67,6 +81,32 @@ class LocalRuntime:
     def nodes(self) -> Mapping[str, Node]:
         """Registered nodes by name (a read-only view)."""
         return MappingProxyType(self._nodes)
+
+    @property
+    def prewarm(self) -> bool:
+        """Return whether the next level's nodes are pre-warmed (settable live)."""
+        return self._prewarm
+
+    @prewarm.setter
+    def prewarm(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"prewarm must be True or False (got {value!r})")
+        self._prewarm = value
+
+    @property
+    def prewarm_timeout(self) -> float:
+        """Return the seconds a level waits for its pre-warms still running (settable)."""
+        return self._prewarm_timeout
+
+    @prewarm_timeout.setter
+    def prewarm_timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ConfigError(f"prewarm_timeout must be a number >= 0 (got {value!r})")
+        self._prewarm_timeout = float(value)
+
+    def get_prewarm_stats(self) -> dict[str, float]:
+        """Return the pre-warm counters since this runtime was made (docs/runtime.md)."""
+        return self.prewarm_stats.as_dict()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,7 +217,9 @@ class LocalRuntime:
         ``parameters[node_id]``, overlaid by its connected outputs. Levels run in order;
         the nodes of one level run concurrently. While the run executes,
         ``current_run_id()`` returns ``run_id``. A node found with no runtime is bound to
-        this one. Errors:
+        this one. With ``prewarm`` on, the next level's ``prewarm`` hooks run alongside
+        each level (bounded by ``prewarm_timeout``; their failures never fail the run).
+        Errors:
 
         - WorkflowValidationError for a ``parameters`` key that is not a node id, or an
           upstream result missing a connected output key.
@@ -194,15 +236,46 @@ class LocalRuntime:
             )
         run_id = uuid.uuid4().hex
         token = _run_id.set(run_id)
+        warming: LevelPrewarm | None = None
         try:
             results: Results = {}
-            for level in workflow.order:
+            order = workflow.order
+            for index, level in enumerate(order):
+                if warming is not None:  # this level's hooks: done, or cut off at the bound
+                    await warming.settle(self._prewarm_timeout)
                 inputs = [self._inputs(workflow, params, n, results) for n in level]
+                if index + 1 < len(order):
+                    warming = self._start_prewarm(workflow, params, order[index + 1], run_id)
                 outputs = await self._run_level(workflow, level, inputs, run_id)
                 results.update(zip(level, outputs, strict=True))
         finally:
+            if warming is not None:  # the run failed or was cancelled: stop them, await them
+                await warming.cancel()
             _run_id.reset(token)
         return results, run_id
+
+    def _start_prewarm(
+        self,
+        workflow: Workflow,
+        params: Mapping[str, Mapping[str, Any]],
+        level: tuple[str, ...],
+        run_id: str,
+    ) -> LevelPrewarm | None:
+        """Start the pre-warm hooks of ``level`` with the inputs known before it runs."""
+        if not self._prewarm:
+            return None
+        warming = LevelPrewarm(self.prewarm_stats)
+        for node_id in level:
+            node = workflow.nodes[node_id]
+            if not overrides_prewarm(node):
+                continue  # the base hook does nothing: no task for it
+            if node.runtime is None:
+                node.runtime = self
+            connected = {c.to_input for c in workflow.connections if c.to_node == node_id}
+            known = {**workflow.params[node_id], **params.get(node_id, {})}
+            inputs = {k: v for k, v in known.items() if k not in connected}
+            warming.start(node_id, node, inputs, run_id)
+        return warming if len(warming) else None
 
     @staticmethod
     def _inputs(

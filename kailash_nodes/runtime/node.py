@@ -43,6 +43,20 @@ class Node:
             f"{type(self).__name__} must override process(), async_run() or run()"
         )
 
+    async def prewarm(self, inputs: Mapping[str, Any]) -> int:
+        """Prepare what ``process`` will need, given the inputs known before it runs.
+
+        ``LocalRuntime`` calls it while the workflow level before this node's runs, with
+        the node's static inputs overlaid by the run's parameters (inputs fed by
+        connections are not known yet and are left out). Return how many things were
+        warmed (connections opened, statements prepared). Do not raise for a failed
+        warm-up: log it at debug level and count it; the node reports the real error
+        when it runs. The call may be cancelled at any await (the runtime bounds it), so
+        give back whatever it holds on the way out. The default does nothing and
+        returns 0.
+        """
+        return 0
+
     def get_parameters(self) -> dict[str, Any]:
         """Describe the inputs this node accepts (name -> description); empty by default."""
         return {}

@@ -1,0 +1,185 @@
+"""Statements prepared ahead of their first use: where, by whom, and whether it paid off.
+
+Two sources prepare ahead. The pattern predictor prepares the statement likely to follow
+the one that just ran, on that statement's connection before it goes back (``predictor``).
+The workflow runtime asks a router node, before the node runs, to prepare its statement
+on the connection the node's checkout will get (``runtime``). Every such prepare is kept
+in a ledger keyed by (connection, statement text); a later statement that finds it
+prepared there (a cache hit) marks it used. One that is gone before any use (evicted,
+invalidated, its connection closed) was wasted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from kailash_nodes.errors import (
+    ConnectionFailed,
+    PoolClosed,
+    PoolTimeout,
+    TooManyRequests,
+)
+from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.pool.entry import Entry
+from kailash_nodes.pool.warm import checkout_for_warming
+
+__all__ = [
+    "PREDICTOR",
+    "PREWARM_TIMEOUT",
+    "RUNTIME",
+    "PrewarmLedger",
+    "SourceCounts",
+    "prepare_ahead",
+    "prepare_on",
+]
+
+logger = logging.getLogger("kailash_nodes.router")
+
+PREDICTOR = "predictor"
+RUNTIME = "runtime"
+PREWARM_TIMEOUT = 2.0  # longest prepare (and checkout) a pre-warm waits for
+_AFFINITY_DEPTH = 8  # idle connections the pool's acquire(prefer=...) looks through
+_MAX_PENDING = 4096
+
+
+@dataclass(slots=True)
+class SourceCounts:
+    """Counters of one pre-warm source."""
+
+    issued: int = 0  # statements prepared ahead
+    used: int = 0  # of those, found prepared by a later statement on that connection
+    already_prepared: int = 0  # nothing to do: the connection already had it
+    errors: int = 0  # prepares (or checkouts for them) that failed
+
+
+class PrewarmLedger:
+    """Statements prepared ahead and not yet used, and the counters of each source."""
+
+    __slots__ = ("connections_opened", "counts", "pending")
+
+    def __init__(self) -> None:
+        # (connection, text) -> source, oldest first; a plain dict so that the check on a
+        # cache hit (``pending.pop``) stays a C call.
+        self.pending: dict[tuple[Entry, str], str] = {}
+        self.counts = {PREDICTOR: SourceCounts(), RUNTIME: SourceCounts()}
+        self.connections_opened = 0  # runtime pre-warms that found nothing idle and opened one
+
+    def prepared(self, entry: Entry, text: str, source: str) -> None:
+        """Record a statement prepared ahead on ``entry``'s connection."""
+        self.counts[source].issued += 1
+        pending = self.pending
+        pending.pop((entry, text), None)  # prepared again: the earlier one went unused
+        pending[(entry, text)] = source
+        if len(pending) > _MAX_PENDING:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget entries whose statement is gone, then the oldest, down to 3/4 of the bound.
+
+        Down to 3/4, not to the bound: the scan is O(bound), so it runs once per
+        ``bound / 4`` prepares, not on every one.
+        """
+        pending = self.pending
+        for key in [k for k in pending if not _alive(k)]:
+            del pending[key]
+        while len(pending) > _MAX_PENDING * 3 // 4:
+            del pending[next(iter(pending))]  # untracked from now on: counts as wasted
+
+    def use(self, entry: Entry, text: str) -> None:
+        """Mark a pre-warmed statement used: a statement found it prepared (a cache hit)."""
+        source = self.pending.pop((entry, text), None)
+        if source is not None:
+            self.counts[source].used += 1
+
+    def failed(self, source: str) -> None:
+        """Count a pre-warm that failed."""
+        self.counts[source].errors += 1
+
+    def report(self) -> dict[str, object]:
+        """Return the ``prewarm`` section of the router metrics (docs/router.md)."""
+        alive = dict.fromkeys(self.counts, 0)
+        for key, source in self.pending.items():
+            alive[source] += _alive(key)
+        by_source = {s: _source_report(c, alive[s]) for s, c in self.counts.items()}
+        totals = {
+            k: sum(r[k] for r in by_source.values())
+            for k in ("issued", "used", "pending", "wasted", "already_prepared", "errors")
+        }
+        return {**totals, "connections_opened": self.connections_opened, "by_source": by_source}
+
+
+def _alive(key: tuple[Entry, str]) -> bool:
+    entry, text = key
+    return not entry.conn.is_closed() and entry.conn.has_statement(text)
+
+
+def _source_report(counts: SourceCounts, pending: int) -> dict[str, int]:
+    return {
+        "issued": counts.issued,
+        "used": counts.used,
+        "pending": pending,
+        "wasted": counts.issued - counts.used - pending,
+        "already_prepared": counts.already_prepared,
+        "errors": counts.errors,
+    }
+
+
+async def prepare_on(pc: PooledConnection, text: str, ledger: PrewarmLedger, source: str) -> bool:
+    """Prepare ``text`` on the checked-out ``pc``; return whether it was prepared now.
+
+    Never inside a transaction (a failed prepare would abort it). A failure is logged at
+    debug level and counted, never raised; a connection that failed, or whose prepare was
+    interrupted by cancellation, is marked broken so that its release replaces it.
+    """
+    entry = pc.entry
+    conn = entry.conn
+    if conn.in_transaction():
+        return False
+    try:
+        prepared = await conn.prepare(text, PREWARM_TIMEOUT)
+    except Exception as exc:  # the statement's own call reports the error, typed
+        if isinstance(exc, ConnectionFailed):
+            entry.broken = True
+        ledger.failed(source)
+        logger.debug("pre-warming %r on %s failed: %s", text, entry.name, exc)
+        return False
+    except BaseException:  # cancelled mid-prepare: the wire state is unknown
+        entry.broken = True
+        raise
+    if prepared:
+        ledger.prepared(entry, text, source)
+    else:
+        ledger.counts[source].already_prepared += 1
+    return prepared
+
+
+async def prepare_ahead(
+    pool: ConnectionPool, text: str, ledger: PrewarmLedger, source: str
+) -> bool:
+    """Prepare ``text`` on the connection ``pool``'s next checkout gets; return if it did.
+
+    Nothing is done when one of the idle connections that checkout looks through already
+    has it, or when every connection is busy (a pre-warm never waits for one in use).
+    With nothing idle and room to grow, a connection is opened for it first. The
+    connection goes back on top of the idle stack, where the next checkout finds it.
+    Failures are counted and logged at debug level, not raised.
+    """
+    if pool.closed or not pool.statement_cache_size:
+        return False
+    if any(e.conn.has_statement(text) for e in pool.idle_entries()[-_AFFINITY_DEPTH:]):
+        ledger.counts[source].already_prepared += 1
+        return False
+    try:
+        pc, opened = await checkout_for_warming(pool, min(pool.config.timeout, PREWARM_TIMEOUT))
+    except (ConnectionFailed, PoolTimeout, PoolClosed, TooManyRequests) as exc:
+        ledger.failed(source)
+        logger.debug("pre-warming %r: no connection from %s: %s", text, pool.config.name, exc)
+        return False
+    ledger.connections_opened += opened
+    if pc is None:
+        return False
+    try:
+        return await prepare_on(pc, text, ledger, source)
+    finally:
+        await pool.release(pc)
