@@ -20,6 +20,9 @@ class Bounds:
                                    statistics and the transitions out of it
     max_followers         8        next shapes kept per context (first and second order)
     max_contexts          8        second-order contexts (previous shape) kept per shape
+    loop_window           8        statements a loop count looks back over; each session
+                                   keeps its last loop_window + 1 shapes, each shape at
+                                   most loop_window - 1 loop contexts (counts 2..window)
     duration_window       128      most recent durations kept per shape (for p50/p95)
     gap_window            16       most recent gaps kept per transition (for the delay)
     max_sessions          10000    live sessions; the least recently active is dropped
@@ -28,7 +31,8 @@ class Bounds:
     ====================  =======  ==========================================================
 
     With the defaults a full tracker holds about 2000 x (128 + 8 x 16) packed floats plus
-    ~2000 x 72 small count entries: a few MB.
+    ~2000 x 72 small count entries (more for shapes that repeat within a session: up to
+    7 loop contexts of 8 entries each), and 10000 sessions of 9 shape references: a few MB.
 
     >>> Bounds(max_shapes=0)
     Traceback (most recent call last):
@@ -39,6 +43,7 @@ class Bounds:
     max_shapes: int = 2000
     max_followers: int = 8
     max_contexts: int = 8
+    loop_window: int = 8
     duration_window: int = 128
     gap_window: int = 16
     max_sessions: int = 10_000
@@ -54,6 +59,6 @@ class Bounds:
                         f"session_ttl must be a number > 0 (got session_ttl={value!r})"
                     )
                 continue
-            least = 2 if name == "max_transition_count" else 1
+            least = 2 if name in ("max_transition_count", "loop_window") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"{name} must be an integer >= {least} (got {name}={value!r})")

@@ -1,15 +1,20 @@
 """Save and load what a tracker learned: a versioned JSON file, written atomically.
 
-Format (version 1)::
+Format (version 2)::
 
-    {"format": "kailash_nodes.query_patterns", "version": 1, "saved_at": "<ISO 8601>",
+    {"format": "kailash_nodes.query_patterns", "version": 2, "saved_at": "<ISO 8601>",
      "counters": {"records": 0, ...},
+     "starts": {"total": 0, "edges": [["first", count], ...]},   # sessions' first shapes
      "shapes": [                                   # least recently seen first
        {"shape": "...", "count": 0, "errors": 0, "reads": 0, "writes": 0, "rows": 0,
         "row_samples": 0, "durations_s": [...],    # oldest first
         "followers": {"total": 0, "edges": [["next", count, [gap_s, ...]], ...]},
-        "contexts": [["previous", {"total": 0, "edges": [["next", count], ...]}], ...]}]}
+        "contexts": [["previous", {"total": 0, "edges": [["next", count], ...]}], ...],
+        "loops": [[loop_count, {"total": 0, "edges": [["next", count], ...]}], ...]}]}
 
+A context whose ``"previous"`` is `START` (``"\\u0000start"`` in the JSON) counts what
+follows the shape when it opened its session. Version 1 is version 2 without ``starts``,
+``loops`` and `START` contexts; it still loads, with none of them.
 Sessions are not saved: they are positions in running work, not knowledge. A file with
 another ``format`` or ``version`` is rejected with `PatternFileError`, never guessed at.
 """
@@ -27,7 +32,7 @@ from typing import Any
 
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.learning.bounds import Bounds
-from kailash_nodes.learning.shape import ShapeStats
+from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Edge, Followers
 from kailash_nodes.learning.window import Window
 
@@ -35,6 +40,7 @@ __all__ = [
     "COUNTERS",
     "FORMAT",
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "PatternFileError",
     "bounds_dict",
     "encode",
@@ -43,7 +49,8 @@ __all__ = [
 ]
 
 FORMAT = "kailash_nodes.query_patterns"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 COUNTERS = (
     "records",
     "records_without_session",
@@ -69,13 +76,17 @@ def bounds_dict(bounds: Bounds) -> dict[str, Any]:
     return asdict(bounds)
 
 
-def encode(shapes: OrderedDict[str, ShapeStats], counters: dict[str, int]) -> dict[str, Any]:
-    """Return the JSON-ready document for ``shapes`` (in LRU order) and ``counters``."""
+def encode(
+    shapes: OrderedDict[str, ShapeStats], counters: dict[str, int], starts: Followers
+) -> dict[str, Any]:
+    """Return the JSON-ready document for ``shapes`` (in LRU order), ``counters`` and the
+    sessions' first statements ``starts``."""
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "saved_at": datetime.now(UTC).isoformat(),
         "counters": dict(counters),
+        "starts": _encode_followers(starts, with_gaps=False),
         "shapes": [_encode_shape(name, stats) for name, stats in shapes.items()],
     }
 
@@ -94,6 +105,7 @@ def _encode_shape(name: str, s: ShapeStats) -> dict[str, Any]:
         "contexts": [
             [prev, _encode_followers(f, with_gaps=False)] for prev, f in s.contexts.items()
         ],
+        "loops": [[n, _encode_followers(f, with_gaps=False)] for n, f in s.loops.items()],
     }
 
 
@@ -126,8 +138,10 @@ def write_atomic(path: StrPath, document: dict[str, Any]) -> None:
         raise
 
 
-def read(path: StrPath, bounds: Bounds) -> tuple[OrderedDict[str, ShapeStats], dict[str, int]]:
-    """Return the shapes (cut to ``bounds``) and counters saved in ``path``.
+def read(
+    path: StrPath, bounds: Bounds
+) -> tuple[OrderedDict[str, ShapeStats], dict[str, int], Followers]:
+    """Return the shapes (cut to ``bounds``), counters and session starts saved in ``path``.
 
     Raises `PatternFileError` naming the file for a missing or unreadable file, another
     format, an unknown version, or malformed content.
@@ -141,11 +155,14 @@ def read(path: StrPath, bounds: Bounds) -> tuple[OrderedDict[str, ShapeStats], d
     try:
         shapes = _decode_shapes(document["shapes"], bounds)
         counters = {k: int(document["counters"].get(k, 0)) for k in COUNTERS}
+        starts = document.get("starts")  # absent in version 1
+        kept = set(shapes)
+        starts = _decode_followers(starts, bounds, kept, with_gaps=False) if starts else Followers()
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise PatternFileError(
             f"{os.fspath(path)}: malformed query-pattern file ({type(exc).__name__}: {exc})"
         ) from exc
-    return shapes, counters
+    return shapes, counters, starts
 
 
 def _check_header(path: StrPath, document: Any) -> None:
@@ -156,10 +173,10 @@ def _check_header(path: StrPath, document: Any) -> None:
             f"(format must be {FORMAT!r}, got {found!r})"
         )
     version = document.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PatternFileError(
             f"{os.fspath(path)}: query-pattern file version {version!r} is not supported "
-            f"(this kailash_nodes reads version {FORMAT_VERSION})"
+            f"(this kailash_nodes reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
 
 
@@ -167,6 +184,7 @@ def _decode_shapes(items: list[dict[str, Any]], bounds: Bounds) -> OrderedDict[s
     shapes: OrderedDict[str, ShapeStats] = OrderedDict()
     items = items[-bounds.max_shapes :]  # the most recently seen
     kept = {str(item["shape"]) for item in items}
+    kept_contexts = kept | {START}
     for item in items:
         s = ShapeStats(bounds.duration_window)
         s.count, s.errors = int(item["count"]), int(item["errors"])
@@ -174,9 +192,14 @@ def _decode_shapes(items: list[dict[str, Any]], bounds: Bounds) -> OrderedDict[s
         s.rows, s.row_samples = int(item["rows"]), int(item["row_samples"])
         s.durations = Window(bounds.duration_window, map(float, item["durations_s"]))
         s.followers = _decode_followers(item["followers"], bounds, kept, with_gaps=True)
-        contexts = sorted(item["contexts"], key=lambda c: (c[0] not in kept, -int(c[1]["total"])))
+        contexts = sorted(
+            item["contexts"], key=lambda c: (c[0] not in kept_contexts, -int(c[1]["total"]))
+        )
         for prev, table in contexts[: bounds.max_contexts]:
             s.contexts[str(prev)] = _decode_followers(table, bounds, kept, with_gaps=False)
+        for n, table in item.get("loops", ()):  # absent in version 1
+            if 2 <= int(n) <= bounds.loop_window:
+                s.loops[int(n)] = _decode_followers(table, bounds, kept, with_gaps=False)
         shapes[str(item["shape"])] = s
     return shapes
 
@@ -192,4 +215,5 @@ def _decode_followers(
     for edge in edges:
         gaps = Window(bounds.gap_window, map(float, edge[2])) if with_gaps else None
         f.edges[str(edge[0])] = Edge(int(edge[1]), gaps)
+    f.recount_top()
     return f

@@ -1,28 +1,28 @@
-"""Predictions: the `Prediction` record, choosing between orders, the original's dict shape."""
+"""Predictions: the `Prediction` record and the original tracker's dict shape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kailash_nodes.learning.transitions import Edge, Followers, wilson_lower_bound
-
-__all__ = ["Prediction", "as_original_dict", "choose_table"]
-
-Ranked = list[tuple[str, Edge]]
+__all__ = ["Prediction", "as_original_dict"]
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One likely next shape.
 
-    ``probability`` = count / ``support``, where ``support`` is how many transitions out of
-    the context were observed; ``confidence`` = Wilson 95% lower bound of that probability
-    (`wilson_lower_bound`), so it grows with support; ``expected_delay_s`` = median gap
-    between the end of the current statement and the start of this one in a session (None
-    when no gap was kept); ``order`` = 2 when the (previous, current) context decided it.
+    ``probability`` = count / ``support`` for a prediction from one context, where
+    ``support`` is how many transitions out of the context were observed; with the noise
+    back-off it is the mixture's probability and ``support`` that of the heaviest
+    hypothesis' context (`kailash_nodes.learning.history`). ``confidence`` = Wilson 95%
+    lower bound of ``probability`` over ``support`` observations (`wilson_lower_bound`),
+    so it grows with support; ``expected_delay_s`` = median gap between the end of the
+    current statement and the start of this one in a session (None when no gap was kept);
+    ``order`` = the context of the heaviest hypothesis: 1 the shape alone, 2 (previous,
+    shape), 3 (shape, loop count), 0 a back-off that skipped the shape or the one before
+    it as noise.
     """
 
     shape: str
@@ -31,28 +31,6 @@ class Prediction:
     expected_delay_s: float | None
     support: int
     order: int = 1
-
-
-def choose_table(
-    first: Followers, second: Followers | None, min_support: int, live: Callable[[str], bool]
-) -> tuple[Followers, Ranked, int]:
-    """Return the table to predict from, its live ranked edges and its order (1 or 2).
-
-    The second-order table wins when it has ``min_support`` observations and its best
-    follower is at least as confident (Wilson lower bound) as the first-order best, so one
-    stray observation of a rare pair cannot override a well-supported transition.
-    """
-    ranked = first.ranked(live)
-    if second is None or second.total < min_support:
-        return first, ranked, 1
-    ranked2 = second.ranked(live)
-    if ranked2 and (not ranked or _best(ranked2, second) >= _best(ranked, first)):
-        return second, ranked2, 2
-    return first, ranked, 1
-
-
-def _best(ranked: Ranked, table: Followers) -> float:
-    return wilson_lower_bound(ranked[0][1].count, table.total)
 
 
 def as_original_dict(p: Prediction, now: datetime) -> dict[str, Any]:

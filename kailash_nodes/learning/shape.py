@@ -5,14 +5,23 @@ from __future__ import annotations
 from kailash_nodes.learning.transitions import Followers
 from kailash_nodes.learning.window import Window
 
-__all__ = ["ShapeStats"]
+__all__ = ["START", "ShapeStats"]
+
+START = "\x00start"
+"""The pseudo-shape before a session's first statement (no SQL fingerprint holds a NUL).
+
+As a second-order context, ``contexts[START]`` of a shape counts what follows it when it
+opened its session.
+"""
 
 
 class ShapeStats:
     """Statistics of one shape and the transitions out of it.
 
     ``followers`` counts first-order transitions (this shape -> next); ``contexts[prev]``
-    counts second-order ones (prev, this shape -> next). ``rows``/``row_samples`` skip
+    counts second-order ones (prev, this shape -> next), ``prev`` possibly `START`;
+    ``loops[n]`` counts what follows this shape when its loop count is ``n`` >= 2 (see
+    `kailash_nodes.learning.history.loop_count`). ``rows``/``row_samples`` skip
     executions that reported no row count (a negative ``rows``, as DB-API's -1).
     """
 
@@ -22,6 +31,7 @@ class ShapeStats:
         "durations",
         "errors",
         "followers",
+        "loops",
         "reads",
         "row_samples",
         "rows",
@@ -38,6 +48,7 @@ class ShapeStats:
         self.durations = Window(duration_window)
         self.followers = Followers()
         self.contexts: dict[str, Followers] = {}
+        self.loops: dict[int, Followers] = {}
 
     def observe(self, duration_s: float, rows: int, is_write: bool | None, success: bool) -> None:
         """Count one execution; ``is_write=None`` means the caller did not say."""

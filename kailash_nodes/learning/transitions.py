@@ -4,11 +4,13 @@ A `Followers` table holds at most ``cap`` next shapes. When a new one arrives at
 the weakest entry goes: an edge into a shape the tracker has already evicted first, else the
 one with the lowest count (the oldest among equals). When the table's total reaches
 ``halve_at`` every count is halved, so counts stay bounded and recent behaviour outweighs
-old behaviour after the workload changes.
+old behaviour after the workload changes. Each table keeps its highest count (``top``) up
+to date, so how confident its best follower is (`Followers.confidence`) costs no scan.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -19,7 +21,7 @@ __all__ = ["Edge", "Followers", "wilson_lower_bound"]
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def wilson_lower_bound(count: int, total: int, z: float = Z_95) -> float:
+def wilson_lower_bound(count: float, total: int, z: float = Z_95) -> float:
     """Return the Wilson score lower bound of the proportion ``count / total``.
 
     With p = count/total and n = total:
@@ -41,6 +43,12 @@ def wilson_lower_bound(count: int, total: int, z: float = Z_95) -> float:
     return max(0.0, (centre - spread) / (1 + z2n))
 
 
+@functools.lru_cache(maxsize=4096)
+def _wilson_95(count: int, total: int) -> float:
+    # Counts are small bounded integers (see ``halve_at``): the same pairs recur constantly.
+    return wilson_lower_bound(count, total)
+
+
 class Edge:
     """One transition: how often it was seen and, for first-order edges, recent gaps (s)."""
 
@@ -54,11 +62,12 @@ class Edge:
 class Followers:
     """The next shapes seen after one context, with counts; see the module docstring."""
 
-    __slots__ = ("edges", "total")
+    __slots__ = ("edges", "top", "total")
 
     def __init__(self) -> None:
         self.edges: dict[str, Edge] = {}
         self.total = 0  # transitions seen out of this context, evicted followers included
+        self.top = 0  # the highest count in ``edges`` (0 when empty)
 
     def add(self, shape: str, cap: int, halve_at: int, live: Callable[[str], bool]) -> Edge:
         """Count one transition to ``shape``; return its edge (created if new).
@@ -72,6 +81,8 @@ class Followers:
                 self._evict_weakest(live)
             edge = self.edges[shape] = Edge()
         edge.count += 1
+        if edge.count > self.top:
+            self.top = edge.count
         self.total += 1
         if self.total >= halve_at:
             self.halve()
@@ -84,6 +95,29 @@ class Followers:
         for edge in self.edges.values():
             edge.count //= 2
         self.total //= 2  # still >= the sum of the halved counts
+        self.recount_top()
+
+    def recount_top(self) -> None:
+        """Recompute ``top`` from the edges (after halving, eviction or loading)."""
+        self.top = max((e.count for e in self.edges.values()), default=0)
+
+    def confidence(self) -> float:
+        """Return the Wilson lower bound of the best follower's share (0.0 when empty).
+
+        >>> f = Followers()
+        >>> for shape in "AAAB":
+        ...     _ = f.add(shape, 8, 1000, lambda s: True)
+        >>> f.top, f.total, round(f.confidence(), 3)
+        (3, 4, 0.301)
+        """
+        return _wilson_95(self.top, self.total)
+
+    def share(self, shape: str, plus: int = 0) -> float:
+        """Return the share of this context's transitions that went to ``shape``, counting
+        ``plus`` more of them (a transition seen but not recorded yet); 0.0 when empty."""
+        edge = self.edges.get(shape)
+        total = self.total + plus
+        return ((edge.count if edge is not None else 0) + plus) / total if total else 0.0
 
     def ranked(self, live: Callable[[str], bool]) -> list[tuple[str, Edge]]:
         """Return the live edges, most frequent first (ties by shape, for determinism)."""
@@ -94,4 +128,5 @@ class Followers:
     def _evict_weakest(self, live: Callable[[str], bool]) -> None:
         # min() keeps the first of equals: dict order is insertion order, so the oldest.
         victim = min(self.edges, key=lambda s: (live(s), self.edges[s].count))
-        del self.edges[victim]
+        if self.edges.pop(victim).count >= self.top:
+            self.recount_top()

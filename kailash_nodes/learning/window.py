@@ -23,11 +23,12 @@ class Window:
     ([2.0, 3.0, 4.0], 3, 3.0)
     """
 
-    __slots__ = ("_next", "_size", "samples")
+    __slots__ = ("_median", "_next", "_size", "samples")
 
     def __init__(self, size: int, initial: Iterable[float] = ()) -> None:
         self._size = size
         self._next = 0  # slot the next sample overwrites once the ring is full
+        self._median: float | None = None  # cached until the next append
         self.samples = array("d")
         for value in initial:
             self.append(value)
@@ -37,6 +38,7 @@ class Window:
 
     def append(self, value: float) -> None:
         """Add ``value``, overwriting the oldest sample when the window is full."""
+        self._median = None
         if len(self.samples) < self._size:
             self.samples.append(value)
             return
@@ -48,9 +50,15 @@ class Window:
         return list(self.samples[self._next :]) + list(self.samples[: self._next])
 
     def median(self) -> float | None:
-        """Return the median sample, or None when there is none.
+        """Return the median sample, or None when there is none (cached until an append).
 
-        >>> Window(4, [5.0, 1.0]).median(), Window(4).median()
+        >>> w = Window(4, [5.0, 1.0])
+        >>> w.median(), Window(4).median()
         (3.0, None)
+        >>> w.append(0.0)
+        >>> w.median()
+        1.0
         """
-        return statistics.median(self.samples) if self.samples else None
+        if self._median is None and self.samples:
+            self._median = statistics.median(self.samples)
+        return self._median

@@ -70,9 +70,11 @@ def test_load_rejects_an_unknown_version_with_a_clear_error(tmp_path: Path) -> N
     path = tmp_path / "patterns.json"
     trained().save(path)
     document = json.loads(path.read_text())
-    document["version"] = FORMAT_VERSION + 98
+    document["version"] = 99
     path.write_text(json.dumps(document))
-    with pytest.raises(PatternFileError, match=r"version 99 is not supported .*reads version 1"):
+    with pytest.raises(
+        PatternFileError, match=r"version 99 is not supported .*reads versions 1, 2"
+    ):
         QueryPatternTracker.load(path)
     with pytest.raises(PatternFileError):
         QueryPatternTracker(persist_path=path)
@@ -129,3 +131,87 @@ async def test_save_async_writes_the_same_document(tmp_path: Path) -> None:
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
     assert a.pop("saved_at") and b.pop("saved_at")
     assert a == b
+
+
+def _shape_v1(name: str, count: int, followers: str, contexts: str = "[]") -> str:
+    return (
+        f'{{"shape": "{name}", "count": {count}, "errors": 0, "reads": {count}, "writes": 0,'
+        f' "rows": {count}, "row_samples": {count}, "durations_s": [0.001],'
+        f' "followers": {followers}, "contexts": {contexts}}}'
+    )
+
+
+# What this package wrote before loop contexts and session starts (format version 1): three
+# runs each of X -> S -> P and Y -> S -> Q.
+VERSION_1 = (
+    '{"format": "kailash_nodes.query_patterns", "version": 1,'
+    ' "saved_at": "2024-01-01T00:00:00+00:00",'
+    ' "counters": {"records": 18, "records_without_session": 0, "transitions": 12,'
+    ' "shapes_evicted": 0, "sessions_evicted": 0, "sessions_expired": 0},'
+    ' "shapes": ['
+    + ", ".join(
+        [
+            _shape_v1("X", 3, '{"total": 3, "edges": [["S", 3, [0.998]]]}'),
+            _shape_v1("P", 3, '{"total": 0, "edges": []}'),
+            _shape_v1("Y", 3, '{"total": 3, "edges": [["S", 3, [0.998]]]}'),
+            _shape_v1(
+                "S",
+                6,
+                '{"total": 6, "edges": [["P", 3, [1.997]], ["Q", 3, [1.997]]]}',
+                '[["X", {"total": 3, "edges": [["P", 3]]}],'
+                ' ["Y", {"total": 3, "edges": [["Q", 3]]}]]',
+            ),
+            _shape_v1("Q", 3, '{"total": 0, "edges": []}'),
+        ]
+    )
+    + "]}"
+)
+
+
+def test_a_version_1_file_still_loads_with_no_loops_or_starts(tmp_path: Path) -> None:
+    path = tmp_path / "v1.json"
+    path.write_text(VERSION_1)
+    t = QueryPatternTracker.load(path)
+    assert t.counters["transitions"] == 12 and t._starts.total == 0
+    assert all(not s.loops for s in t._shapes.values())
+    assert t._shapes["S"].contexts["X"].top == 3  # recomputed on load
+    t.record("Y", session="new", duration_s=0.0, rows=0, is_write=False)
+    t.record("S", session="new", duration_s=0.0, rows=0, is_write=False)
+    p = t.predict_next("S", session="new")[0]
+    assert (p.shape, p.order, p.support) == ("Q", 2, 3)
+    t.save(path)
+    assert json.loads(path.read_text())["version"] == FORMAT_VERSION == 2
+
+
+def test_round_trip_keeps_loop_contexts_session_starts_and_start_contexts(
+    tmp_path: Path,
+) -> None:
+    before = QueryPatternTracker()
+    for i in range(5):
+        for j, shape in enumerate(["L", "P", "R", "P", "R", "P", "R", "E"]):
+            at = 100.0 * i + j
+            before.record(shape, session=f"r{i}", duration_s=0.0, rows=0, is_write=False, at=at)
+    path = tmp_path / "patterns.json"
+    before.save(path)
+    document = json.loads(path.read_text())
+    assert document["starts"] == {"total": 5, "edges": [["L", 5]]}
+    r = next(s for s in document["shapes"] if s["shape"] == "R")
+    assert sorted(r["loops"]) == [
+        [2, {"total": 5, "edges": [["P", 5]]}],
+        [3, {"total": 5, "edges": [["E", 5]]}],
+    ]
+    after = QueryPatternTracker.load(path)
+    assert after._starts.edges.keys() == {"L"} and after._starts.top == 5
+    assert after._shapes["L"].contexts.keys() == before._shapes["L"].contexts.keys()
+    for shapes in (["L"], ["L", "P", "R"], ["L", "P", "R", "P", "R", "P", "R"], ["X"]):
+        for t in (before, after):
+            for shape in shapes:
+                t.record(shape, session="live", duration_s=0.0, rows=0, is_write=False, at=1e3)
+        assert after.predict_next(shapes[-1], session="live") == before.predict_next(
+            shapes[-1], session="live"
+        )
+        for t in (before, after):
+            t.end_session("live")
+    assert after.predict_next("R", session=None)[0].order == 1
+    small = QueryPatternTracker.load(path, loop_window=2)
+    assert set(small._shapes["R"].loops) == {2}  # loop counts above the window are dropped

@@ -73,7 +73,8 @@ def test_second_order_context_disambiguates_a_shared_shape() -> None:
         feed(t, ["Y", "S", "Q"], session=f"y{i}")
     feed(t, ["Y", "S"], session="live")
     p = t.predict_next("S", session="live")[0]
-    assert (p.shape, p.probability, p.order) == ("Q", 1.0, 2)
+    assert (p.shape, p.order) == ("Q", 2)
+    assert 0.95 < p.probability < 1.0  # ~2.5% that S was noise and Y's successor comes
     assert t.predict_next("S")[0].probability == 0.5  # no session: first order only
     feed(t, ["X"], session="next")  # predicting S before it is recorded: context (X, S)
     assert t.predict_next("S", session="next")[0].shape == "P"
@@ -92,8 +93,9 @@ def test_one_observed_pair_does_not_override_a_well_supported_transition() -> No
 def test_first_order_tracker_learns_no_second_order_context() -> None:
     t = QueryPatternTracker(order=1)
     for i in range(5):
-        feed(t, ["X", "S", "P"], session=f"x{i}")
-    assert all(not s.contexts for s in t._shapes.values())
+        feed(t, ["X", "S", "P", "S", "P"], session=f"x{i}")
+    assert all(not s.contexts and not s.loops for s in t._shapes.values())
+    assert t._starts.total == 0 and t.noise_floor == 0.0
     assert t.predict_next("S", session="x4")[0].order == 1
 
 
@@ -117,7 +119,9 @@ def test_learns_the_cycle_despite_20_percent_noise() -> None:
                 prev = shape
     for i, shape in enumerate(CYCLE[:-1]):
         assert t.predict_next(shape)[0].shape == CYCLE[i + 1]
-    assert hits / scored >= 0.65  # ~82% of targets are cycle steps; noise is unpredictable
+    # ~82% of targets are cycle steps; noise is unpredictable. Without the noise back-off
+    # and the session-start context this scores ~0.70, with them ~0.75.
+    assert hits / scored >= 0.72
 
 
 def test_interleaved_sessions_do_not_cross_contaminate() -> None:
@@ -225,6 +229,7 @@ def test_bounds_hold_under_100k_records_with_many_shapes() -> None:
         max_shapes=50,
         max_followers=4,
         max_contexts=3,
+        loop_window=4,
         duration_window=16,
         gap_window=4,
         max_sessions=20,
@@ -232,7 +237,7 @@ def test_bounds_hold_under_100k_records_with_many_shapes() -> None:
     )
     t = QueryPatternTracker(**{f.name: getattr(b, f.name) for f in fields(b)})
     shapes = [f"SELECT t{i}" for i in range(500)]
-    hot = shapes[:10]  # a hot set keeps some shapes alive and their tables full
+    hot = shapes[:10]  # a hot set keeps some shapes alive, repeating, and their tables full
     names = rng.choices(hot, k=60_000) + rng.choices(shapes, k=40_000)
     rng.shuffle(names)
     sessions = rng.choices([f"s{i}" for i in range(100)], k=len(names))
@@ -246,6 +251,11 @@ def test_bounds_hold_under_100k_records_with_many_shapes() -> None:
         assert all(e.gaps is not None and len(e.gaps) <= 4 for e in stats.followers.edges.values())
         assert len(stats.contexts) <= 3
         assert all(len(c.edges) <= 4 and c.total < 200 for c in stats.contexts.values())
+        assert set(stats.loops) <= {2, 3, 4}
+        assert all(len(c.edges) <= 4 and c.total < 200 for c in stats.loops.values())
+    assert any(stats.loops for stats in t._shapes.values())  # the bound was exercised
+    assert all(len(state.recent) <= 5 for state in t._sessions.values())
+    assert len(t._starts.edges) <= 4 and t._starts.total < 200
     assert t.counters["records"] == 100_000 and t.counters["shapes_evicted"] > 400
 
 
@@ -283,6 +293,9 @@ def test_negative_duration_is_rejected() -> None:
         ({"max_transition_count": 1}, "max_transition_count must be an integer >= 2"),
         ({"order": 3}, "order must be 1 or 2 (got order=3)"),
         ({"min_context_support": 0}, "min_context_support must be >= 1"),
+        ({"loop_window": 1}, "loop_window must be an integer >= 2 (got loop_window=1)"),
+        ({"noise_floor": -0.1}, "noise_floor must be >= 0 and < 1 (got noise_floor=-0.1)"),
+        ({"noise_floor": 1}, "noise_floor must be >= 0 and < 1 (got noise_floor=1)"),
     ],
 )
 def test_bad_options_raise_config_error_naming_the_option(
