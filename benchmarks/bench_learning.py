@@ -10,7 +10,10 @@ the recorded stream, as on a shared pool.
 
 Noise (``--noise``, default 0.2): each template step is, with probability noise/2, replaced
 by a random other shape and, with probability noise/2, preceded by an inserted random shape
-(drawn from the vocabulary plus 30 ad-hoc shapes).
+(drawn from the vocabulary plus 30 ad-hoc shapes). That "mixed" kind is the headline; the
+``replace`` and ``insert`` columns (``--noise-kinds``) score the same models on streams
+where every noise statement replaces a step (then exactly ``noise`` of the statements are
+noise), or comes between two steps.
 
 Accuracy is prequential: before each statement of a run (after its first), the tracker
 predicts from the run's previous statement; top-1 is correct when it equals the statement
@@ -153,22 +156,35 @@ class Event:
     noise: bool
 
 
-def run_shapes(template: list[str], noise: float, rng: random.Random) -> list[tuple[str, bool]]:
+# How a noise rate splits into (replaced, inserted) per step, by noise kind.
+NOISE_KINDS = {
+    "mixed": lambda noise: (noise / 2, noise / 2),  # the headline model
+    "replace": lambda noise: (noise, 0.0),  # noise statements stand in for steps
+    "insert": lambda noise: (0.0, noise),  # noise statements come between steps
+}
+
+
+def run_shapes(
+    template: list[str], noise: float, rng: random.Random, kind: str = "mixed"
+) -> list[tuple[str, bool]]:
     """Return one run's (shape, is_noise) statements: the template with noise applied."""
     out: list[tuple[str, bool]] = []
     pool = VOCAB + ADHOC
+    replace, insert = NOISE_KINDS[kind](noise)
     for step in template:
         roll = rng.random()
-        if roll < noise / 2:
+        if roll < replace:
             out.append((rng.choice([s for s in pool if s != step]), True))  # substitution
             continue
-        if roll < noise:
+        if roll < replace + insert:
             out.append((rng.choice(pool), True))  # insertion before the step
         out.append((step, False))
     return out
 
 
-def workload(runs: int, concurrency: int, noise: float, seed: int) -> Iterator[Event]:
+def workload(
+    runs: int, concurrency: int, noise: float, seed: int, kind: str = "mixed"
+) -> Iterator[Event]:
     """Yield the interleaved statements of ``runs`` workflow runs, ``concurrency`` at a time."""
     rng = random.Random(seed)
     names = list(TEMPLATES)
@@ -178,7 +194,7 @@ def workload(runs: int, concurrency: int, noise: float, seed: int) -> Iterator[E
     while active or started < runs:
         while len(active) < concurrency and started < runs:
             template = TEMPLATES[rng.choices(names, weights)[0]][0]
-            active.append((f"run-{seed}-{started}", run_shapes(template, noise, rng)))
+            active.append((f"run-{seed}-{started}", run_shapes(template, noise, rng, kind)))
             started += 1
         i = rng.randrange(len(active))
         run, remaining = active[i]
@@ -247,8 +263,8 @@ class Oracle:
     an inserted statement pending) to predict the most probable next statement.
     """
 
-    def __init__(self, noise: float) -> None:
-        self.noise = noise
+    def __init__(self, noise: float, kind: str = "mixed") -> None:
+        self.replace, self.insert = NOISE_KINDS[kind](noise)
         self.pool_size = len(VOCAB + ADHOC)
         self.beliefs: dict[str, dict[tuple[str, int, bool], float]] = {}
 
@@ -260,14 +276,14 @@ class Oracle:
     def predict_next(self, shape: str, *, session: str, k: int = 1) -> list[SimpleNamespace]:
         """Return the most probable next statement (noise spreads evenly over the pool)."""
         del shape, k
-        half, pool = self.noise / 2, self.pool_size
+        rep, ins, pool = self.replace, self.insert, self.pool_size
         score: dict[str, float] = defaultdict(float)  # a shape's probability, less a constant
         for (name, j, pending), p in self._belief(session).items():
             steps = TEMPLATES[name][0]
             if pending:
                 score[steps[j]] += p
             elif j < len(steps):  # a replacement is any shape but the step
-                score[steps[j]] += p * (1 - self.noise - half / (pool - 1))
+                score[steps[j]] += p * (1 - rep - ins - rep / (pool - 1))
         if not score:
             return []
         best = max(score.items(), key=lambda item: (item[1], item[0]))[0]
@@ -275,7 +291,7 @@ class Oracle:
 
     def record(self, shape: str, *, session: str, **_: Any) -> None:
         """Update ``session``'s posterior with ``shape``."""
-        half, pool = self.noise / 2, self.pool_size
+        rep, ins, pool = self.replace, self.insert, self.pool_size
         after: dict[tuple[str, int, bool], float] = defaultdict(float)
         for (name, j, pending), p in self._belief(session).items():
             steps = TEMPLATES[name][0]
@@ -283,17 +299,19 @@ class Oracle:
                 if steps[j] == shape:
                     after[(name, j + 1, False)] += p
             elif j < len(steps):
-                step = p * (1 - self.noise) if shape == steps[j] else p * half / (pool - 1)
+                step = p * (1 - rep - ins) if shape == steps[j] else p * rep / (pool - 1)
                 after[(name, j + 1, False)] += step
-                after[(name, j, True)] += p * half / pool
+                after[(name, j, True)] += p * ins / pool
         total = sum(after.values())
         self.beliefs[session] = {key: p / total for key, p in after.items() if p > 1e-12 * total}
 
 
-def evaluate(model: Model, events: list[Event], scored_from: int, noise: float) -> Score:
-    """Score ``model`` prequentially over ``events`` (made with ``noise``); runs numbered
-    below ``scored_from`` only train."""
-    tracker: Any = Oracle(noise) if model.oracle else QueryPatternTracker(**model.options)
+def evaluate(
+    model: Model, events: list[Event], scored_from: int, noise: float, kind: str = "mixed"
+) -> Score:
+    """Score ``model`` prequentially over ``events`` (made with ``noise`` of ``kind``); runs
+    numbered below ``scored_from`` only train."""
+    tracker: Any = Oracle(noise, kind) if model.oracle else QueryPatternTracker(**model.options)
     last: dict[str, str] = {}
     score = Score()
     for e in events:
@@ -346,28 +364,43 @@ def original_record_cost_us(n: int, seed: int) -> float | None:
 
 
 def accuracy_table(args: argparse.Namespace) -> None:
-    """Print the accuracy of each model, deterministic and noisy, summed over seeds."""
+    """Print the accuracy of each model, deterministic and noisy, summed over seeds.
+
+    The headline noise is ``mixed``; the ``replace`` and ``insert`` columns score the same
+    models on streams whose noise only replaces steps, or only comes between them.
+    """
+    others = [k for k in args.noise_kinds if k != "mixed"]
     header = f"{'model':<50} {'deterministic':>14} {'noisy: all':>11} {'clean targets':>14}"
+    header += "".join(f" {k + ': all':>13}" for k in others)
     print(header)
     print("-" * len(header))
     streams = {
-        noise: [list(workload(args.runs, args.concurrency, noise, seed)) for seed in args.seeds]
-        for noise in (0.0, args.noise)
+        (noise, kind): [
+            list(workload(args.runs, args.concurrency, noise, seed, kind)) for seed in args.seeds
+        ]
+        for noise, kind in [(0.0, "mixed"), (args.noise, "mixed")]
+        + [(args.noise, k) for k in others]
     }
+    scores: dict[str, Score] = {}
     for model in MODELS:
-        det, noisy = Score(), Score()
-        for events in streams[0.0]:
-            det.merge(evaluate(model, events, args.warmup, 0.0))
-        for events in streams[args.noise]:
-            noisy.merge(evaluate(model, events, args.warmup, args.noise))
+        for (noise, kind), runs in streams.items():
+            key = "deterministic" if noise == 0.0 else kind
+            scores[key] = Score()
+            for events in runs:
+                scores[key].merge(evaluate(model, events, args.warmup, noise, kind))
+        det, noisy = scores["deterministic"], scores["mixed"]
         print(
             f"{model.name:<50} {pct(det.hits, det.n):>14} {pct(noisy.hits, noisy.n):>11} "
             f"{pct(noisy.clean_hits, noisy.clean_n):>14}"
+            + "".join(f" {pct(scores[k].hits, scores[k].n):>13}" for k in others)
         )
+    det, noisy = scores["deterministic"], scores["mixed"]
     print(
         f"scored predictions: {det.n} deterministic, {noisy.n} noisy ({noisy.clean_n} with a "
         f"clean target), seeds {args.seeds}.\nCeiling of 'noisy: all' (share of targets that "
-        f"are workflow steps, not noise): {pct(noisy.clean_n, noisy.n)}."
+        f"are workflow steps, not noise): {pct(noisy.clean_n, noisy.n)}"
+        + "".join(f"; {k}: {pct(scores[k].clean_n, scores[k].n)}" for k in others)
+        + "."
     )
 
 
@@ -521,6 +554,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="runs that only train")
     parser.add_argument("--concurrency", type=int, default=8, help="runs in flight at once")
     parser.add_argument("--noise", type=float, default=0.2, help="noise rate per step")
+    parser.add_argument(
+        "--noise-kinds",
+        default="mixed,replace,insert",
+        help="comma-separated noise kinds to score (mixed is the headline and always scored)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--record-calls", type=int, default=50_000)
     parser.add_argument("--pg-dsn", default=os.environ.get("KN_PG_DSN"))
@@ -530,6 +568,9 @@ def main() -> None:
         "--latency-only", action="store_true", help="only the pre-warming latency section"
     )
     args = parser.parse_args()
+    args.noise_kinds = list(dict.fromkeys(["mixed", *args.noise_kinds.split(",")]))
+    if unknown := set(args.noise_kinds) - set(NOISE_KINDS):
+        parser.error(f"unknown noise kind(s) {sorted(unknown)}; choose from {list(NOISE_KINDS)}")
     if args.trials < 1 or args.train < 3:
         parser.error("--trials must be >= 1 and --train >= 3 (a prediction needs support 3)")
     if not args.latency_only:
