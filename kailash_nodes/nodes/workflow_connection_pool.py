@@ -150,16 +150,16 @@ class WorkflowConnectionPool(Node):
         return await self.process(inputs)
 
     async def prewarm(self, inputs: Mapping[str, Any]) -> int:
-        """Make sure a connection is idle for the coming operation; return 1 if one opened.
+        """Make sure a connection is idle for a coming ``acquire``; return 1 if one opened.
 
-        Called by the runtime before an ``acquire``, or an ``execute`` with a ``query``:
-        when the pool is open, nothing is idle and the pool has room, opens one connection
-        and leaves it idle (``prewarm_counts["connections_opened"]``). A pool not open yet
-        is left to its first operation. A failure is logged at debug level and counted
-        (``prewarm_counts["errors"]``), never raised.
+        Called by the runtime before the node runs: when the operation is ``acquire``, the
+        pool is open, nothing is idle and the pool has room, opens one connection and
+        leaves it idle (``prewarm_counts["connections_opened"]``). Other operations run on
+        a connection already checked out (or none), so there is nothing to warm. A pool
+        not open yet is left to its first operation. A failure is logged at debug level
+        and counted (``prewarm_counts["errors"]``), never raised.
         """
-        op = inputs.get("operation")
-        if op != "acquire" and not (op == "execute" and isinstance(inputs.get("query"), str)):
+        if inputs.get("operation") != "acquire":
             return 0
         try:
             opened = await open_idle(self.engine, self.pool_config.timeout)

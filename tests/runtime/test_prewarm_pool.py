@@ -21,7 +21,8 @@ async def test_pool_prewarm_opens_a_connection_only_when_none_is_idle(
     assert await pool.prewarm({"operation": "acquire"}) == 0  # one is idle already
     first = await pool.acquire()
     assert await pool.prewarm({"operation": "stats"}) == 0  # needs no connection
-    assert await pool.prewarm({"operation": "execute", "connection_id": "x"}) == 0  # no query
+    execute = {"operation": "execute", "connection_id": "x", "query": "SELECT 1"}
+    assert await pool.prewarm(execute) == 0  # runs on the leased connection: nothing to warm
     assert await pool.prewarm({"operation": "acquire"}) == 1
     state = pool.engine.state()
     assert (state["total_connections"], state["idle_connections"]) == (2, 1)
