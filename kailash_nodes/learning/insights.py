@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from kailash_nodes.learning.shape import ShapeStats
 from kailash_nodes.learning.window import Window
 
@@ -28,6 +26,8 @@ def duration_percentiles_ms(window: Window) -> tuple[float | None, float | None]
     """
     if not len(window):
         return None, None
+    import numpy as np  # here, not at import: a pool that never asks for insights skips it
+
     samples = np.frombuffer(window.samples, dtype=np.float64)
     p50, p95 = np.percentile(samples, [50, 95], method="inverted_cdf") * 1000.0
     return round(float(p50), 3), round(float(p95), 3)

@@ -10,11 +10,16 @@ Format (version 2)::
         "row_samples": 0, "durations_s": [...],    # oldest first
         "followers": {"total": 0, "edges": [["next", count, [gap_s, ...]], ...]},
         "contexts": [["previous", {"total": 0, "edges": [["next", count], ...]}], ...],
-        "loops": [[loop_count, {"total": 0, "edges": [["next", count], ...]}], ...]}]}
+        "loops": [[loop_count, {"total": 0, "edges": [["next", count], ...]}], ...]}],
+     "noise_kinds": {"inserted": 0, "replaced": 0}}   # optional
 
 A context whose ``"previous"`` is `START` (``"\\u0000start"`` in the JSON) counts what
-follows the shape when it opened its session. Version 1 is version 2 without ``starts``,
-``loops`` and `START` contexts; it still loads, with none of them.
+follows the shape when it opened its session. ``noise_kinds`` holds how often a statement
+that looked like noise turned out inserted or replacing a step
+(`kailash_nodes.learning.history.NoiseKinds`); it is optional, so a version 2 file without
+it (written before it existed, or by a tracker that does not learn it) loads with zero
+counts, and a reader that predates it ignores it. Version 1 is version 2 without
+``starts``, ``loops`` and `START` contexts; it still loads, with none of them.
 Sessions are not saved: they are positions in running work, not knowledge. A file with
 another ``format`` or ``version`` is rejected with `PatternFileError`, never guessed at.
 """
@@ -32,6 +37,7 @@ from typing import Any
 
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.learning.bounds import Bounds
+from kailash_nodes.learning.history import NoiseKinds
 from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Edge, Followers
 from kailash_nodes.learning.window import Window
@@ -77,11 +83,14 @@ def bounds_dict(bounds: Bounds) -> dict[str, Any]:
 
 
 def encode(
-    shapes: OrderedDict[str, ShapeStats], counters: dict[str, int], starts: Followers
+    shapes: OrderedDict[str, ShapeStats],
+    counters: dict[str, int],
+    starts: Followers,
+    noise_kinds: NoiseKinds | None = None,
 ) -> dict[str, Any]:
-    """Return the JSON-ready document for ``shapes`` (in LRU order), ``counters`` and the
-    sessions' first statements ``starts``."""
-    return {
+    """Return the JSON-ready document for ``shapes`` (in LRU order), ``counters``, the
+    sessions' first statements ``starts`` and, when given, the learned ``noise_kinds``."""
+    document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "saved_at": datetime.now(UTC).isoformat(),
@@ -89,6 +98,12 @@ def encode(
         "starts": _encode_followers(starts, with_gaps=False),
         "shapes": [_encode_shape(name, stats) for name, stats in shapes.items()],
     }
+    if noise_kinds is not None:
+        document["noise_kinds"] = {
+            "inserted": noise_kinds.inserted,
+            "replaced": noise_kinds.replaced,
+        }
+    return document
 
 
 def _encode_shape(name: str, s: ShapeStats) -> dict[str, Any]:
@@ -140,8 +155,9 @@ def write_atomic(path: StrPath, document: dict[str, Any]) -> None:
 
 def read(
     path: StrPath, bounds: Bounds
-) -> tuple[OrderedDict[str, ShapeStats], dict[str, int], Followers]:
-    """Return the shapes (cut to ``bounds``), counters and session starts saved in ``path``.
+) -> tuple[OrderedDict[str, ShapeStats], dict[str, int], Followers, NoiseKinds]:
+    """Return the shapes (cut to ``bounds``), counters, session starts and noise kinds
+    (halved below ``bounds.max_transition_count``) saved in ``path``.
 
     Raises `PatternFileError` naming the file for a missing or unreadable file, another
     format, an unknown version, or malformed content.
@@ -158,11 +174,24 @@ def read(
         starts = document.get("starts")  # absent in version 1
         kept = set(shapes)
         starts = _decode_followers(starts, bounds, kept, with_gaps=False) if starts else Followers()
+        kinds = document.get("noise_kinds") or {}  # absent before it existed
+        noise_kinds = NoiseKinds(
+            bounds.max_transition_count,
+            inserted=_count(kinds.get("inserted", 0)),
+            replaced=_count(kinds.get("replaced", 0)),
+        )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise PatternFileError(
             f"{os.fspath(path)}: malformed query-pattern file ({type(exc).__name__}: {exc})"
         ) from exc
-    return shapes, counters, starts
+    return shapes, counters, starts, noise_kinds
+
+
+def _count(value: Any) -> int:
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"a count must be >= 0 (got {value!r})")
+    return count
 
 
 def _check_header(path: StrPath, document: Any) -> None:

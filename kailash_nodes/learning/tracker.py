@@ -7,12 +7,15 @@ statements. Transitions are aggregated across sessions into first-order counts
 possibly the session's start) and loop counts ((shape, how often it or its predecessor
 recurred lately) -> next). A prediction uses the most confident of these contexts (Wilson
 lower bound of its best follower), so one stray observation of a rare pair cannot override
-a well-supported first-order transition, and mixes in what follows the statement before
-when the last one looks like noise (`kailash_nodes.learning.history`).
-``benchmarks/bench_learning.py`` measures what each piece buys: on workflow-like runs that
-share statements, second order lifts top-1 accuracy from ~82% to ~92%, loop contexts to
-~96%; with 20% noise, the noise back-off and the rest lift it from ~60% to ~69% (the best
-any predictor can do there is ~70.5%).
+a well-supported first-order transition, and mixes in what the statements around it
+predict when the last one or the one before looks like noise, weighing "it was inserted
+between two steps" against "it replaced a step" by how often each turned out right in this
+workload (`kailash_nodes.learning.history`). ``benchmarks/bench_learning.py`` measures
+what each piece buys: on workflow-like runs that share statements, second order lifts
+top-1 accuracy from ~82% to ~92%, loop contexts to ~96%; with 20% noise, the noise
+back-off and the rest lift it from ~60% to ~69% (the best any predictor can do there is
+~70.5%), and where every noise statement replaces a step, learning that lifts it from
+~61% to ~71% (best possible ~74%).
 
 ``record`` runs on the query path: a handful of dict updates, no numpy, no scans. Everything
 is bounded (see `Bounds`). Shapes are already normalised fingerprints; nothing here parses
@@ -33,7 +36,7 @@ from typing import Any
 from kailash_nodes.errors import ConfigError
 from kailash_nodes.learning import persist
 from kailash_nodes.learning.bounds import Bounds
-from kailash_nodes.learning.history import History, Scorer
+from kailash_nodes.learning.history import History, NoiseKinds, Scorer
 from kailash_nodes.learning.insights import build_insights
 from kailash_nodes.learning.prediction import Prediction, as_original_dict
 from kailash_nodes.learning.shape import START, ShapeStats
@@ -48,11 +51,12 @@ StrPath = str | os.PathLike[str]
 
 
 class _Session:
-    __slots__ = ("last_end", "recent")
+    __slots__ = ("last_end", "recent", "suspect")
 
     def __init__(self) -> None:
         self.recent: History = (START,)  # the last loop_window + 1 shapes, oldest first
         self.last_end = 0.0
+        self.suspect = False  # whether the last shape looked like noise when recorded
 
 
 class QueryPatternTracker:
@@ -60,15 +64,18 @@ class QueryPatternTracker:
 
     Options (keyword-only): the memory bounds, documented with their defaults in `Bounds`;
     ``order`` 1 or 2 (2: second-order contexts learned and used; 1: first order only, the
-    next three options then have no effect); ``start_context`` (default True), whether the
+    next four options then have no effect); ``start_context`` (default True), whether the
     session's start counts as the shape before its first statement, so a session's first
     statements have second-order contexts; ``loop_contexts`` (default True), whether loop
     contexts (shape, loop count) are learned and used; ``noise_floor`` (default 0.025,
     0 turns it off), the share below which a statement is treated as more likely noise
-    than a workflow step, for the noise back-off; ``min_context_support``, the
-    observations a second-order or loop context needs before it may decide;
-    ``persist_path``, a JSON file loaded at construction when it exists and written by
-    `save`; ``clock``, the time source when ``record`` gets no ``at`` (default
+    than a workflow step, for the noise back-off; ``learn_noise_kind`` (default True, no
+    effect without the back-off), whether the back-off learns how often a statement that
+    looked like noise had been inserted between two steps and how often it had replaced
+    one, and weighs the two accordingly (False: the fixed weights of earlier versions);
+    ``min_context_support``, the observations a second-order or loop context needs before
+    it may decide; ``persist_path``, a JSON file loaded at construction when it exists and
+    written by `save`; ``clock``, the time source when ``record`` gets no ``at`` (default
     `time.monotonic`). Raises `ConfigError` for a bad option and `PatternFileError` for an
     unreadable file. How contexts and the back-off work: `kailash_nodes.learning.history`.
     """
@@ -89,6 +96,7 @@ class QueryPatternTracker:
         start_context: bool = True,
         loop_contexts: bool = True,
         noise_floor: float = 0.025,
+        learn_noise_kind: bool = True,
         min_context_support: int = 1,
         persist_path: StrPath | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -122,6 +130,9 @@ class QueryPatternTracker:
         self._shapes: OrderedDict[str, ShapeStats] = OrderedDict()  # least recent first
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recent first
         self._starts = Followers()  # sessions' first statements (with start_context)
+        self._kinds = (
+            NoiseKinds(max_transition_count) if learn_noise_kind and self.noise_floor else None
+        )
         self._scorer = self._new_scorer()
         self.counters = dict.fromkeys(persist.COUNTERS, 0)
         if persist_path is not None and os.path.exists(persist_path):
@@ -147,7 +158,8 @@ class QueryPatternTracker:
         (``at - duration_s``); ``session=None`` updates statistics only. ``rows < 0`` and
         ``is_write=None`` mean unknown. Amortised O(1): a few dict updates, no numpy, no
         scan beyond one bounded follower table when it is full and the session's last
-        ``loop_window`` shapes (the loop count).
+        ``loop_window`` shapes (the loop count); after a statement that looked like noise,
+        a few dict lookups more to learn whether it had been inserted or replaced a step.
         Raises ValueError for a negative ``duration_s``.
         """
         if duration_s < 0:
@@ -160,14 +172,21 @@ class QueryPatternTracker:
             return
         state = self._session(session, end)
         recent = state.recent
+        kinds = self._kinds
         if len(recent) > 1:
+            if state.suspect and kinds is not None:
+                replaced = self._scorer.judge(recent[-2], shape)
+                if replaced is not None:
+                    kinds.add(replaced=replaced)
             gap_s = max(0.0, end - duration_s - state.last_end)
-            self._learn(recent, shape, gap_s)
+            state.suspect = self._learn(recent, shape, gap_s)
         elif self.start_context:  # the session's first statement
             b = self.bounds
-            self._starts.add(
+            starts = self._starts
+            edge = starts.add(
                 shape, b.max_followers, b.max_transition_count, self._shapes.__contains__
             )
+            state.suspect = edge.count < self.noise_floor * starts.total
         state.recent = (
             (*recent[1:], shape) if len(recent) > self.bounds.loop_window else (*recent, shape)
         )
@@ -237,21 +256,24 @@ class QueryPatternTracker:
             self.counters["sessions_expired"] += 1
         return state
 
-    def _learn(self, recent: History, shape: str, gap_s: float) -> None:
+    def _learn(self, recent: History, shape: str, gap_s: float) -> bool:
+        """Learn ``recent[-1]`` -> ``shape``; return whether ``shape`` looks like noise."""
         last = recent[-1]
         prev_stats = self._shapes.get(last)
         if prev_stats is None:  # evicted since the session saw it
-            return
+            return False
         b = self.bounds
         cap, halve_at = b.max_followers, b.max_transition_count
         live = self._shapes.__contains__
-        edge = prev_stats.followers.add(shape, cap, halve_at, live)
+        followers = prev_stats.followers
+        edge = followers.add(shape, cap, halve_at, live)
         if edge.gaps is None:
             edge.gaps = Window(b.gap_window)
         edge.gaps.append(gap_s)
         self.counters["transitions"] += 1
         if self.order == 1:
-            return
+            return False
+        suspect = edge.count < self.noise_floor * followers.total
         before = recent[-2]
         if before != START or self.start_context:
             context = prev_stats.contexts.get(before)
@@ -266,6 +288,7 @@ class QueryPatternTracker:
                 if loop is None:
                     loop = prev_stats.loops[n] = Followers()
                 loop.add(shape, cap, halve_at, live)
+        return suspect
 
     def _new_context(self, stats: ShapeStats) -> Followers:
         contexts = stats.contexts
@@ -286,6 +309,7 @@ class QueryPatternTracker:
             window=self.bounds.loop_window,
             loops=self.loop_contexts,
             noise_floor=self.noise_floor,
+            kinds=self._kinds,
         )
 
     # -- predicting ---------------------------------------------------------------------
@@ -374,17 +398,25 @@ class QueryPatternTracker:
         Per shape: count, errors, reads/writes and kind, p50/p95 duration in ms over the
         kept window (with its sample count), mean rows (with its sample count), and common
         successors with probabilities. Totals carry records, shapes, live sessions,
-        transitions, evictions and the bounds.
+        transitions, evictions and the bounds, and with ``learn_noise_kind`` the
+        ``noise_kinds`` counts: how often a statement that looked like noise turned out
+        inserted or replacing a step (decayed, see `kailash_nodes.learning.history`).
         """
         return build_insights(self._shapes, top, self._totals())
 
     def _totals(self) -> dict[str, Any]:
-        return {
+        totals = {
             **self.counters,
             "shapes": len(self._shapes),
             "live_sessions": len(self._sessions),
             "bounds": persist.bounds_dict(self.bounds),
         }
+        if self._kinds is not None:
+            totals["noise_kinds"] = {
+                "inserted": self._kinds.inserted,
+                "replaced": self._kinds.replaced,
+            }
+        return totals
 
     def save(self, path: StrPath | None = None) -> None:
         """Write what was learned to ``path`` (default ``persist_path``) atomically.
@@ -394,7 +426,8 @@ class QueryPatternTracker:
         one, never half of one. Raises ConfigError when there is no path.
         """
         target = self._save_target(path)
-        persist.write_atomic(target, persist.encode(self._shapes, self.counters, self._starts))
+        document = persist.encode(self._shapes, self.counters, self._starts, self._kinds)
+        persist.write_atomic(target, document)
         logger.debug("saved %d query shapes to %s", len(self._shapes), target)
 
     async def save_async(self, path: StrPath | None = None) -> None:
@@ -404,7 +437,7 @@ class QueryPatternTracker:
         write is in flight cannot tear it.
         """
         target = self._save_target(path)
-        document = persist.encode(self._shapes, self.counters, self._starts)
+        document = persist.encode(self._shapes, self.counters, self._starts, self._kinds)
         await asyncio.to_thread(persist.write_atomic, target, document)
 
     def _save_target(self, path: StrPath | None) -> StrPath:
@@ -426,6 +459,8 @@ class QueryPatternTracker:
         return tracker
 
     def _restore(self, path: StrPath) -> None:
-        self._shapes, self.counters, self._starts = persist.read(path, self.bounds)
+        self._shapes, self.counters, self._starts, kinds = persist.read(path, self.bounds)
+        if self._kinds is not None:
+            self._kinds = kinds
         self._scorer = self._new_scorer()
         logger.debug("loaded %d query shapes from %s", len(self._shapes), path)

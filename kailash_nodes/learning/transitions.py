@@ -4,8 +4,9 @@ A `Followers` table holds at most ``cap`` next shapes. When a new one arrives at
 the weakest entry goes: an edge into a shape the tracker has already evicted first, else the
 one with the lowest count (the oldest among equals). When the table's total reaches
 ``halve_at`` every count is halved, so counts stay bounded and recent behaviour outweighs
-old behaviour after the workload changes. Each table keeps its highest count (``top``) up
-to date, so how confident its best follower is (`Followers.confidence`) costs no scan.
+old behaviour after the workload changes. Each table keeps its highest count (``top``) and
+the follower that has it (``lead``) up to date, so its best follower and how confident it
+is (`Followers.confidence`) cost no scan.
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ class Edge:
 class Followers:
     """The next shapes seen after one context, with counts; see the module docstring."""
 
-    __slots__ = ("edges", "top", "total")
+    __slots__ = ("edges", "lead", "top", "total")
 
     def __init__(self) -> None:
         self.edges: dict[str, Edge] = {}
         self.total = 0  # transitions seen out of this context, evicted followers included
         self.top = 0  # the highest count in ``edges`` (0 when empty)
+        self.lead: str | None = None  # a follower with count ``top`` (None when empty)
 
     def add(self, shape: str, cap: int, halve_at: int, live: Callable[[str], bool]) -> Edge:
         """Count one transition to ``shape``; return its edge (created if new).
@@ -83,6 +85,7 @@ class Followers:
         edge.count += 1
         if edge.count > self.top:
             self.top = edge.count
+            self.lead = shape
         self.total += 1
         if self.total >= halve_at:
             self.halve()
@@ -98,8 +101,12 @@ class Followers:
         self.recount_top()
 
     def recount_top(self) -> None:
-        """Recompute ``top`` from the edges (after halving, eviction or loading)."""
-        self.top = max((e.count for e in self.edges.values()), default=0)
+        """Recompute ``top`` and ``lead`` from the edges (after halving, eviction or
+        loading); the first of equals leads."""
+        self.top, self.lead = 0, None
+        for shape, edge in self.edges.items():
+            if edge.count > self.top:
+                self.top, self.lead = edge.count, shape
 
     def confidence(self) -> float:
         """Return the Wilson lower bound of the best follower's share (0.0 when empty).
@@ -107,8 +114,8 @@ class Followers:
         >>> f = Followers()
         >>> for shape in "AAAB":
         ...     _ = f.add(shape, 8, 1000, lambda s: True)
-        >>> f.top, f.total, round(f.confidence(), 3)
-        (3, 4, 0.301)
+        >>> f.top, f.lead, f.total, round(f.confidence(), 3)
+        (3, 'A', 4, 0.301)
         """
         return _wilson_95(self.top, self.total)
 

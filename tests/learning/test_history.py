@@ -103,8 +103,15 @@ def test_an_inserted_statement_hands_the_prediction_to_the_one_before() -> None:
 
 def test_a_known_statement_out_of_place_is_treated_as_noise() -> None:
     # D followed B once in 101 (this session): it is probably noise, and C (what B is
-    # followed by) comes next, not E (what follows D)
-    assert top(trained(FLOW5, n=100), "live", ["A", "B", "D"]) == ("C", 0)
+    # followed by: D was inserted) or D (what C is followed by: D replaced C) comes next,
+    # not E (what follows D). Nothing seen yet says which kind of noise this workload has.
+    t = trained(FLOW5, n=100)
+    feed(t, ["A", "B", "D"], session="live")
+    best = t.predict_next("D", session="live", k=3)
+    assert {p.shape for p in best[:2]} == {"C", "D"} and best[0].order == 0
+    assert best[0].probability == pytest.approx(best[1].probability, rel=0.02)
+    fixed = trained(FLOW5, n=100, learn_noise_kind=False)  # "inserted" alone
+    assert top(fixed, "live", ["A", "B", "D"]) == ("C", 0)
     assert top(trained(FLOW5, n=100, noise_floor=0), "live", ["A", "B", "D"]) == ("E", 1)
     # after only 10 runs, once in 11 is too often to call it noise
     assert top(trained(FLOW5, n=10), "live", ["A", "B", "D"]) == ("E", 1)

@@ -215,3 +215,65 @@ def test_round_trip_keeps_loop_contexts_session_starts_and_start_contexts(
     assert after.predict_next("R", session=None)[0].order == 1
     small = QueryPatternTracker.load(path, loop_window=2)
     assert set(small._shapes["R"].loops) == {2}  # loop counts above the window are dropped
+
+
+def noise_trained(**options: Any) -> QueryPatternTracker:
+    """Return a tracker that saw runs of A -> B -> ... -> F, each with one step from B to
+    E replaced by an ad-hoc statement seen once."""
+    t = QueryPatternTracker(**options)
+    for i in range(200):
+        shapes = list("ABCDEF")
+        shapes[1 + i % 4] = f"ADHOC{i}"
+        for shape in shapes:
+            t.record(shape, session=f"r{i}", duration_s=0.0, rows=0, is_write=False)
+    return t
+
+
+def test_round_trip_keeps_the_learned_noise_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    before = noise_trained()
+    counts = before.insights()["totals"]["noise_kinds"]
+    assert counts["inserted"] == 0 and counts["replaced"] > 100
+    before.save(path)
+    document = json.loads(path.read_text())
+    assert document["version"] == 2 and document["noise_kinds"] == counts
+    after = QueryPatternTracker.load(path)
+    assert after.insights()["totals"]["noise_kinds"] == counts
+    for t in (before, after):
+        for shape in ("A", "B", "NEW"):
+            t.record(shape, session="live", duration_s=0.0, rows=0, is_write=False)
+    assert after.predict_next("NEW", session="live") == before.predict_next("NEW", session="live")
+    assert after.predict_next("NEW", session="live")[0].shape == "D"  # NEW replaced C
+    fresh = QueryPatternTracker.load(path, learn_noise_kind=False)  # ignores the counts
+    assert "noise_kinds" not in fresh.insights()["totals"]
+    fresh.save(path)
+    assert "noise_kinds" not in json.loads(path.read_text())
+
+
+def test_noise_kinds_are_optional_and_cut_to_the_bounds_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    noise_trained().save(path)
+    document = json.loads(path.read_text())
+    del document["noise_kinds"]  # as written before they were learned
+    path.write_text(json.dumps(document))
+    t = QueryPatternTracker.load(path)
+    assert t.insights()["totals"]["noise_kinds"] == {"inserted": 0, "replaced": 0}
+    document["noise_kinds"] = {"inserted": 10, "replaced": 90}
+    path.write_text(json.dumps(document))
+    small = QueryPatternTracker.load(path, max_transition_count=30)  # halved twice
+    assert small.insights()["totals"]["noise_kinds"] == {"inserted": 2, "replaced": 22}
+    assert QueryPatternTracker.load(path).insights()["totals"]["noise_kinds"] == {
+        "inserted": 10,
+        "replaced": 90,
+    }
+
+
+@pytest.mark.parametrize("kinds", ['{"inserted": -1}', '{"replaced": "many"}', "[1, 2]"])
+def test_load_rejects_malformed_noise_kinds(tmp_path: Path, kinds: str) -> None:
+    path = tmp_path / "patterns.json"
+    noise_trained().save(path)
+    text = path.read_text()
+    start = text.index('"noise_kinds":')
+    path.write_text(text[:start] + f'"noise_kinds":{kinds}}}')
+    with pytest.raises(PatternFileError, match="malformed"):
+        QueryPatternTracker.load(path)
