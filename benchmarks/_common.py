@@ -211,6 +211,28 @@ class Result:
         }
 
 
+async def create_rows_table(node: Any, table: str, rows: int = 100) -> None:
+    """Create ``table`` (id, a, b) with ``rows`` rows through ``node.process`` (PostgreSQL).
+
+    The caller drops it; a failed insert drops it here. Raises RuntimeError when the
+    node reports a statement failed (it returns ``success: False`` rather than raising).
+    """
+
+    async def run(sql: str) -> None:
+        result = await node.process({"query": sql})
+        if not result.get("success", True):
+            raise RuntimeError(f"{sql.split('(')[0]} failed: {result.get('error')}")
+
+    await run(f"CREATE TABLE {table} (id int PRIMARY KEY, a int, b text)")
+    try:
+        await run(
+            f"INSERT INTO {table} SELECT g, g * 2, 'row ' || g FROM generate_series(1, {rows}) g"
+        )
+    except BaseException:
+        await node.process({"query": f"DROP TABLE IF EXISTS {table}"})
+        raise
+
+
 def make_rounds(
     rng: random.Random, rounds: int, queries: int, callers: int, keys: int
 ) -> list[list[int]]:

@@ -82,6 +82,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kailash_nodes when not installed
 
+from _common import create_rows_table
+
 from kailash_nodes.learning import QueryPatternTracker
 
 TEMPLATES: dict[str, tuple[list[str], float]] = {  # name -> (shapes, share of runs)
@@ -482,12 +484,8 @@ async def prewarm_latency(args: argparse.Namespace) -> None:
     surprises = {True: 0, False: 0}
     load = os.getloadavg()[0]
     async with runtime:
-        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, a int, b text)"})
+        await create_rows_table(router, table)
         try:
-            await router.process(
-                {"query": f"INSERT INTO {table} SELECT g, g * 2, 'row ' || g "
-                 "FROM generate_series(1, 100) g"}
-            )  # fmt: skip
             for run in range(args.train):  # learning off: the pool records, nothing prepared
                 trial = await latency_trial(router, steps, f"train-{run}", run % 100 + 1)
             assert pool.pattern_tracker is not None

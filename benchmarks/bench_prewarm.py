@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from _common import machine_facts
+from _common import create_rows_table, machine_facts
 
 PACKAGES = ("asyncpg", "sqlglot")
 STEPS = ("a", "b", "c")
@@ -136,12 +136,8 @@ async def measure(args: argparse.Namespace, section: Section) -> None:
     times = {True: Times(), False: Times()}
     load = os.getloadavg()[0]
     async with runtime:
-        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, a int, b text)"})
+        await create_rows_table(router, table)
         try:
-            await router.process(
-                {"query": f"INSERT INTO {table} SELECT g, g * 2, 'row ' || g "
-                 "FROM generate_series(1, 100) g"}
-            )  # fmt: skip
             rtt = await round_trip_us(pool)
             for i in range(args.warmup + 2 * section.trials):
                 mode = (i % 2 == 0) != (i // 2 % 2 == 1)  # on/off, off/on, on/off, ...
