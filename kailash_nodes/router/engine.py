@@ -201,15 +201,20 @@ class QueryRouter:
             await pool.release(pc)
         return routed
 
-    def _read_from_replica(self, session: Session | None) -> bool:
-        """Return whether this read should try a replica (not the primary)."""
+    def _read_from_replica(self, session: Session | None, *, advance: bool = True) -> bool:
+        """Return whether this read should try a replica (not the primary).
+
+        ``advance=False`` answers for the next read without taking its turn (a pre-warm).
+        """
         if not self.replicas.states:
             return False
         if session is not None and session.primary_until > time.monotonic():
             return False
         if self.options.reads_on_primary:  # the primary takes its turn in the rotation
-            self._turn = (self._turn + 1) % (len(self.replicas.states) + 1)
-            return self._turn != 0
+            turn = (self._turn + 1) % (len(self.replicas.states) + 1)
+            if advance:
+                self._turn = turn
+            return turn != 0
         return True
 
     async def _try_replica(
@@ -490,12 +495,9 @@ class QueryRouter:
 
     def _target_pool(self, cls: Classification, session: Session | None) -> ConnectionPool:
         """Return the pool ``route`` would send this statement to next, without choosing."""
-        states = self.replicas.states
-        if not (cls.replica_safe and self.split and states):
-            return self.primary
-        if session is not None and session.primary_until > time.monotonic():
-            return self.primary
-        if self.options.reads_on_primary and (self._turn + 1) % (len(states) + 1) == 0:
+        if not (
+            cls.replica_safe and self.split and self._read_from_replica(session, advance=False)
+        ):
             return self.primary
         state = self.replicas.peek(self.options.replica_lag_threshold)
         return self.primary if state is None else state.pool
