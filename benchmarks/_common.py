@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib.metadata
 import inspect
+import json
 import math
 import os
 import platform
@@ -399,6 +400,12 @@ def _row(result: Result, floor: Result | None, *, waits: bool) -> str:
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def write_json(path: Any, packages: Sequence[str], modes: list[dict[str, Any]]) -> None:
+    """Write a run's command, machine facts and per-mode results to ``path`` (a Path)."""
+    document = {"command": sys.argv, "facts": machine_facts(packages), "modes": modes}
+    path.write_text(json.dumps(document, indent=2))
 
 
 def machine_facts(packages: Sequence[str]) -> list[str]:

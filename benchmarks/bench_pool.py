@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
@@ -36,6 +35,7 @@ from _common import (
     format_table,
     machine_facts,
     make_rounds,
+    write_json,
 )
 
 ROWS = 10_000
@@ -573,8 +573,7 @@ async def _main(args: argparse.Namespace) -> int:
             report += await _bench_backend(key, targets[key], args)
     print(f"\ntotal time: {time.perf_counter() - started:.0f} s")
     if args.json:
-        document = {"command": sys.argv, "facts": machine_facts(PACKAGES), "modes": report}
-        args.json.write_text(json.dumps(document, indent=2))
+        write_json(args.json, PACKAGES, report)
     return 0
 
 

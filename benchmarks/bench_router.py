@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import cProfile
 import io
-import json
 import logging
 import os
 import pstats
@@ -47,6 +46,7 @@ from _common import (
     format_table,
     machine_facts,
     make_rounds,
+    write_json,
 )
 from bench_classify import REALISTIC
 from bench_pool import (
@@ -827,8 +827,7 @@ async def _main(args: argparse.Namespace) -> int:
         print("\n" + await profile_router(args.pg_dsn, args.profile))
     print(f"\ntotal time: {time.perf_counter() - started:.0f} s; {_load()}")
     if args.json:
-        document = {"command": sys.argv, "facts": machine_facts(PACKAGES), "modes": report}
-        args.json.write_text(json.dumps(document, indent=2))
+        write_json(args.json, PACKAGES, report)
     return 0
 
 
