@@ -4,7 +4,10 @@ Every ``interval`` seconds (with jitter) it reads what the pool measured since t
 tick (acquire waits, hold times, arrivals, waiting callers), asks the policy, and moves the
 pool's floor. Every ``cap_refresh`` seconds it reads the server's live connection limit and
 how many connections other clients hold, and caps the pool at ``db_share`` (80%) of the
-limit minus those, so several processes sharing one database stay inside its budget.
+limit minus those, so several processes sharing one database stay inside its budget. That
+read runs on one of the pool's connections, so it waits for a tick with an idle one (at
+most ``CAP_DEFER_LIMIT`` x ``cap_refresh``) rather than take a connection a caller is
+waiting for while every connection is busy.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any
 from kailash_nodes.pool import ConnectionPool
 from kailash_nodes.sizing.policy import Decision, PolicySettings, SizingPolicy, observe
 
-__all__ = ["SQLITE_CAP", "AdaptivePoolController", "live_cap"]
+__all__ = ["CAP_DEFER_LIMIT", "SQLITE_CAP", "AdaptivePoolController", "live_cap"]
 
 logger = logging.getLogger("kailash_nodes.sizing")
 
+CAP_DEFER_LIMIT = 4  # a busy pool reads its live cap at least every 4 x cap_refresh
 SQLITE_CAP = 16  # one writer at a time and a thread per connection: more buys nothing
 
 _PG_LIMIT_SQL = (
@@ -124,7 +128,10 @@ class AdaptivePoolController:
         if not self.enabled or pool.closed:
             return None
         self.ticks += 1
-        if now - self._last_cap >= self.cap_refresh:
+        since = now - self._last_cap
+        if since >= self.cap_refresh and (
+            pool.state()["idle_connections"] or since >= CAP_DEFER_LIMIT * self.cap_refresh
+        ):  # the query takes a connection: not from a caller while every one is busy
             await self.refresh_cap()
         state = pool.state()
         obs = observe(

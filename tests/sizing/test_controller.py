@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kailash_nodes.sizing import PolicySettings, SizingPolicy
+from kailash_nodes.sizing import AdaptivePoolController, PolicySettings, SizingPolicy
 from tests.conftest import Backend, PoolFactory
 
 
@@ -79,6 +79,34 @@ async def test_cap_comes_from_the_servers_live_limit(
     assert cap < 500 and pool.engine.limit == 500  # applied on the next tick
     await ctl.tick()
     assert pool.engine.limit == cap
+
+
+async def test_cap_read_waits_for_an_idle_connection(
+    make_pool: PoolFactory, backend: Backend
+) -> None:
+    if backend.name == "sqlite":
+        pytest.skip("SQLite's cap is a constant: reading it takes no connection")
+    pool = make_pool(min_connections=2, max_connections=2)
+    await pool.initialize()
+    ctl = AdaptivePoolController(pool.engine, cap_refresh=0.05)
+    stats = pool.engine.stats
+    await ctl.refresh_cap()  # what start() does
+    assert ctl.cap_source["source"] == backend.name
+    a, b = await pool.acquire(), await pool.acquire()
+    await asyncio.sleep(0.06)  # due, but every connection is busy: not read
+    before = stats.acquires
+    await asyncio.wait_for(ctl.tick(), 1)  # a read now would wait for a connection
+    assert stats.acquires == before
+    await pool.release(a)  # one idle: read now, on that connection
+    await ctl.tick()
+    assert stats.acquires == before + 1
+    a = await pool.acquire()
+    await asyncio.sleep(4 * 0.05 + 0.01)  # busy for the whole defer limit: read anyway,
+    loop = asyncio.get_running_loop()  # waiting for a connection like any caller
+    loop.call_later(0.05, lambda: loop.create_task(pool.release(b)))
+    await asyncio.wait_for(ctl.tick(), 5)
+    assert stats.acquires == before + 3
+    await pool.release(a)
 
 
 @pytest.mark.sqlite
