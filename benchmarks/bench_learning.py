@@ -4,7 +4,9 @@ Workload: six workflow templates (checkout, profile, report, signup, search, set
 4-8 statement shapes over a 24-shape vocabulary. Templates share shapes at different
 positions (``SELECT users`` after three different predecessors, ``INSERT audit_log``
 followed by different statements, a search loop), and two share their first statement, so
-some positions are ambiguous to any model that only sees shapes. Each workflow run is a
+some positions are ambiguous to any model that only sees shapes. ``--random-templates
+SEED`` replaces them with six random templates of 4-9 statements drawn with replacement
+from 24 shapes, a workload this file's author did not pick. Each workflow run is a
 session; ``--concurrency`` runs are in flight at once and their statements interleave in
 the recorded stream, as on a shared pool.
 
@@ -155,6 +157,35 @@ TEMPLATES: dict[str, tuple[list[str], float]] = {  # name -> (shapes, share of r
 }
 VOCAB = sorted({s for shapes, _ in TEMPLATES.values() for s in shapes})
 ADHOC = [f"SELECT adhoc_{i} WHERE x=?" for i in range(30)]
+
+
+def random_templates(
+    seed: int, count: int = 6, vocab: int = 24
+) -> dict[str, tuple[list[str], float]]:
+    """Return ``count`` random templates of 4-9 statements drawn with replacement from
+    ``vocab`` shapes (so shapes repeat within and across templates), with random shares.
+
+    >>> t = random_templates(1)
+    >>> len(t), all(4 <= len(steps) <= 9 for steps, _ in t.values())
+    (6, True)
+    >>> round(sum(share for _, share in t.values()), 9)
+    1.0
+    """
+    rng = random.Random(seed)
+    words = [f"SELECT t{i} WHERE id=?" for i in range(vocab)]
+    raw = {
+        f"random{j}": ([rng.choice(words) for _ in range(rng.randint(4, 9))], rng.uniform(0.5, 2))
+        for j in range(count)
+    }
+    total = sum(weight for _, weight in raw.values())
+    return {name: (steps, weight / total) for name, (steps, weight) in raw.items()}
+
+
+def use_templates(templates: dict[str, tuple[list[str], float]]) -> None:
+    """Make ``templates`` the workload's (the generator and the Oracle read these globals)."""
+    global TEMPLATES, VOCAB
+    TEMPLATES = templates
+    VOCAB = sorted({s for shapes, _ in templates.values() for s in shapes})
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +600,12 @@ def main() -> None:
         help="comma-separated noise kinds to score (mixed is the headline and always scored)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--random-templates",
+        type=int,
+        metavar="SEED",
+        help="replace the six workflow templates with six random ones made from SEED",
+    )
     parser.add_argument("--record-calls", type=int, default=50_000)
     parser.add_argument("--pg-dsn", default=os.environ.get("KN_PG_DSN"))
     parser.add_argument("--trials", type=int, default=1000, help="latency trials per mode")
@@ -587,6 +624,11 @@ def main() -> None:
             f"== top-1 next-statement accuracy: {args.runs} runs x {len(args.seeds)} seeds, "
             f"{args.concurrency} interleaved, noise {args.noise:.0%} =="
         )
+        if args.random_templates is not None:
+            use_templates(random_templates(args.random_templates))
+            print(f"random templates (seed {args.random_templates}):")
+            for name, (steps, share) in TEMPLATES.items():
+                print(f"  {name} ({share:.0%}): " + " > ".join(s.split()[1] for s in steps))
         accuracy_table(args)
         print()
         print(f"== call cost: µs per call, best of 3 passes of {args.record_calls} calls ==")
