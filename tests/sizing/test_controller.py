@@ -81,11 +81,17 @@ async def test_cap_comes_from_the_servers_live_limit(
     assert pool.engine.limit == cap
 
 
+@pytest.mark.parametrize(  # SQLite's cap is a constant: reading it takes no connection
+    "backend",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+    indirect=True,
+)
 async def test_cap_read_waits_for_an_idle_connection(
     make_pool: PoolFactory, backend: Backend
 ) -> None:
-    if backend.name == "sqlite":
-        pytest.skip("SQLite's cap is a constant: reading it takes no connection")
     pool = make_pool(min_connections=2, max_connections=2)
     await pool.initialize()
     ctl = AdaptivePoolController(pool.engine, cap_refresh=0.05)
