@@ -11,15 +11,20 @@ Format (version 2)::
         "followers": {"total": 0, "edges": [["next", count, [gap_s, ...]], ...]},
         "contexts": [["previous", {"total": 0, "edges": [["next", count], ...]}], ...],
         "loops": [[loop_count, {"total": 0, "edges": [["next", count], ...]}], ...]}],
-     "noise_kinds": {"inserted": 0, "replaced": 0}}   # optional
+     "noise_kinds": {"inserted": 0, "replaced": 0},   # optional
+     "runs": {"finished": 0, "explained": 0, "surprised": 0,   # optional
+              "sequences": [[["shape", ...], count], ...]}}
 
 A context whose ``"previous"`` is `START` (``"\\u0000start"`` in the JSON) counts what
 follows the shape when it opened its session. ``noise_kinds`` holds how often a statement
 that looked like noise turned out inserted or replacing a step
 (`kailash_nodes.learning.history.NoiseKinds`); it is optional, so a version 2 file without
 it (written before it existed, or by a tracker that does not learn it) loads with zero
-counts, and a reader that predates it ignores it. Version 1 is version 2 without
-``starts``, ``loops`` and `START` contexts; it still loads, with none of them.
+counts, and a reader that predates it ignores it. ``runs`` is optional the same way: the
+finished runs counted for run templates (`kailash_nodes.learning.runs`), from which the
+templates are rebuilt on load, and the noise level estimated while predicting. Version 1
+is version 2 without ``starts``, ``loops`` and `START` contexts; it still loads, with none
+of them.
 Sessions are not saved: they are positions in running work, not knowledge. A file with
 another ``format`` or ``version`` is rejected with `PatternFileError`, never guessed at.
 """
@@ -38,6 +43,7 @@ from typing import Any
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.learning.bounds import Bounds
 from kailash_nodes.learning.history import NoiseKinds
+from kailash_nodes.learning.runs import NoiseLevel, RunTemplates
 from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Edge, Followers
 from kailash_nodes.learning.window import Window
@@ -87,9 +93,11 @@ def encode(
     counters: dict[str, int],
     starts: Followers,
     noise_kinds: NoiseKinds | None = None,
+    runs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the JSON-ready document for ``shapes`` (in LRU order), ``counters``, the
-    sessions' first statements ``starts`` and, when given, the learned ``noise_kinds``."""
+    sessions' first statements ``starts`` and, when given, the learned ``noise_kinds`` and
+    the ``runs`` part (`RunTemplates.encode`)."""
     document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -103,6 +111,8 @@ def encode(
             "inserted": noise_kinds.inserted,
             "replaced": noise_kinds.replaced,
         }
+    if runs is not None:
+        document["runs"] = runs
     return document
 
 
@@ -154,10 +164,11 @@ def write_atomic(path: StrPath, document: dict[str, Any]) -> None:
 
 
 def read(
-    path: StrPath, bounds: Bounds
+    path: StrPath, bounds: Bounds, runs: RunTemplates | None = None, level: NoiseLevel | None = None
 ) -> tuple[OrderedDict[str, ShapeStats], dict[str, int], Followers, NoiseKinds]:
     """Return the shapes (cut to ``bounds``), counters, session starts and noise kinds
-    (halved below ``bounds.max_transition_count``) saved in ``path``.
+    (halved below ``bounds.max_transition_count``) saved in ``path``; when the file has a
+    ``runs`` part and ``runs`` and ``level`` are given, load it into them.
 
     Raises `PatternFileError` naming the file for a missing or unreadable file, another
     format, an unknown version, or malformed content.
@@ -180,6 +191,9 @@ def read(
             inserted=_count(kinds.get("inserted", 0)),
             replaced=_count(kinds.get("replaced", 0)),
         )
+        saved_runs = document.get("runs")  # absent before run templates existed
+        if saved_runs and runs is not None and level is not None:
+            runs.restore(saved_runs, level)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise PatternFileError(
             f"{os.fspath(path)}: malformed query-pattern file ({type(exc).__name__}: {exc})"

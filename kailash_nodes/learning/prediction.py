@@ -22,7 +22,9 @@ class Prediction:
     current statement and the start of this one in a session (None when no gap was kept);
     ``order`` = the context of the heaviest hypothesis: 1 the shape alone, 2 (previous,
     shape), 3 (shape, loop count), 0 a back-off that skipped the shape or the one before
-    it as noise.
+    it as noise, 4 a template of whole runs (`kailash_nodes.learning.runs`; then
+    ``probability`` is the posterior chance that this step comes next and ``support`` how
+    many finished runs its heaviest template was seen in).
     """
 
     shape: str

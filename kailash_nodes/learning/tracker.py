@@ -10,12 +10,15 @@ lower bound of its best follower), so one stray observation of a rare pair canno
 a well-supported first-order transition, and mixes in what the statements around it
 predict when the last one or the one before looks like noise, weighing "it was inserted
 between two steps" against "it replaced a step" by how often each turned out right in this
-workload (`kailash_nodes.learning.history`). ``benchmarks/bench_learning.py`` measures
-what each piece buys: on workflow-like runs that share statements, second order lifts
-top-1 accuracy from ~82% to ~92%, loop contexts to ~96%; with 20% noise, the noise
-back-off and the rest lift it from ~60% to ~69% (the best any predictor can do there is
-~70.5%), and where every noise statement replaces a step, learning that lifts it from
-~61% to ~71% (best possible ~74%).
+workload (`kailash_nodes.learning.history`). Sessions that end (`end_session`, or dropped
+after ``session_ttl`` or past ``max_sessions``) count as finished runs; runs that repeat
+become templates, and a session that looks like one is predicted from everything it ran
+so far (`kailash_nodes.learning.runs`). ``benchmarks/bench_learning.py`` measures what
+each piece buys: on workflow-like runs that share statements, second order lifts top-1
+accuracy from ~82% to ~92%, loop contexts to ~96%; with 20% noise, the noise back-off and
+the rest lift it from ~60% to ~69%, run templates to ~70.4% (the best any predictor can
+do there is ~70.5%), and where every noise statement replaces a step, learning that lifts
+it from ~61% to ~71%, templates to ~73.6% (best possible ~74%).
 
 ``record`` runs on the query path: a handful of dict updates, no numpy, no scans. Everything
 is bounded (see `Bounds`). Shapes are already normalised fingerprints; nothing here parses
@@ -39,6 +42,7 @@ from kailash_nodes.learning.bounds import Bounds
 from kailash_nodes.learning.history import History, NoiseKinds, Scorer
 from kailash_nodes.learning.insights import build_insights
 from kailash_nodes.learning.prediction import Prediction, as_original_dict
+from kailash_nodes.learning.runs import NoiseLevel, RunTemplates, SessionRun
 from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Followers, wilson_lower_bound
 from kailash_nodes.learning.window import Window
@@ -50,13 +54,18 @@ logger = logging.getLogger("kailash_nodes.learning")
 StrPath = str | os.PathLike[str]
 
 
-class _Session:
-    __slots__ = ("last_end", "recent", "suspect")
+RUN_TEMPLATE = 4
+"""`Prediction.order` when a template of whole runs decided (`kailash_nodes.learning.runs`)."""
 
-    def __init__(self) -> None:
+
+class _Session:
+    __slots__ = ("last_end", "recent", "run", "suspect")
+
+    def __init__(self, runs: bool) -> None:
         self.recent: History = (START,)  # the last loop_window + 1 shapes, oldest first
         self.last_end = 0.0
         self.suspect = False  # whether the last shape looked like noise when recorded
+        self.run = SessionRun() if runs else None  # all its shapes, for run templates
 
 
 class QueryPatternTracker:
@@ -74,7 +83,11 @@ class QueryPatternTracker:
     looked like noise had been inserted between two steps and how often it had replaced
     one, and weighs the two accordingly (False: the fixed weights of earlier versions);
     ``min_context_support``, the observations a second-order or loop context needs before
-    it may decide; ``persist_path``, a JSON file loaded at construction when it exists and
+    it may decide; ``run_templates`` (default True, order 2 only), whether finished
+    sessions are counted as runs and repeated runs predict (`kailash_nodes.learning.runs`;
+    a prediction from one has ``order`` 4); ``max_run_length`` (default 64), the longest
+    session counted as a run (each session keeps at most that many shape references);
+    ``persist_path``, a JSON file loaded at construction when it exists and
     written by `save`; ``clock``, the time source when ``record`` gets no ``at`` (default
     `time.monotonic`). Raises `ConfigError` for a bad option and `PatternFileError` for an
     unreadable file. How contexts and the back-off work: `kailash_nodes.learning.history`.
@@ -98,6 +111,8 @@ class QueryPatternTracker:
         noise_floor: float = 0.025,
         learn_noise_kind: bool = True,
         min_context_support: int = 1,
+        run_templates: bool = True,
+        max_run_length: int = 64,
         persist_path: StrPath | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -134,6 +149,15 @@ class QueryPatternTracker:
             NoiseKinds(max_transition_count) if learn_noise_kind and self.noise_floor else None
         )
         self._scorer = self._new_scorer()
+        if isinstance(max_run_length, bool) or not isinstance(max_run_length, int):
+            raise ConfigError(f"max_run_length must be an integer (got {max_run_length!r})")
+        if max_run_length < 1:
+            raise ConfigError(f"max_run_length must be >= 1 (got max_run_length={max_run_length})")
+        self.max_run_length = max_run_length
+        self._runs = (
+            RunTemplates(max_length=max_run_length) if run_templates and order == 2 else None
+        )
+        self._noise_level = NoiseLevel()
         self.counters = dict.fromkeys(persist.COUNTERS, 0)
         if persist_path is not None and os.path.exists(persist_path):
             self._restore(persist_path)
@@ -191,6 +215,8 @@ class QueryPatternTracker:
             (*recent[1:], shape) if len(recent) > self.bounds.loop_window else (*recent, shape)
         )
         state.last_end = end
+        if state.run is not None:
+            state.run.append(shape, self.max_run_length)
 
     def record_execution(
         self,
@@ -221,8 +247,19 @@ class QueryPatternTracker:
         )
 
     def end_session(self, session: str) -> None:
-        """Forget ``session``'s position (a finished workflow run); learned counts stay."""
-        self._sessions.pop(session, None)
+        """Forget ``session``'s position (a finished workflow run); learned counts stay.
+
+        With run templates, its statements count as one finished run. A session that
+        expires (``session_ttl``) or is evicted (``max_sessions``) counts as finished too.
+        """
+        state = self._sessions.pop(session, None)
+        if state is not None:
+            self._finish(state)
+
+    def _finish(self, state: _Session) -> None:
+        runs, run = self._runs, state.run
+        if runs is not None and run is not None and run.shapes:
+            runs.finish(run.shapes, clean=1.0 - self._noise_level.rate)
 
     def _touch(self, shape: str) -> ShapeStats:
         shapes = self._shapes
@@ -242,9 +279,9 @@ class QueryPatternTracker:
         if state is not None:
             sessions.move_to_end(session)
         else:
-            state = sessions[session] = _Session()
+            state = sessions[session] = _Session(self._runs is not None)
             if len(sessions) > self.bounds.max_sessions:
-                sessions.popitem(last=False)
+                self._finish(sessions.popitem(last=False)[1])
                 self.counters["sessions_evicted"] += 1
         ttl = self.bounds.session_ttl
         while True:  # least recent first: stop at the first session still fresh
@@ -253,6 +290,7 @@ class QueryPatternTracker:
             if oldest is state or now - oldest.last_end <= ttl:
                 break
             del sessions[oldest_key]
+            self._finish(oldest)
             self.counters["sessions_expired"] += 1
         return state
 
@@ -323,21 +361,27 @@ class QueryPatternTracker:
         ``order=1``) the first-order table of ``shape`` decides. With a known ``session``,
         its recent shapes are the history: up to ``shape`` when ``shape`` is its last
         recorded one, else its shapes followed by ``shape`` (a prediction made before
-        recording ``shape``). The most confident of the first-order, second-order and loop
-        contexts predicts, mixed with what follows the statements before when ``shape`` or
-        the one before it looks like noise (see `kailash_nodes.learning.history`); each
-        `Prediction`'s ``order`` says which context the heaviest hypothesis used (1, 2, 3;
-        0 for a noise back-off) and ``support`` how many observations it had. Returns []
-        for an unknown shape, or when nothing ever followed any context looked at.
+        recording ``shape``). When a run template fits the session, it predicts (``order``
+        4; ``support`` = finished runs of its heaviest template). Else the most confident
+        of the first-order, second-order and loop contexts predicts, mixed with what
+        follows the statements before when ``shape`` or the one before it looks like noise
+        (see `kailash_nodes.learning.history`); each `Prediction`'s ``order`` says which
+        context the heaviest hypothesis used (1, 2, 3; 0 for a noise back-off) and
+        ``support`` how many observations it had. Returns [] for an unknown shape, or when
+        nothing ever followed any context looked at.
         """
         stats = self._shapes.get(shape)
         if stats is None:
             return []
-        mixture = self._scorer.predict(*self._history(shape, session))
-        if mixture is None:
-            return []
-        probabilities, support, order = mixture
         shapes = self._shapes
+        from_runs = self._from_runs(shape, session) if self._runs is not None else None
+        if from_runs is not None:
+            probabilities, support, order = from_runs
+        else:
+            mixture = self._scorer.predict(*self._history(shape, session))
+            if mixture is None:
+                return []
+            probabilities, support, order = mixture
         candidates = [(-p, name) for name, p in probabilities.items() if name in shapes]
         # k=1 is the router's case: no sort
         ranked = [min(candidates)] if k == 1 and candidates else sorted(candidates)[:k]
@@ -375,6 +419,24 @@ class QueryPatternTracker:
             for p in self.predict_next(fingerprint, k=10)
             if (p.expected_delay_s or 0.0) <= window_s
         ]
+
+    def _from_runs(
+        self, shape: str, session: str | None
+    ) -> tuple[dict[str, float], int, int] | None:
+        """Return the run templates' prediction for ``session`` when one fits it."""
+        runs = self._runs
+        state = self._sessions.get(session) if session is not None else None
+        if runs is None or state is None or state.run is None:
+            return None
+        kinds = self._kinds
+        noise = self._noise_level.rate
+        inserted, replaced = kinds.odds if kinds is not None else (1.0, 1.0)
+        rates = (noise * replaced / (inserted + replaced), noise * inserted / (inserted + replaced))
+        found = state.run.predict(runs, shape, rates, self._noise_level, len(self._shapes))
+        if found is None:
+            return None
+        ranked, belief = found
+        return dict(ranked), runs.support(belief), RUN_TEMPLATE
 
     def _history(self, shape: str, session: str | None) -> tuple[History, bool]:
         """Return the session's recent shapes up to ``shape``, and whether it was recorded."""
@@ -426,7 +488,7 @@ class QueryPatternTracker:
         one, never half of one. Raises ConfigError when there is no path.
         """
         target = self._save_target(path)
-        document = persist.encode(self._shapes, self.counters, self._starts, self._kinds)
+        document = self._document()
         persist.write_atomic(target, document)
         logger.debug("saved %d query shapes to %s", len(self._shapes), target)
 
@@ -437,8 +499,12 @@ class QueryPatternTracker:
         write is in flight cannot tear it.
         """
         target = self._save_target(path)
-        document = persist.encode(self._shapes, self.counters, self._starts, self._kinds)
+        document = self._document()
         await asyncio.to_thread(persist.write_atomic, target, document)
+
+    def _document(self) -> dict[str, Any]:
+        runs = self._runs.encode(self._noise_level) if self._runs is not None else None
+        return persist.encode(self._shapes, self.counters, self._starts, self._kinds, runs)
 
     def _save_target(self, path: StrPath | None) -> StrPath:
         target = path if path is not None else self.persist_path
@@ -459,7 +525,9 @@ class QueryPatternTracker:
         return tracker
 
     def _restore(self, path: StrPath) -> None:
-        self._shapes, self.counters, self._starts, kinds = persist.read(path, self.bounds)
+        self._shapes, self.counters, self._starts, kinds = persist.read(
+            path, self.bounds, self._runs, self._noise_level
+        )
         if self._kinds is not None:
             self._kinds = kinds
         self._scorer = self._new_scorer()

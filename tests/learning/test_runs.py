@@ -1,0 +1,141 @@
+"""Run templates: whole runs learned from finished sessions, predicting across noise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kailash_nodes.learning import QueryPatternTracker
+from kailash_nodes.learning.runs import NoiseLevel, RunTemplates
+from kailash_nodes.learning.tracker import RUN_TEMPLATE
+
+FLOW = ["LOGIN", "USER", "CART", "PAY", "AUDIT"]
+
+
+def trained(runs: int = 20, **options: object) -> QueryPatternTracker:
+    """A tracker that saw ``runs`` finished runs of FLOW, each with one statement replaced
+    by an ad-hoc one seen once (so no transition table ever saw two in a row)."""
+    t = QueryPatternTracker(**options)  # type: ignore[arg-type]
+    for i in range(runs):
+        shapes = list(FLOW)
+        if i % 2:
+            shapes[1 + i % 3] = f"ADHOC{i}"
+        for shape in shapes:
+            t.record(shape, session=f"r{i}", duration_s=0.0, rows=0, is_write=False)
+        t.end_session(f"r{i}")
+    return t
+
+
+def feed(t: QueryPatternTracker, session: str, shapes: list[str]) -> None:
+    for shape in shapes:
+        t.record(shape, session=session, duration_s=0.0, rows=0, is_write=False)
+
+
+def test_a_finished_run_seen_three_times_becomes_a_template() -> None:
+    t = RunTemplates()
+    for _ in range(2):
+        t.finish(FLOW, clean=0.8)
+    assert t.templates == {} and t.start() is None
+    t.finish(FLOW, clean=0.8)
+    assert list(t.templates) == [tuple(FLOW)]
+    t.finish(list(range(100)), clean=0.8)  # type: ignore[arg-type]  # too long: not counted
+    assert t.finished == 3
+
+
+def test_templates_are_weighted_by_how_often_they_run_not_how_often_they_come_out_clean() -> None:
+    t = RunTemplates(min_count=1, rebuild_every=1)
+    short, long = ("A", "B"), ("A", "C", "D", "E", "F", "G")
+    for _ in range(64):
+        t.finish(short, clean=0.5)
+    for _ in range(4):  # as often run (256 times each), clean 0.5**6 of the time, not 0.5**2
+        t.finish(long, clean=0.5)
+    assert t.templates[long] == t.templates[short] == 0.5
+
+
+def test_counted_runs_stay_bounded() -> None:
+    t = RunTemplates(max_candidates=8, rebuild_every=1000)
+    for i in range(100):
+        t.finish(("A", f"X{i}", "B"), clean=0.8)
+        t.finish(("A", "B"), clean=0.8)
+        assert len(t.candidates) <= 9
+    assert ("A", "B") in t.candidates  # the one that repeats survives the halvings
+
+
+def test_after_an_inserted_statement_the_template_predicts_the_step_it_displaced() -> None:
+    t = trained(runs=30)
+    feed(t, "live", ["LOGIN", "USER", "NEVER_SEEN"])
+    best = t.predict_next("NEVER_SEEN", session="live", k=2)
+    assert best[0].order == RUN_TEMPLATE
+    assert {p.shape for p in best} == {"CART", "PAY"}  # inserted before CART, or replaced it
+    feed(t, "live", ["CART"])
+    best = t.predict_next("CART", session="live", k=1)[0]
+    assert (best.shape, best.order) == ("PAY", RUN_TEMPLATE) and best.probability > 0.5
+    assert best.support >= 3 and 0 < best.confidence < best.probability
+
+
+def test_a_prediction_before_recording_looks_ahead_without_recording() -> None:
+    t = trained(runs=30)
+    feed(t, "live", ["LOGIN"])
+    ahead = t.predict_next("USER", session="live", k=1)[0]
+    assert (ahead.shape, ahead.order) == ("CART", RUN_TEMPLATE)
+    assert t.predict_next("LOGIN", session="live", k=1)[0].shape == "USER"  # unchanged
+
+
+def test_a_workflow_no_template_knows_hands_back_to_the_transition_tables() -> None:
+    t = trained(runs=30)
+    for i in range(5):  # another workflow, learned by the tables but never finished
+        feed(t, f"other{i}", ["REPORT", "SUM", "EXPORT"])
+    feed(t, "live", ["REPORT", "SUM"])
+    best = t.predict_next("SUM", session="live", k=1)[0]
+    assert best.shape == "EXPORT" and best.order != RUN_TEMPLATE
+
+
+def test_a_session_past_the_end_of_every_template_stops_using_them() -> None:
+    t = trained(runs=30)
+    feed(t, "live", [*FLOW, "LOGIN"])
+    best = t.predict_next("LOGIN", session="live", k=1)
+    assert not best or best[0].order != RUN_TEMPLATE
+
+
+def test_without_run_templates_nothing_is_counted() -> None:
+    t = trained(runs=30, run_templates=False)
+    feed(t, "live", ["LOGIN", "USER", "NEVER_SEEN"])
+    assert all(p.order != RUN_TEMPLATE for p in t.predict_next("NEVER_SEEN", session="live"))
+    assert "runs" not in t._document()
+
+
+def test_expired_and_evicted_sessions_count_as_finished_runs() -> None:
+    t = QueryPatternTracker(session_ttl=10.0, max_sessions=2)
+    runs = t._runs
+    assert runs is not None
+    for i in range(3):
+        for j, shape in enumerate(FLOW):
+            t.record(shape, session=f"r{i}", duration_s=0.0, rows=0, is_write=False, at=100 * i + j)
+    assert runs.finished == 2  # r0 evicted at r2's start (max_sessions), r1 expired (ttl)
+    assert list(runs.templates) == []
+    t.record("LOGIN", session="late", duration_s=0.0, rows=0, is_write=False, at=1000.0)
+    assert runs.finished == 3 and list(runs.templates) == [tuple(FLOW)]
+
+
+def test_run_templates_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    before = trained(runs=30)
+    before.save(path)
+    saved = json.loads(path.read_text())["runs"]
+    assert saved["finished"] == 30 and [FLOW, 15] in saved["sequences"]
+    after = QueryPatternTracker.load(path)
+    for t in (before, after):
+        feed(t, "live", ["LOGIN", "USER", "NEVER_SEEN"])
+    assert after.predict_next("NEVER_SEEN", session="live") == before.predict_next(
+        "NEVER_SEEN", session="live"
+    )
+    small = QueryPatternTracker.load(path, max_run_length=3)  # FLOW is longer: not kept
+    assert small._runs is not None and small._runs.templates == {}
+
+
+def test_noise_level_is_bounded_and_decays() -> None:
+    level = NoiseLevel(halve_at=10)
+    for i in range(25):
+        level.add(surprised=i % 5 == 0)
+    assert level.explained + level.surprised < 10
+    assert 0.01 <= level.rate <= 0.5
