@@ -269,6 +269,7 @@ class QueryRouterNode(Node):
         if not isinstance(sid, str):
             raise ParameterError(f"end_session needs a session_id string (got {sid!r})")
         ended = await (await self._engine()).end_session(sid)
+        self._find_pool(self.connection_pool).end_run(sid)  # its statements: one finished run
         return {"session_id": sid, "ended": ended}
 
     async def _op_metrics(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -122,6 +122,12 @@ class WorkflowConnectionPool(Node):
             success=success,
         )
 
+    def end_run(self, run_id: str) -> None:
+        """A workflow run finished: its statements count as one finished run for the
+        pattern tracker's run templates (see `QueryPatternTracker.end_session`)."""
+        if self.pattern_tracker is not None:
+            self.pattern_tracker.end_session(run_id)
+
     def predict_next_query(self, shape: str, session: str | None) -> str | None:
         """Return the query text likely to follow ``shape`` in ``session``, if confident."""
         if self.pattern_tracker is None:

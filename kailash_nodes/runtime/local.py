@@ -252,7 +252,16 @@ class LocalRuntime:
             if warming is not None:  # the run failed or was cancelled: stop them, await them
                 await warming.cancel()
             _run_id.reset(token)
+            self._end_run(workflow, run_id)
         return results, run_id
+
+    def _end_run(self, workflow: Workflow, run_id: str) -> None:
+        """Tell every registered node and every node of ``workflow`` that the run ended."""
+        for node in dict.fromkeys((*self._nodes.values(), *workflow.nodes.values())):
+            try:
+                node.end_run(run_id)
+            except Exception:  # a hook must not fail the run that just finished
+                logger.exception("end_run of %r failed for run %s", node, run_id)
 
     def _start_prewarm(
         self,

@@ -57,6 +57,12 @@ class Node:
         """
         return 0
 
+    def end_run(self, run_id: str) -> None:
+        """Forget per-run state: ``LocalRuntime`` calls it when a workflow run finishes
+        (completed, failed or cancelled), on every node registered with it and every node
+        of the workflow, each once. It must not raise or block; the default does nothing.
+        """
+
     def get_parameters(self) -> dict[str, Any]:
         """Describe the inputs this node accepts (name -> description); empty by default."""
         return {}

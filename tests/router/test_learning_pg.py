@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
+from kailash_nodes.learning.tracker import RUN_TEMPLATE
+from kailash_nodes.sql import classify
 from tests.conftest import server_dsn
 
 pytestmark = pytest.mark.postgres
@@ -103,4 +105,30 @@ async def test_prewarming_never_aborts_a_transaction(tmp_path: Path, table: str)
         ok = await router.process({"query": "SELECT 1 AS one", "session_id": "tx"})
         assert ok["success"] and ok["data"] == [{"one": 1}]  # the transaction is intact
         assert (await router.process({"query": "COMMIT", "session_id": "tx"}))["success"]
+        await router.process({"query": f"DROP TABLE {table}"})
+
+
+async def test_ending_router_sessions_teaches_whole_run_templates(
+    tmp_path: Path, table: str
+) -> None:
+    steps = _steps(table)
+    runtime, router = _stack(tmp_path / "p.json", learning=True)
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"})
+        for run in range(3):
+            for sql in steps:
+                await router.process({"query": sql, "parameters": [run], "session_id": f"s{run}"})
+            ended = await router.process({"operation": "end_session", "session_id": f"s{run}"})
+            assert ended["session_id"] == f"s{run}"
+        pool = runtime.get_node("db_pool")
+        assert isinstance(pool, WorkflowConnectionPool) and pool.pattern_tracker is not None
+        adhoc = "SELECT 42 AS answer"
+        for sql, params in ((steps[0], [1]), (adhoc, None)):
+            res = await router.process({"query": sql, "parameters": params, "session_id": "live"})
+            assert res["success"], res
+        after = pool.pattern_tracker.predict_next(
+            classify(adhoc, "postgres").fingerprint, session="live", k=1
+        )[0]
+        assert after.order == RUN_TEMPLATE
+        assert after.shape in {classify(s, "postgres").fingerprint for s in steps[1:]}
         await router.process({"query": f"DROP TABLE {table}"})
