@@ -463,6 +463,10 @@ class QueryPatternTracker:
         transitions, evictions and the bounds, and with ``learn_noise_kind`` the
         ``noise_kinds`` counts: how often a statement that looked like noise turned out
         inserted or replacing a step (decayed, see `kailash_nodes.learning.history`).
+        With run templates, ``run_templates``: finished runs counted since start (or
+        load), distinct sequences kept, templates now, statements fed to a session's
+        belief that it explained as steps or only as noise (decayed) and the noise rate
+        estimated from them (`kailash_nodes.learning.runs`).
         """
         return build_insights(self._shapes, top, self._totals())
 
@@ -477,6 +481,16 @@ class QueryPatternTracker:
             totals["noise_kinds"] = {
                 "inserted": self._kinds.inserted,
                 "replaced": self._kinds.replaced,
+            }
+        if self._runs is not None:
+            level = self._noise_level
+            totals["run_templates"] = {
+                "finished_runs": self._runs.finished,
+                "counted_sequences": len(self._runs.candidates),
+                "templates": len(self._runs.templates),
+                "statements_explained": level.explained,
+                "statements_surprised": level.surprised,
+                "noise_rate": level.rate,
             }
         return totals
 

@@ -67,6 +67,9 @@ def test_after_an_inserted_statement_the_template_predicts_the_step_it_displaced
     best = t.predict_next("NEVER_SEEN", session="live", k=2)
     assert best[0].order == RUN_TEMPLATE
     assert {p.shape for p in best} == {"CART", "PAY"}  # inserted before CART, or replaced it
+    totals = t.insights()["totals"]["run_templates"]
+    assert totals["finished_runs"] == 30 and totals["templates"] == 1
+    assert totals["statements_surprised"] == 1 and totals["statements_explained"] == 2
     feed(t, "live", ["CART"])
     best = t.predict_next("CART", session="live", k=1)[0]
     assert (best.shape, best.order) == ("PAY", RUN_TEMPLATE) and best.probability > 0.5
