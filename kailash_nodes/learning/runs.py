@@ -8,8 +8,9 @@ template sees all of it, so after a noise statement it still knows which step is
 
 Learning. Every finished session (`QueryPatternTracker.end_session`, or a session that
 expired or was evicted) adds its exact statement sequence to a bounded count. Every
-``rebuild_every`` finished runs, the templates are the sequences seen at least
-``min_count`` times and making up at least ``min_share`` of the counted runs. A run comes
+``rebuild_every`` finished runs, and whenever a sequence first reaches ``min_count``, the
+templates are rebuilt: the sequences seen at least ``min_count`` times and making up at
+least ``min_share`` of the counted runs. A run comes
 out clean only when every step does, with chance ``clean ** length``, so a template's
 prior is its count divided by that: without it, short templates would outweigh long
 ones by how often they happen to come out clean, not by how often they run.
@@ -25,10 +26,11 @@ statement pending). Each statement ``x`` moves it, with the noise rates ``replac
 
 The next statement is most likely the step due in the heaviest templates: its probability
 is the belief's mass on it, times ``1 - replace - insert`` where nothing is pending. This
-is the exact posterior of the noise model above, given the templates; measured by
-benchmarks/bench_learning.py. Costs: ``finish`` is a dict update (a rebuild every
-``rebuild_every`` runs scans the bounded counts); ``update`` touches each state of the
-belief once (at most ``max_states``).
+is the posterior of the noise model above given the templates, exact but for states
+below a millionth of the belief and beyond the ``max_states`` heaviest, which are
+dropped; benchmarks/bench_learning.py compares it with the generator's own. Costs:
+``finish`` is a dict update (a rebuild scans the bounded counts); ``update`` touches each
+state of the belief once (at most ``max_states``).
 """
 
 from __future__ import annotations
@@ -203,12 +205,12 @@ class RunTemplates:
         """
         sequences: dict[tuple[str, ...], int] = {}
         for shapes, count in saved["sequences"]:
-            key = tuple(shapes)
-            if not all(isinstance(x, str) for x in key) or isinstance(count, bool):
+            key = tuple(shapes) if isinstance(shapes, list) else ()
+            if not key or not all(isinstance(x, str) for x in key) or isinstance(count, bool):
                 raise TypeError(f"a run must be a list of shapes and a count (got {shapes!r})")
             if int(count) < 1:
                 raise ValueError(f"a run's count must be >= 1 (got {count!r})")
-            if 0 < len(key) <= self.max_length:
+            if len(key) <= self.max_length:
                 sequences[key] = int(count)
         if len(sequences) > self.max_candidates:
             sequences = dict(heapq.nlargest(self.max_candidates, sequences.items(), key=_second))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kailash_nodes.learning import QueryPatternTracker
+import pytest
+
+from kailash_nodes.learning import PatternFileError, QueryPatternTracker
 from kailash_nodes.learning.runs import NoiseLevel, RunTemplates
 from kailash_nodes.learning.tracker import RUN_TEMPLATE
 
@@ -142,3 +144,18 @@ def test_noise_level_is_bounded_and_decays() -> None:
         level.add(surprised=i % 5 == 0)
     assert level.explained + level.surprised < 10
     assert 0.01 <= level.rate <= 0.5
+
+
+def test_a_malformed_runs_part_is_a_pattern_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.json"
+    trained(runs=6).save(path)
+    document = json.loads(path.read_text())
+    for bad in ([["LOGIN", 3]], [[[], 3]], [[["LOGIN"], 0]], [[["LOGIN"], "x"]]):
+        document["runs"]["sequences"] = bad
+        path.write_text(json.dumps(document))
+        with pytest.raises(PatternFileError, match="malformed"):
+            QueryPatternTracker.load(path)
+    del document["runs"]  # written before run templates existed: loads without them
+    path.write_text(json.dumps(document))
+    runs = QueryPatternTracker.load(path)._runs
+    assert runs is not None and runs.finished == 0
