@@ -12,14 +12,16 @@ connections (adaptive sizing off), psycopg_pool 5..50 with its own growth, the `
 package's adaptive pool 5..50 as shipped (when importable; its controller decides every
 30 s), and ours 5..50 with ``adaptive_sizing=True``.
 
-They take turns segment by segment: the schedule is cut where the load is 0 (each
-idle/spike/idle cycle, then the ramp), and each segment runs for every contender in turn,
-in the order A B C D E, then E D C B A for the next segment, and so on (the next run starts
-the other way round). So whatever the machine does over a minute falls on all of them
-alike, instead of on whichever contender ran then. Pools whose state carries over (psycopg
-keeps what it grew, kailash's controller, ours) stay open and idle between their turns;
-the fixed pools have no state and reopen for each turn, which keeps the idle pools of the
-others from eating into ours' live cap (80% of max_connections minus other clients).
+Our three pools (fixed 5, fixed 50, ours) take turns segment by segment: the schedule is
+cut where the load is 0 (each idle/spike/idle cycle, then the ramp), and each segment runs
+for the three in turn, the order flipping every segment (and run). So whatever the
+machine does over a minute falls on all three alike, instead of on whichever ran then.
+Ours stays open and idle between its turns; the fixed pools have no state and reopen for
+each. psycopg_pool and kailash keep state across the schedule and can hold 50 idle
+connections each, which would count against ours' live cap (80% of max_connections minus
+other clients: in one run kailash's pool held 48 and psycopg's 50, the cap fell to 42 and
+ours waited), so each runs the whole schedule on its own: after our three in odd runs,
+before them in even runs.
 Each run prints its own tables and acceptance lines; the verdict that counts is the one
 over all runs (every acquire of every run), because one run's p99 sits where ~1% of
 acquires were delayed by the machine and moves by several µs from run to run.
@@ -29,7 +31,7 @@ Open connections are counted server-side: a thread with its own connection sampl
 every sample is a fresh snapshot), next to the pool's own count; connection-seconds
 integrate the server-side count over the schedule.
 
-    python benchmarks/bench_sizing.py               # 2 runs × 5 contenders × 50 s ≈ 9 min
+    python benchmarks/bench_sizing.py               # 3 runs × 5 contenders × 50 s ≈ 14 min
     python benchmarks/bench_sizing.py --runs 1      # one run, ≈ 4.5 min
     python benchmarks/bench_sizing.py --quick       # 1 spike + 10 s ramp, 1 run, ≈ 2 min
 """
@@ -158,6 +160,7 @@ class SizingContender:
     name = ""
     note = ""
     persistent = True  # stays open between its segments (False: reopened for each)
+    takes_turns = False  # runs segments in turn with the others that do (else on its own)
 
     def __init__(self, dsn: str, app: str, query: str) -> None:
         self.dsn, self.app, self.query = dsn, app, query
@@ -202,6 +205,7 @@ class SizingContender:
 class Ours(SizingContender):
     """kailash_nodes.WorkflowConnectionPool through its Python API."""
 
+    takes_turns = True
     key = "ours"
     name = "ours adaptive 5..50"
     note = "WorkflowConnectionPool(adaptive_sizing=True, min 5, max 50), acquire/execute/release"
@@ -542,26 +546,59 @@ async def _server_count(dsn: str, app: str) -> int:
 async def run_contenders(
     keys: Sequence[str], dsn: str, schedule: Schedule, query: str, run: int
 ) -> list[Trace]:
-    """Drive the schedule through every contender, taking turns segment by segment.
+    """Drive the schedule through every contender.
 
-    Each segment (an idle/spike/idle cycle, the ramp) runs for one contender after
-    another; the order flips every segment and every run (A B C D E, E D C B A, ...), so
-    whatever the machine does over a minute falls on all of them alike. Pools whose state
-    matters (psycopg's, kailash's, ours) stay open between their turns, idle; the fixed
-    pools have no state and close after each turn, so the idle pools of the others leave
-    ours' live cap (80% of max_connections minus other clients) above 50.
+    Our three pools (fixed 5, fixed 50, ours) take turns segment by segment: each segment
+    (an idle/spike/idle cycle, the ramp) runs for one after another, the order flipping
+    every segment and every run, so whatever the machine does over a minute falls on all
+    three alike. Ours stays open between its turns; the fixed pools have no state and
+    reopen for each. psycopg_pool and kailash keep state across the schedule and hold up
+    to 50 idle connections each, which would count against ours' live cap (80% of
+    max_connections minus other clients) if they stayed open during its turns, so each
+    runs the whole schedule on its own, after our three in odd runs and before them in
+    even runs.
     """
     contenders = {k: LINEUP[k](dsn, f"kns{os.getpid()}_r{run}_{k}", query) for k in keys}
     traces = {k: Trace(k, LINEUP[k].name, LINEUP[k].note, dsn=dsn) for k in keys}
-    try:
-        for index, (lo, hi) in enumerate(schedule.segments()):
-            order = keys if (run + index) % 2 else keys[::-1]
-            for key in order:
+    turns = [k for k in keys if LINEUP[k].takes_turns]
+    alone = [k for k in keys if not LINEUP[k].takes_turns]
+    segments = schedule.segments()
+
+    async def together() -> None:
+        for index, (lo, hi) in enumerate(segments):
+            for key in turns if (run + index) % 2 else turns[::-1]:
                 await run_segment(contenders[key], traces[key], schedule, lo, hi)
+
+    async def one_by_one() -> None:
+        for key in alone if run % 2 else alone[::-1]:
+            for lo, hi in segments:
+                await run_segment(contenders[key], traces[key], schedule, lo, hi)
+            await _close(contenders[key], traces[key])
+
+    try:
+        for part in (together, one_by_one) if run % 2 else (one_by_one, together):
+            await part()
     finally:
         for key in keys:
             await _close(contenders[key], traces[key])
     return [traces[k] for k in keys]
+
+
+def describe_order(keys: Sequence[str], run: int) -> str:
+    """Return who runs when in ``run`` (see `run_contenders`).
+
+    >>> describe_order(["fixed-min", "fixed-max", "psycopg", "kailash", "ours"], 2)
+    'kailash, psycopg alone, then ours fixed-max fixed-min in turns'
+    """
+    turns = [k for k in keys if LINEUP[k].takes_turns]
+    alone = [k for k in keys if not LINEUP[k].takes_turns]
+    first_turns = " ".join(turns if run % 2 else turns[::-1]) + " in turns"
+    alone_part = ", ".join(alone if run % 2 else alone[::-1]) + " alone"
+    if not alone:
+        return first_turns
+    if not turns:
+        return alone_part
+    return f"{first_turns}, then {alone_part}" if run % 2 else f"{alone_part}, then {first_turns}"
 
 
 async def run_segment(
@@ -755,9 +792,7 @@ def _f(value: float | None, fmt: str = ".1f", none: str = "-") -> str:
     return format(value, fmt)
 
 
-def format_tables(
-    run: int, traces: Sequence[Trace], sums: dict[str, Summary], order: Sequence[str]
-) -> str:
+def format_tables(run: int, traces: Sequence[Trace], sums: dict[str, Summary], order: str) -> str:
     """Render the run's main table and its per-spike table."""
     ref = sums.get("fixed-max")
     head = (
@@ -766,8 +801,7 @@ def format_tables(
         f"{'Δsize':>5} {'grow s':>6} {'react s':>7} {'>cap':>5} {'err':>4}"
     )
     lines = [
-        f"run {run} (segments in turn, first: {' '.join(order)}) — whole schedule; conn·s "
-        "counted server-side",
+        f"run {run} ({order}) — whole schedule; conn·s counted server-side",
         head,
         "-" * len(head),
     ]
@@ -993,7 +1027,7 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="1 spike and a 5 s + 5 s ramp, 1 run: ≈ 2 min"
     )
-    parser.add_argument("--runs", type=int, help="full schedules per contender (default 2)")
+    parser.add_argument("--runs", type=int, help="full schedules per contender (default 3)")
     parser.add_argument("--spikes", type=int, help="idle/spike/idle cycles (default 3)")
     parser.add_argument("--ramp", type=float, help="seconds of the ramp up, and down (10)")
     parser.add_argument("--hold-ms", type=float, default=5.0, help="pg_sleep per query (5)")
@@ -1003,7 +1037,7 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG of run 1")
     parser.add_argument("--json", type=Path, help="also write the summaries and histories here")
     args = parser.parse_args(argv)
-    args.runs = args.runs or (1 if args.quick else 2)
+    args.runs = args.runs or (1 if args.quick else 3)
     args.spikes = args.spikes if args.spikes is not None else (1 if args.quick else 3)
     args.ramp = args.ramp if args.ramp is not None else (5.0 if args.quick else 10.0)
     args.only = args.only.split(",") if args.only else list(LINEUP)
@@ -1056,8 +1090,8 @@ async def _main(args: argparse.Namespace) -> int:
     first: list[Trace] = []
     done: list[tuple[list[Trace], dict[str, Summary]]] = []
     for run in range(1, args.runs + 1):
-        order = keys if run % 2 else keys[::-1]
-        print(f"\n--- run {run}: segments in turn, first {' '.join(order)}", flush=True)
+        order = describe_order(keys, run)
+        print(f"\n--- run {run}: {order}", flush=True)
         tic = time.perf_counter()
         traces = await run_contenders(keys, args.pg_dsn, schedule, query, run)
         print(f"  {time.perf_counter() - tic:.0f} s", flush=True)
