@@ -159,3 +159,34 @@ def test_a_malformed_runs_part_is_a_pattern_file_error(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     runs = QueryPatternTracker.load(path)._runs
     assert runs is not None and runs.finished == 0
+
+
+def test_runs_longer_than_max_run_length_are_neither_counted_nor_predicted_from() -> None:
+    t = trained(runs=30, max_run_length=4)  # FLOW has 5 statements
+    runs = t._runs
+    assert runs is not None and runs.finished == 0 and runs.templates == {}
+    short = trained(runs=30)
+    feed(short, "live", [*FLOW[:2], "NEVER_SEEN"])
+    assert short.predict_next("NEVER_SEEN", session="live")[0].order == RUN_TEMPLATE
+    long_session = QueryPatternTracker(max_run_length=2)
+    feed(long_session, "s", FLOW)
+    assert long_session._sessions["s"].run is not None
+    assert long_session._sessions["s"].run.shapes is None  # past the cap: no template
+
+
+def test_interleaved_sessions_are_learned_each_on_its_own() -> None:
+    t = QueryPatternTracker()
+    other = ["REPORT", "SUM", "EXPORT"]
+    for batch in range(4):  # a FLOW run and a report run, statement by statement in turn
+        a, b = f"flow{batch}", f"report{batch}"
+        for i in range(len(FLOW)):
+            feed(t, a, [FLOW[i]])
+            if i < len(other):
+                feed(t, b, [other[i]])
+        t.end_session(a)
+        t.end_session(b)
+    runs = t._runs
+    assert runs is not None and set(runs.templates) == {tuple(FLOW), tuple(other)}
+    feed(t, "live", ["REPORT", "NEVER_SEEN"])
+    best = t.predict_next("NEVER_SEEN", session="live", k=2)
+    assert best[0].order == RUN_TEMPLATE and {p.shape for p in best} <= {"SUM", "EXPORT"}
