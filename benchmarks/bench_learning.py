@@ -87,7 +87,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kailash_nodes when not installed
 
-from _common import create_rows_table
+from _common import create_rows_table, percentile
 
 from kailash_nodes.learning import QueryPatternTracker
 
@@ -505,12 +505,6 @@ async def latency_trial(router: Any, steps: list[str], session: str, key: int) -
     return trial
 
 
-def quantile(values: list[float], q: float) -> float:
-    """Return the nearest-rank ``q`` quantile of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 async def prewarm_latency(args: argparse.Namespace) -> None:
     """Time the first call of a predicted statement on a connection, pre-warmed or not.
 
@@ -588,9 +582,9 @@ async def prewarm_latency(args: argparse.Namespace) -> None:
         off = [sum(t[j] for j in idx) for t in times[False]]
         paired = statistics.median(a / b for a, b in zip(on, off, strict=True))
         print(
-            f"{label:<47} {quantile(on, 0.5):>9.0f} {quantile(on, 0.9):>7.0f} "
-            f"{quantile(off, 0.5):>12.0f} {quantile(off, 0.9):>7.0f} "
-            f"{quantile(on, 0.5) / quantile(off, 0.5):>17.2f} {paired:>7.2f}"
+            f"{label:<47} {percentile(on, 0.5):>9.0f} {percentile(on, 0.9):>7.0f} "
+            f"{percentile(off, 0.5):>12.0f} {percentile(off, 0.9):>7.0f} "
+            f"{percentile(on, 0.5) / percentile(off, 0.5):>17.2f} {paired:>7.2f}"
         )
     print(
         "cache_hit as expected (with: A miss, B and C hits; without: all misses) in "

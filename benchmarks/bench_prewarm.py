@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from _common import create_rows_table, machine_facts
+from _common import create_rows_table, machine_facts, percentile
 
 PACKAGES = ("asyncpg", "sqlglot")
 STEPS = ("a", "b", "c")
@@ -104,12 +104,6 @@ def statements(table: str) -> dict[str, str]:
         "b": f"SELECT id, a FROM {table} WHERE id = $1",
         "c": f"SELECT id, a, b FROM {table} WHERE id = $1",
     }
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Return the nearest-rank ``q`` quantile of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 async def measure(args: argparse.Namespace, section: Section) -> None:
@@ -234,14 +228,14 @@ def report(times: dict[bool, Times], section: Section) -> None:
     for label, (with_, without) in rows.items():
         paired = statistics.median(a / b for a, b in zip(with_, without, strict=True) if b)
         print(
-            f"{label:<36} {quantile(with_, 0.5):>9.0f} {quantile(with_, 0.9):>7.0f} "
-            f"{quantile(without, 0.5):>12.0f} {quantile(without, 0.9):>7.0f} "
-            f"{quantile(with_, 0.5) / quantile(without, 0.5):>17.2f} {paired:>7.2f}"
+            f"{label:<36} {percentile(with_, 0.5):>9.0f} {percentile(with_, 0.9):>7.0f} "
+            f"{percentile(without, 0.5):>12.0f} {percentile(without, 0.9):>7.0f} "
+            f"{percentile(with_, 0.5) / percentile(without, 0.5):>17.2f} {paired:>7.2f}"
         )
     n = section.trials
     print(
         f"waiting for pre-warms still running when a level ended (with): p50 "
-        f"{quantile(on.wait, 0.5):.0f} µs, p90 {quantile(on.wait, 0.9):.0f} µs, "
+        f"{percentile(on.wait, 0.5):.0f} µs, p90 {percentile(on.wait, 0.9):.0f} µs, "
         f"max {max(on.wait):.0f} µs per run"
     )
     print(
