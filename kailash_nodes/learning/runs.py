@@ -331,15 +331,13 @@ class SessionRun:
         self.belief = belief
         if not belief:
             return None
+        explained, surprised = self.explained, self.surprised
         if not shapes or shapes[-1] != shape:  # asked before recording it: a look ahead
             belief, likely = templates.update(belief, shape, replace, insert, known_shapes)
-            explained, surprised = self.explained, self.surprised
             if likely < noise:
                 surprised += 1
             else:
                 explained += 1
-        else:
-            explained, surprised = self.explained, self.surprised
         if not belief or surprised > explained + 1:
             return None
         return templates.predict(belief, replace, insert), belief

@@ -374,7 +374,7 @@ class QueryPatternTracker:
         if stats is None:
             return []
         shapes = self._shapes
-        from_runs = self._from_runs(shape, session) if self._runs is not None else None
+        from_runs = self._from_runs(shape, session)
         if from_runs is not None:
             probabilities, support, order = from_runs
         else:
