@@ -163,6 +163,7 @@ class PoolConfig:
     max_lifetime: float | None = 3600.0
     max_idle: float | None = 600.0
     check_idle_after: float = 1.0
+    strict_fifo: bool = False
     query_timeout: float | None = None
     statement_cache_size: int = 256
     maintenance_interval: float = 1.0
@@ -205,6 +206,7 @@ class PoolConfig:
             max_lifetime=_opt_num(opts, "max_lifetime", 3600.0),
             max_idle=_opt_num(opts, "max_idle", 600.0),
             check_idle_after=_num(opts, "check_idle_after", 1.0, low=0.0),
+            strict_fifo=_bool(opts, "strict_fifo", False),
             query_timeout=_opt_num(opts, "query_timeout", None),
             statement_cache_size=_int(opts, "statement_cache_size", 256, low=0),
             maintenance_interval=_num(opts, "maintenance_interval", 1.0, low=0.0, strict=True),
@@ -247,6 +249,7 @@ _KNOWN = frozenset(
         "max_lifetime",
         "max_idle",
         "check_idle_after",
+        "strict_fifo",
         "query_timeout",
         "connect_timeout",
         "statement_cache_size",

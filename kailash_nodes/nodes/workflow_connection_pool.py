@@ -378,6 +378,7 @@ class WorkflowConnectionPool(Node):
                 "timeouts": s.timeouts,
                 "rejected": s.requests_rejected,
                 "statement_affinity_picks": s.affinity_picks,
+                "handoffs_deferred": s.handoffs_deferred,
                 "rollbacks_on_release": s.rollbacks,
                 "resets_on_release": s.resets,
             },

@@ -29,6 +29,8 @@ logger = logging.getLogger("kailash_nodes.pool")
 
 _LIFETIME_JITTER = 0.1  # lifetimes spread over [90%, 100%] of max_lifetime
 CLEANUP_TIMEOUT = 5.0
+_CONNECT_EWMA = 0.2  # weight of the newest connect in the recent connect time
+_OWN_OPEN_WAIT = 2.0  # a waiter waits for its own connection up to this × the connect time
 
 
 class PoolCore:
@@ -42,6 +44,8 @@ class PoolCore:
         self._style = self.driver.placeholder_style
         self._idle: list[Entry] = []
         self._waiters: deque[asyncio.Future[Entry]] = deque()
+        self._wait_since: dict[asyncio.Future[Entry], float] = {}  # when each waiter began
+        self.connect_time: float | None = None  # recent seconds per connect (EWMA)
         self._entries: set[Entry] = set()
         self._opening = 0
         self._closing = 0  # retired or discarded, not yet closed: still count toward max
@@ -79,6 +83,39 @@ class PoolCore:
             return
         self._idle.append(entry)
 
+    def _put_back(self, entry: Entry) -> None:
+        """Return a released connection: to the oldest waiter, or to the idle stack while
+        the pool is opening a connection for every waiter (see `_keep_for_next`)."""
+        if self._waiters and self._keep_for_next():
+            self.stats.handoffs_deferred += 1
+            self._idle.append(entry)
+            return
+        self._put(entry)
+
+    def _keep_for_next(self) -> bool:
+        """Return whether a released connection should go to the idle stack although
+        callers are waiting: every waiter has a connection opening for it, and the oldest
+        has waited less than twice the recent connect time.
+
+        While the pool grows, handing each released connection to the oldest waiter makes
+        every acquire wait: the caller that released it queues again behind the others.
+        Kept for the next acquire instead, the callers holding connections keep going and
+        only the callers the pool grows for wait, once each, for about one connect. A
+        waiter whose connection is late (a slow or failing connect) gets the next released
+        one; ``strict_fifo=True`` always hands over.
+        """
+        waiters = self._waiters
+        connect_time = self.connect_time
+        if self.config.strict_fifo or connect_time is None or self._opening < len(waiters):
+            return False
+        since = self._wait_since.get(waiters[0])
+        return since is not None and time.monotonic() - since < _OWN_OPEN_WAIT * connect_time
+
+    def _serve_waiters_from_idle(self) -> None:
+        """Hand idle connections to waiters no opening connection covers (an open failed)."""
+        while self._idle and len(self._waiters) > self._opening:
+            self._put(self._idle.pop())
+
     # ------------------------------------------------------------------ growth and replacement
 
     def _size(self) -> int:
@@ -94,6 +131,7 @@ class PoolCore:
             entry = await self._connect()
         except Exception as exc:
             self._opening -= 1
+            self._serve_waiters_from_idle()
             self._open_failed(exc)
             return
         except BaseException:
@@ -120,6 +158,7 @@ class PoolCore:
 
     async def _connect(self) -> Entry:
         cfg = self.config
+        began = time.monotonic()
         try:
             conn = await self.driver.connect(cfg.connect, self._statement_cache_size)
         except Exception:
@@ -128,6 +167,9 @@ class PoolCore:
         self.stats.connections_created += 1
         self._seq += 1
         now = time.monotonic()
+        last = self.connect_time
+        took = now - began
+        self.connect_time = took if last is None else last + _CONNECT_EWMA * (took - last)
         lifetime = cfg.max_lifetime
         deadline = (
             now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER)

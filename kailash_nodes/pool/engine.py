@@ -2,8 +2,9 @@
 
 Idle connections are a LIFO stack (the warmest is reused first, the coldest ages out); a
 released connection goes straight to the oldest waiter (FIFO), so a woken waiter cannot lose
-it to a caller that arrived later. New connections are opened by owned background tasks and
-handed to waiters as they arrive: nobody waits for a connection they did not ask for.
+it to a caller that arrived later, except while the pool opens a connection for every
+waiter (core.py, `_keep_for_next`). New connections are opened by owned background tasks
+and handed to waiters as they arrive: nobody waits for a connection they did not ask for.
 
 The event loop is single-threaded: every decision below happens between two awaits, so no
 lock is needed; each ``await`` is a point where the state may have changed, and the code says
@@ -203,6 +204,7 @@ class ConnectionPool(PoolCore):
             )
         fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self._wait_since[fut] = start
         if self._opening < len(self._waiters) and self._size() < self._limit:
             self._spawn_open()
         try:
@@ -218,6 +220,8 @@ class ConnectionPool(PoolCore):
         except BaseException:
             self._abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
+        finally:
+            del self._wait_since[fut]
         return self._lease(entry, start)
 
     def _abandon(self, fut: asyncio.Future[Entry]) -> None:
@@ -359,7 +363,7 @@ class ConnectionPool(PoolCore):
         if entry.last_used >= entry.deadline or self._closed:
             self.retire(entry, "lifetime" if not self._closed else "pool closed")
             return "recycled"
-        self._put(entry)
+        self._put_back(entry)
         return "released"
 
     async def _clean(self, entry: Entry) -> str:
@@ -382,5 +386,5 @@ class ConnectionPool(PoolCore):
         if self._closed:
             self.retire(entry, "pool closed")
             return "recycled"
-        self._put(entry)
+        self._put_back(entry)
         return "released"

@@ -78,6 +78,7 @@ class PoolStats:
         "connections_created",
         "connections_failed",
         "connections_recycled",
+        "handoffs_deferred",
         "hold_time",
         "queries_executed",
         "query_errors",
@@ -100,6 +101,7 @@ class PoolStats:
         self.connections_failed = 0
         self.connections_recycled = 0
         self.connections_closed = 0
+        self.handoffs_deferred = 0
         self.queries_executed = 0
         self.query_errors = 0
         self.checks_performed = 0
