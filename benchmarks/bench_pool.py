@@ -37,6 +37,7 @@ from _common import (
     make_rounds,
     write_json,
 )
+from _placement import local_postmasters, separate_cpus
 
 ROWS = 10_000
 REPO_ROOT = str(Path(__file__).resolve().parents[1])  # for kailash_nodes when not installed
@@ -483,6 +484,12 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="3 rounds × 500, sequential and 64 callers only: ≤ 30 s",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per round")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave CPU placement to the scheduler (default: local PostgreSQL on its own CPUs)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -564,13 +571,17 @@ async def _main(args: argparse.Namespace) -> int:
     )
     targets = {"pg": args.pg_dsn, "mysql": args.mysql_dsn, "sqlite": args.sqlite_path}
     report: list[dict[str, Any]] = []
-    for key in args.backends:
-        if not targets[key]:
-            print(
-                f"\n=== {BACKENDS[key][0]}: skipped, no DSN (--{key}-dsn or KN_{key.upper()}_DSN)"
-            )
-        else:
-            report += await _bench_backend(key, targets[key], args)
+    postmasters = await local_postmasters([args.pg_dsn] if "pg" in args.backends else [])
+    with separate_cpus(postmasters, args.pin) as placement:
+        print(placement + " (PostgreSQL only; MySQL and SQLite are left to the scheduler)")
+        for key in args.backends:
+            if not targets[key]:
+                print(
+                    f"\n=== {BACKENDS[key][0]}: skipped, no DSN "
+                    f"(--{key}-dsn or KN_{key.upper()}_DSN)"
+                )
+            else:
+                report += await _bench_backend(key, targets[key], args)
     print(f"\ntotal time: {time.perf_counter() - started:.0f} s")
     if args.json:
         write_json(args.json, PACKAGES, report)

@@ -48,6 +48,7 @@ from _common import (
     make_rounds,
     write_json,
 )
+from _placement import local_postmasters, separate_cpus
 from bench_classify import REALISTIC
 from bench_pool import (
     CONNECTIONS,
@@ -701,6 +702,12 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 rounds × 1000, 64 callers: ≤ 30 s")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N calls")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per round")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave CPU placement to the scheduler (default: local PostgreSQL on its own CPUs)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -815,10 +822,14 @@ async def _main(args: argparse.Namespace) -> int:
         rows = [{**r.as_dict(), "cpu_us_per_query": cpu.get(r.name)} for r in results]
         report.append({"mode": mode, "callers": callers, "results": rows})
 
-    if {"sequential", "concurrent", "prepared"} & args.modes:
-        await _postgres(args, rng, keep)
-    if "mysql" in args.modes:
-        await _mysql(args, rng, keep)
+    pg_modes = {"sequential", "concurrent", "prepared"} & args.modes
+    postmasters = await local_postmasters([args.pg_dsn, args.replica_dsn] if pg_modes else [])
+    with separate_cpus(postmasters, args.pin) as placement:
+        print(placement + " (PostgreSQL only; MariaDB is left to the scheduler)")
+        if pg_modes:
+            await _postgres(args, rng, keep)
+        if "mysql" in args.modes:
+            await _mysql(args, rng, keep)
     if "classify" in args.modes:
         print("\n=== Classification cost (kailash_nodes.sql.classify; router hot path = hit)")
         calls = 20_000 if args.quick else 100_000

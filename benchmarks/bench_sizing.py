@@ -26,12 +26,18 @@ Each run prints its own tables and acceptance lines; the verdict that counts is 
 over all runs (every acquire of every run), because one run's p99 sits where ~1% of
 acquires were delayed by the machine and moves by several µs from run to run.
 
+With a local server, the benchmark runs on half the CPUs and the server on the other half
+(``_placement.py``; ``--no-pin`` leaves placement to the scheduler): left to it, an A/A
+test (``--twin``: a second, identical fixed-50 pool) gave p99 ratios of 0.65–1.67× per
+run, pinned 0.98–1.04×.
+
 Open connections are counted server-side: a thread with its own connection samples
 ``pg_stat_activity`` for the contender's ``application_name`` every 50 ms (autocommit, so
 every sample is a fresh snapshot), next to the pool's own count; connection-seconds
 integrate the server-side count over the schedule.
 
     python benchmarks/bench_sizing.py               # 3 runs × 5 contenders × 50 s ≈ 14 min
+    python benchmarks/bench_sizing.py --twin        # + the A/A twin, ≈ 17 min
     python benchmarks/bench_sizing.py --runs 1      # one run, ≈ 4.5 min
     python benchmarks/bench_sizing.py --quick       # 1 spike + 10 s ramp, 1 run, ≈ 2 min
 """
@@ -59,6 +65,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from _common import describe, machine_facts, percentile
+from _placement import postmaster_of, separate_cpus
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])  # for kailash_nodes when not installed
 MIN, MAX = 5, 50
@@ -281,6 +288,13 @@ class FixedMax(Ours):
         return None
 
 
+class FixedMaxTwin(FixedMax):
+    """A second, identical fixed-50 pool (``--twin``): an A/A test of the measurement."""
+
+    key, name = "fixed-max-twin", "fixed 50 twin (A/A)"
+    note = "the same as fixed 50; its p99 against fixed 50's shows the measurement's noise"
+
+
 class Psycopg(SizingContender):
     """psycopg_pool.AsyncConnectionPool 5..50, growing and shrinking by its own rules."""
 
@@ -382,6 +396,7 @@ def _kailash_missing() -> str | None:
 LINEUP: dict[str, type[SizingContender]] = {
     "fixed-min": FixedMin,
     "fixed-max": FixedMax,
+    "fixed-max-twin": FixedMaxTwin,
     "psycopg": Psycopg,
     "kailash": Kailash,
     "ours": Ours,
@@ -913,6 +928,12 @@ def acceptance(sums: dict[str, Summary]) -> list[str]:
             f"{ours.over_cap} of the samples above it (lowest cap seen {ours.min_cap}, "
             f"peak {ours.peak} server-side)"
         )
+    twin = sums.get("fixed-max-twin")
+    if twin is not None and twin.p99_ms is not None and big.p99_ms:
+        out.append(
+            f"  (A/A: fixed-50's twin measured a p99 of {twin.p99_ms:.3f} ms = "
+            f"{twin.p99_ms / big.p99_ms:.2f}× fixed-50's: the noise floor of the ratio above)"
+        )
     return out
 
 
@@ -1036,11 +1057,23 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG of run 1")
     parser.add_argument("--json", type=Path, help="also write the summaries and histories here")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave CPU placement to the scheduler (default: a local server on its own CPUs)",
+    )
+    parser.add_argument(
+        "--twin",
+        action="store_true",
+        help="add a second fixed-50 pool: its p99 against fixed-50's is the noise floor",
+    )
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.spikes = args.spikes if args.spikes is not None else (1 if args.quick else 3)
     args.ramp = args.ramp if args.ramp is not None else (5.0 if args.quick else 10.0)
-    args.only = args.only.split(",") if args.only else list(LINEUP)
+    default = [k for k in LINEUP if args.twin or k != "fixed-max-twin"]
+    args.only = args.only.split(",") if args.only else default
     if unknown := set(args.only) - set(LINEUP):
         parser.error(f"unknown contender(s) {sorted(unknown)}; choose from {', '.join(LINEUP)}")
     if args.runs < 1 or args.spikes < 1 or args.ramp <= 0 or args.hold_ms < 0:
@@ -1066,6 +1099,7 @@ async def _main(args: argparse.Namespace) -> int:
         others = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
         )
+        postmaster = postmaster_of(await conn.fetchval("SELECT pg_backend_pid()"))
     finally:
         await conn.close()
     print(f"PostgreSQL {server}, max_connections={limit}, {others} client backends open now")
@@ -1086,6 +1120,33 @@ async def _main(args: argparse.Namespace) -> int:
         f"first of {SETTLE_RUN} consecutive 100 ms buckets whose p95 acquire wait (by acquire "
         f"start) is < {SETTLE_WAIT * 1000:g} ms; 'never' if neither happens in the spike"
     )
+    with separate_cpus([postmaster], args.pin) as placement:
+        print(placement)
+        first, done, report = await _runs(args, keys, schedule, query)
+    if len(done) > 1:
+        print(
+            f"\nacceptance over all {len(done)} runs (every acquire of every run; one run's "
+            "p99 sits where ~1% of acquires were\ndelayed by the machine — preemption, "
+            "interrupts — and moves by a few µs between runs):"
+        )
+        print("\n".join(acceptance(pooled(done))))
+    if first:
+        try:
+            plot(args.plot, first, schedule, 1)
+            print(f"\nplot (run 1): {args.plot}")
+        except Exception as exc:
+            print(f"\nplot failed: {describe(exc)}")
+    if args.json:
+        args.json.write_text(json.dumps({"command": sys.argv, "runs": report}, indent=2))
+    print(f"total time: {time.perf_counter() - started:.0f} s")
+    print(f"reproduce: source /tmp/dbenv.sh && {command}")
+    return 0
+
+
+async def _runs(
+    args: argparse.Namespace, keys: list[str], schedule: Schedule, query: str
+) -> tuple[list[Trace], list[tuple[list[Trace], dict[str, Summary]]], list[dict[str, Any]]]:
+    """Run the schedule ``args.runs`` times, printing each run's tables as it ends."""
     report: list[dict[str, Any]] = []
     first: list[Trace] = []
     done: list[tuple[list[Trace], dict[str, Summary]]] = []
@@ -1114,24 +1175,7 @@ async def _main(args: argparse.Namespace) -> int:
                 "errors": {t.key: t.error or t.last_error for t in traces},
             }
         )
-    if len(done) > 1:
-        print(
-            f"\nacceptance over all {len(done)} runs (every acquire of every run; one run's "
-            "p99 sits where ~1% of acquires were\ndelayed by the machine — preemption, "
-            "interrupts — and moves by a few µs between runs):"
-        )
-        print("\n".join(acceptance(pooled(done))))
-    if first:
-        try:
-            plot(args.plot, first, schedule, 1)
-            print(f"\nplot (run 1): {args.plot}")
-        except Exception as exc:
-            print(f"\nplot failed: {describe(exc)}")
-    if args.json:
-        args.json.write_text(json.dumps({"command": sys.argv, "runs": report}, indent=2))
-    print(f"total time: {time.perf_counter() - started:.0f} s")
-    print(f"reproduce: source /tmp/dbenv.sh && {command}")
-    return 0
+    return first, done, report
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
