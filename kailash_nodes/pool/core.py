@@ -45,6 +45,7 @@ class PoolCore:
         self._idle: list[Entry] = []
         self._waiters: deque[asyncio.Future[Entry]] = deque()
         self._wait_since: dict[asyncio.Future[Entry], float] = {}  # when each waiter began
+        self._late_check: asyncio.TimerHandle | None = None  # see _keep_for_next
         self.connect_time: float | None = None  # recent seconds per connect (EWMA)
         self._entries: set[Entry] = set()
         self._opening = 0
@@ -89,8 +90,26 @@ class PoolCore:
         if self._waiters and self._keep_for_next():
             self.stats.handoffs_deferred += 1
             self._idle.append(entry)
+            self._check_late_waiters()
             return
         self._put(entry)
+
+    def _check_late_waiters(self) -> None:
+        """Hand kept idle connections to waiters that are late (their own connection took
+        over twice the connect time) or no longer covered (an open failed): if nobody else
+        takes them first, they must not sit idle while a waiter waits."""
+        if self._late_check is not None:
+            self._late_check.cancel()  # one pending check at a time (the oldest's due time)
+            self._late_check = None
+        while self._idle and self._waiters and not self._closed:
+            if self._keep_for_next():  # the oldest waiter is covered and not late yet
+                since = self._wait_since.get(self._waiters[0])
+                if since is not None and self.connect_time is not None:
+                    due = since + _OWN_OPEN_WAIT * self.connect_time
+                    loop = asyncio.get_running_loop()
+                    self._late_check = loop.call_at(due, self._check_late_waiters)
+                return
+            self._put(self._idle.pop())
 
     def _keep_for_next(self) -> bool:
         """Return whether a released connection should go to the idle stack although
@@ -111,11 +130,6 @@ class PoolCore:
         since = self._wait_since.get(waiters[0])
         return since is not None and time.monotonic() - since < _OWN_OPEN_WAIT * connect_time
 
-    def _serve_waiters_from_idle(self) -> None:
-        """Hand idle connections to waiters no opening connection covers (an open failed)."""
-        while self._idle and len(self._waiters) > self._opening:
-            self._put(self._idle.pop())
-
     # ------------------------------------------------------------------ growth and replacement
 
     def _size(self) -> int:
@@ -131,7 +145,7 @@ class PoolCore:
             entry = await self._connect()
         except Exception as exc:
             self._opening -= 1
-            self._serve_waiters_from_idle()
+            self._check_late_waiters()  # a kept idle connection goes to the uncovered waiter
             self._open_failed(exc)
             return
         except BaseException:

@@ -142,6 +142,23 @@ async def test_a_failed_open_hands_the_kept_connection_to_its_waiter() -> None:
     await pool.close()
 
 
+async def test_a_kept_connection_goes_to_its_waiter_once_the_waiters_connect_is_late() -> None:
+    pool, driver = await gated_pool(max_connections=2)
+    assert pool.connect_time is not None
+    held = await pool.acquire()
+    first = held.entry
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.release(held)  # kept idle, but nobody else comes for it ...
+    assert pool.stats.handoffs_deferred == 1 and not waiter.done()
+    served = await asyncio.wait_for(waiter, 1)  # ... and the waiter's connect hangs
+    assert served.entry is first
+    assert served.wait >= 2 * pool.connect_time * 0.9  # handed over once it was late
+    await pool.release(served)
+    driver.release()
+    await pool.close()
+
+
 # --- Real servers ---------------------------------------------------------------------------
 
 
