@@ -102,12 +102,9 @@ class PoolCore:
             self._late_check.cancel()  # one pending check at a time (the oldest's due time)
             self._late_check = None
         while self._idle and self._waiters and not self._closed:
-            if self._keep_for_next():  # the oldest waiter is covered and not late yet
-                since = self._wait_since.get(self._waiters[0])
-                if since is not None and self.connect_time is not None:
-                    due = since + _OWN_OPEN_WAIT * self.connect_time
-                    loop = asyncio.get_running_loop()
-                    self._late_check = loop.call_at(due, self._check_late_waiters)
+            due = self._own_open_due()
+            if due is not None and time.monotonic() < due:  # covered and not late yet
+                self._late_check = asyncio.get_running_loop().call_at(due, self._check_late_waiters)
                 return
             self._put(self._idle.pop())
 
@@ -123,12 +120,18 @@ class PoolCore:
         waiter whose connection is late (a slow or failing connect) gets the next released
         one; ``strict_fifo=True`` always hands over.
         """
+        due = self._own_open_due()
+        return due is not None and time.monotonic() < due
+
+    def _own_open_due(self) -> float | None:
+        """Return when the oldest waiter becomes late for its own connection: None when
+        not every waiter has a connection opening, or with ``strict_fifo``."""
         waiters = self._waiters
         connect_time = self.connect_time
         if self.config.strict_fifo or connect_time is None or self._opening < len(waiters):
-            return False
+            return None
         since = self._wait_since.get(waiters[0])
-        return since is not None and time.monotonic() - since < _OWN_OPEN_WAIT * connect_time
+        return None if since is None else since + _OWN_OPEN_WAIT * connect_time
 
     # ------------------------------------------------------------------ growth and replacement
 
