@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConfigError",
     "ConnectionFailed",
     "ConnectionReleased",
+    "InvalidQueryText",
     "KailashNodesError",
     "NodeExecutionError",
+    "OutcomeUnknown",
     "ParameterError",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
     "QueryError",
+    "ResultTooLarge",
     "SessionError",
     "TooManyRequests",
+    "TransactionRolledBack",
     "UnknownConnection",
     "UnknownNode",
     "UnknownOperation",
+    "UnsupportedStatement",
     "WorkflowValidationError",
 ]
 
@@ -40,6 +46,16 @@ class UnknownOperation(NodeExecutionError, ValueError):
 
 class ParameterError(NodeExecutionError, ValueError):
     """Query parameters do not fit the query (count, names, style or types)."""
+
+
+class InvalidQueryText(ParameterError):
+    """The query text itself cannot be sent (a NUL byte, a lone surrogate); the message
+    names the position. Nothing reached the server and the connection is unaffected."""
+
+
+class UnsupportedStatement(ParameterError):
+    """The statement cannot run through this operation (``COPY ... FROM STDIN``, a
+    multi-statement string where those are refused); the message names the alternative."""
 
 
 class PoolError(NodeExecutionError):
@@ -73,6 +89,16 @@ class ConnectionFailed(PoolError, ConnectionError):
     """Opening or using a server connection failed at the connection level."""
 
 
+class OutcomeUnknown(ConnectionFailed):
+    """The connection was lost after a statement that may change data was sent and before
+    its answer arrived: it may or may not have taken effect. Never retry it blindly."""
+
+
+class CommitOutcomeUnknown(OutcomeUnknown):
+    """The connection was lost after ``COMMIT`` was sent and before its answer arrived: the
+    transaction may or may not have committed."""
+
+
 class QueryError(NodeExecutionError):
     """The database rejected a statement; carries the driver's SQLSTATE when it has one."""
 
@@ -96,3 +122,19 @@ class WorkflowValidationError(NodeExecutionError, ValueError):
 class SessionError(NodeExecutionError):
     """A session statement does not fit the session's state (e.g. COMMIT with no open
     transaction, or the session's connection was lost)."""
+
+
+class TransactionRolledBack(QueryError):
+    """``COMMIT`` (or ``PREPARE TRANSACTION``) was answered with a rollback: the transaction
+    had failed, so nothing in it was committed (SQLSTATE 40000)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sqlstate="40000", error_type="TransactionRolledBack")
+
+
+class ResultTooLarge(QueryError):
+    """A statement returned more rows than ``max_rows`` allows; nothing was returned and
+    the connection is usable. Read big results with a bounded operation instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sqlstate="54000", error_type="ResultTooLarge")
