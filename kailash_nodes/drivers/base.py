@@ -45,6 +45,11 @@ class DriverConnection(Protocol):
         """Return whether a transaction is open, from client-side state (no round trip)."""
         ...
 
+    def session_changed(self) -> bool:
+        """Return whether the server reported a change of who the session runs as (role,
+        session authorization) since it was clean; client-side, no round trip."""
+        ...
+
     def has_statement(self, text: str) -> bool:
         """Return whether ``text`` is prepared on this connection (False without prepare)."""
         ...
@@ -109,6 +114,11 @@ class NoServerPrepare:
 
     def has_statement(self, text: str) -> bool:
         """Return False: there are no server-side prepared statements here."""
+        return False
+
+    def session_changed(self) -> bool:
+        """Return False: this backend reports no session identity (the text scan alone
+        marks a connection dirty)."""
         return False
 
     async def prepare(self, text: str, timeout: float | None) -> bool:

@@ -1,8 +1,19 @@
-"""PostgreSQL driver on asyncpg: statements prepared on the server and reused per connection."""
+"""PostgreSQL driver on asyncpg: statements prepared on the server and reused per connection.
+
+Named server-side statements are used only where the server connection cannot change
+under the client. At connect the driver compares the backend pid of the handshake
+(BackendKeyData, which a transaction-pooling proxy such as PgBouncer must invent) with
+``pg_backend_pid()``: if they differ, the connection goes through a proxy and runs every
+statement unnamed (Parse, Bind and Execute in one Sync, which the proxy keeps on one
+server connection). A server that rejects named statements later (SQLSTATE 26000, 42P05,
+or a "prepared statement" error) switches that connection to unnamed statements too, and
+the statement is retried once when no transaction was open.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -11,16 +22,41 @@ import asyncpg
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import Rows
-from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+from kailash_nodes.errors import (
+    ConnectionFailed,
+    KailashNodesError,
+    ParameterError,
+    QueryError,
+    TransactionRolledBack,
+)
 
 __all__ = ["DRIVER", "PostgresConnection", "PostgresDriver"]
 
-# Clears what a caller may have left on the session; run only when a release is dirty.
-# DEALLOCATE ALL drops the server side of our statement cache too, so the cache is cleared.
-_RESET_SQL = (
-    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; "
-    "DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL;"
+# Clears everything a caller may have left on the session (run only when a release is
+# dirty): DISCARD ALL is SET SESSION AUTHORIZATION DEFAULT (which also resets the role;
+# RESET ALL alone does not), RESET ALL, CLOSE ALL, UNLISTEN *, pg_advisory_unlock_all(),
+# DEALLOCATE ALL, DISCARD PLANS, TEMP and SEQUENCES. It cannot run in a transaction block,
+# so it is sent alone, after a ROLLBACK when one is needed. DEALLOCATE ALL drops the server
+# side of our statement cache too, so the cache is cleared.
+_RESET_SQL = "DISCARD ALL"
+# A named statement the server (or a proxy in front of it) does not keep: the statement
+# was never run, so it can be retried unnamed outside a transaction.
+_NAMED_REJECTED = frozenset({"26000", "42P05"})
+_NAMED_REJECTED_MESSAGE = re.compile(
+    r"prepared statement .*(does not exist|already exists|not supported)"
+    r"|prepared statements? (are|is) not supported",
+    re.I | re.S,
 )
+# Statements whose command tag "ROLLBACK" means the transaction failed and was rolled back.
+_ENDS_TRANSACTION = re.compile(
+    r"\s*(?:(?:--[^\n]*(?:\n|\Z)|/\*.*?\*/)\s*)*(?:COMMIT|END|PREPARE\s+TRANSACTION)\b",
+    re.I | re.S,
+)
+# Settings the server reports on every change (ParameterStatus) that say who the session
+# runs as: compared at release with their clean values, they catch, without a round trip,
+# a role change the text scan cannot see (``set_config('role', ...)`` inside a function,
+# on a superuser pool). Two attributes: each read costs ~0.6 µs on every release.
+_IDENTITY = ("session_authorization", "is_superuser")
 # SQLSTATEs meaning the session is gone: class 08, and operator intervention on it.
 _FATAL_STATES = frozenset({"57P01", "57P02", "57P03", "57P05"})
 _VALUE_IN_MESSAGE = re.compile(r"^(invalid input for query argument \$\d+): .*? \((.*)\)$", re.S)
@@ -31,46 +67,96 @@ _COUNT_MISMATCH = re.compile(r"the server expects \d+ arguments? for this query"
 
 
 class PostgresConnection:
-    """An asyncpg connection with its own bounded cache of prepared statements."""
+    """An asyncpg connection with its own bounded cache of prepared statements.
 
-    __slots__ = ("_conn", "_max", "_stmts", "server_prepare", "statements_prepared")
+    ``behind_proxy`` says the connect-time check found a proxy between client and server;
+    ``named_statements`` is False when named statements must not be used (a proxy, or a
+    server that rejected one); ``server_prepare`` is True only when statements really are
+    prepared on the server and reused (the router counts cache lookups only then).
+    """
 
-    def __init__(self, conn: Any, cache_size: int) -> None:
+    __slots__ = (
+        "_conn",
+        "_max",
+        "_prefix",
+        "_settings",
+        "_stmts",
+        "behind_proxy",
+        "named_statements",
+        "server_prepare",
+        "statements_prepared",
+    )
+
+    def __init__(self, conn: Any, cache_size: int, *, behind_proxy: bool = False) -> None:
         self._conn = conn
         # query text -> (PreparedStatement, whether it returns rows), least recently used
         # first. An OrderedDict rather than cachetools.LRUCache: a hit is on every query's
         # path, and OrderedDict's get/move_to_end are C calls (measured ~1 µs less a query).
         self._stmts: OrderedDict[str, tuple[Any, bool]] = OrderedDict()
         self._max = max(cache_size, 1)
-        self.server_prepare = cache_size > 0
+        self.behind_proxy = behind_proxy
+        self.named_statements = not behind_proxy
+        self.server_prepare = cache_size > 0 and self.named_statements
         self.statements_prepared = 0
+        # Random per connection: a name can never match another client's statement (or a
+        # statement left by an earlier connection object at the same address) on a server
+        # connection shared through a proxy.
+        self._prefix = f"kn_{secrets.token_hex(4)}_"
+        self._settings = self._reported()
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
-        """Run one statement on a prepared statement; retry once if its plan went stale."""
+        """Run one statement; retry once if its plan went stale or a named statement was
+        rejected (outside a transaction only). Raises TransactionRolledBack for a COMMIT
+        the server answered with ROLLBACK."""
         stmts = self._stmts
         cached = stmts.get(text)
         if cached is not None and cached[1] and mode == "all":  # the hot path: one frame
             stmts.move_to_end(text)
             try:
                 records = await cached[0].fetch(*args, timeout=timeout)
-            except asyncpg.InvalidCachedStatementError:
-                pass  # re-prepared below
             except Exception as exc:
-                raise self._wrap(exc) from exc
-            else:
-                return [dict(r) for r in records], len(records)
+                return await self._recover(exc, text, args, mode, size, timeout)
+            return [dict(r) for r in records], len(records)
         try:
-            try:
-                return await self._fetch(text, args, mode, size, timeout)
-            except asyncpg.InvalidCachedStatementError:
-                self._stmts.pop(text, None)
-                if self._conn.is_in_transaction():
-                    raise
-                return await self._fetch(text, args, mode, size, timeout)
+            return await self._fetch(text, args, mode, size, timeout)
         except Exception as exc:
+            return await self._recover(exc, text, args, mode, size, timeout)
+
+    async def _recover(
+        self,
+        exc: Exception,
+        text: str,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        timeout: float | None,
+    ) -> Rows:
+        """Retry a statement that never ran (stale plan, rejected name) once, or raise."""
+        if isinstance(exc, KailashNodesError):
+            raise exc
+        if isinstance(exc, asyncpg.InvalidCachedStatementError):
+            self._stmts.pop(text, None)
+        elif self.named_statements and _rejects_named(exc):
+            self.use_unnamed_statements()
+        else:
             raise self._wrap(exc) from exc
+        if self._conn.is_in_transaction():  # the failure aborted it: nothing to retry
+            raise self._wrap(exc) from exc
+        try:
+            return await self._fetch(text, args, mode, size, timeout)
+        except KailashNodesError:
+            raise
+        except Exception as again:
+            raise self._wrap(again) from again
+
+    def use_unnamed_statements(self) -> None:
+        """Stop using named statements on this connection (a proxy or a server that does
+        not keep them): the cache is dropped and every statement runs unnamed from now."""
+        self.named_statements = False
+        self.server_prepare = False
+        self._stmts.clear()
 
     async def _fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -85,7 +171,9 @@ class PostgresConnection:
         stmt, returns_rows = cached
         if not returns_rows:  # a command without result columns: count from its tag
             await stmt.fetch(*args, timeout=timeout)
-            return (None if mode == "one" else []), _affected(stmt.get_statusmsg())
+            status = stmt.get_statusmsg()
+            _check_commit(status, text)
+            return (None if mode == "one" else []), _affected(status)
         if mode == "one":
             row = await stmt.fetchrow(*args, timeout=timeout)
             return (dict(row) if row is not None else None), (0 if row is None else 1)
@@ -97,10 +185,7 @@ class PostgresConnection:
         # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
         # every execution send its own Parse (a second message per query).
         self.statements_prepared += 1
-        # Names unique per connection object: behind a transaction-pooling proxy (where
-        # prepare must be off) a stray reuse then fails loudly instead of binding another
-        # client's statement of the same name.
-        name = f"kn_{id(self):x}_{self.statements_prepared}"
+        name = f"{self._prefix}{self.statements_prepared}"
         stmt = await self._conn.prepare(text, name=name, timeout=timeout)
         cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
         if len(self._stmts) > self._max:  # evict the least recently used; asyncpg closes it
@@ -114,16 +199,20 @@ class PostgresConnection:
         try:
             await self._prepare(text, timeout)
         except Exception as exc:
+            if _rejects_named(exc):
+                self.use_unnamed_statements()
             raise self._wrap(exc) from exc
         return True
 
     async def _fetch_unprepared(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
-        # Unnamed statements (PgBouncer-safe): no result description before running, so a
+        # Unnamed statements (PgBouncer-safe): asyncpg with its cache off re-sends Parse
+        # with Bind/Execute before one Sync. No result description before running, so a
         # statement that cannot return rows runs as a command, for its row count.
         if not _RETURNS_ROWS.search(text):
             status = await self._conn.execute(text, *args, timeout=timeout)
+            _check_commit(status, text)
             return (None if mode == "one" else []), _affected(status)
         records = await self._conn.fetch(text, *args, timeout=timeout)
         rows = [dict(r) for r in records]
@@ -133,16 +222,39 @@ class PostgresConnection:
         return rows, len(rows)
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
-        """Run a multi-statement string with the simple query protocol."""
+        """Run a multi-statement string with the simple query protocol.
+
+        Raises TransactionRolledBack when the last statement is a COMMIT the server
+        answered with ROLLBACK.
+        """
         try:
             status = await self._conn.execute(text, timeout=timeout)
         except Exception as exc:
             raise self._wrap(exc) from exc
+        if status == "ROLLBACK":
+            _check_commit(status, text.rstrip().rstrip(";").rpartition(";")[2])
         return [], _affected(status)
 
     def in_transaction(self) -> bool:
         """Return asyncpg's client-side view of the transaction status."""
         return bool(self._conn.is_in_transaction())
+
+    def session_changed(self) -> bool:
+        """Return whether ``session_authorization`` or ``is_superuser`` (which follows the
+        role) differs from the clean session's.
+
+        Client-side, no round trip: the server reports both on every change, even one made
+        inside a function the text scan cannot see into.
+        """
+        settings = self._conn.get_settings()
+        try:
+            return (settings.session_authorization, settings.is_superuser) != self._settings
+        except AttributeError:  # a server (or proxy) that does not report them
+            return False
+
+    def _reported(self) -> tuple[Any, ...]:
+        settings = self._conn.get_settings()
+        return tuple(getattr(settings, name, None) for name in _IDENTITY)
 
     def has_statement(self, text: str) -> bool:
         """Return whether ``text`` is prepared on this connection."""
@@ -162,11 +274,14 @@ class PostgresConnection:
         return sum(self._stmts.pop(t, None) is not None for t in texts)
 
     def resize_statement_cache(self, size: int) -> None:
-        """Keep at most ``size`` statements, the most recently used; 0 turns prepare off."""
+        """Keep at most ``size`` statements, the most recently used; 0 turns prepare off.
+
+        Prepare stays off on a connection that must not use named statements.
+        """
         self._max = max(size, 1)
         while len(self._stmts) > (size if size > 0 else 0):
             self._stmts.popitem(last=False)
-        self.server_prepare = size > 0
+        self.server_prepare = size > 0 and self.named_statements
 
     def is_closed(self) -> bool:
         """Return whether asyncpg knows the connection is closed."""
@@ -187,7 +302,9 @@ class PostgresConnection:
             raise self._wrap(exc) from exc
 
     async def reset(self, timeout: float) -> bool:
-        """Drop locks, cursors, listeners, settings, temp tables and prepared statements."""
+        """Return the session to how it was at connect: roll back, then ``DISCARD ALL``
+        (role, session authorization, settings, prepared statements, cursors, LISTEN,
+        advisory locks, temp tables, sequences and plans)."""
         try:
             if self._conn.is_in_transaction():
                 await self._conn.execute("ROLLBACK", timeout=timeout)
@@ -195,6 +312,8 @@ class PostgresConnection:
         except Exception as exc:
             raise self._wrap(exc) from exc
         self._stmts.clear()
+        if self.session_changed():  # e.g. a startup setting the reset cannot restore
+            raise ConnectionFailed("PostgreSQL session identity differs after DISCARD ALL")
         return True
 
     async def close(self, timeout: float) -> None:
@@ -228,6 +347,32 @@ class PostgresConnection:
         return QueryError(str(exc), error_type=type(exc).__name__)
 
 
+def _rejects_named(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says the server does not keep named prepared statements."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    if getattr(exc, "sqlstate", None) in _NAMED_REJECTED:
+        return True
+    return _NAMED_REJECTED_MESSAGE.search(str(exc)) is not None
+
+
+def _check_commit(status: str, text: str) -> None:
+    """Raise TransactionRolledBack when a COMMIT-like ``text`` got the tag ROLLBACK.
+
+    >>> _check_commit("ROLLBACK", "ROLLBACK"), _check_commit("COMMIT", "COMMIT")
+    (None, None)
+    >>> _check_commit("ROLLBACK", "/* x */ commit")
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.TransactionRolledBack: COMMIT was answered with ROLLBACK: ...
+    """
+    if status == "ROLLBACK" and _ENDS_TRANSACTION.match(text):
+        raise TransactionRolledBack(
+            "COMMIT was answered with ROLLBACK: a statement in the transaction had failed, "
+            "so the server rolled the whole transaction back and nothing in it was committed"
+        )
+
+
 def _affected(status: str) -> int:
     """Return the row count of a command tag.
 
@@ -245,10 +390,14 @@ class PostgresDriver:
     placeholder_style = "numeric"
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> PostgresConnection:
-        """Open one connection within ``params.connect_timeout``; raise ConnectionFailed."""
+        """Open one connection within ``params.connect_timeout``; raise ConnectionFailed.
+
+        Also finds out whether a proxy sits in front of the server (see the module doc).
+        """
         extra: dict[str, Any] = {}
         if "sslmode" in params.options:
             extra["ssl"] = params.options["sslmode"]
+        conn: Any = None
         try:
             conn = await asyncpg.connect(
                 host=params.host,
@@ -261,11 +410,25 @@ class PostgresDriver:
                 server_settings={"application_name": params.application_name},
                 **extra,
             )
+            # A proxy answers the startup itself and must invent the BackendKeyData pid
+            # (PgBouncer sends a random cancel key); the backend that runs the statement
+            # knows its own. Differing pids: the server connection may change between
+            # statements, so named statements must not be used. One round trip.
+            backend_pid = await conn.fetchval(
+                "SELECT pg_backend_pid()", timeout=params.connect_timeout
+            )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if conn is not None:
+                conn.terminate()
             raise ConnectionFailed(
                 f"could not connect to {params.describe()}: {type(exc).__name__}: {exc}"
             ) from exc
-        return PostgresConnection(conn, statement_cache_size)
+        except BaseException:  # cancelled during the check: do not leak the socket
+            if conn is not None:
+                conn.terminate()
+            raise
+        proxied = backend_pid != conn.get_server_pid()
+        return PostgresConnection(conn, statement_cache_size, behind_proxy=proxied)
 
 
 DRIVER = PostgresDriver()

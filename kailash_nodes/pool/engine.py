@@ -357,6 +357,8 @@ class ConnectionPool(PoolCore):
         if entry.health < self.config.health_threshold:
             self.retire(entry, f"health {entry.health:.0f} below threshold")
             return "recycled"
+        if not entry.dirty and conn.session_changed():  # a role set where no text shows it
+            entry.dirty = True
         if entry.dirty or conn.in_transaction():
             task = self._tasks.spawn(self._clean(entry), "release-cleanup")
             return await asyncio.shield(task)

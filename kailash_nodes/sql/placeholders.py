@@ -23,8 +23,16 @@ is a string or a comment:
 session state to the next caller. Besides the leading keywords and calls in
 ``_SESSION_KEYWORDS`` and ``_SESSION_WORDS`` it is set by ``CREATE [GLOBAL|LOCAL]
 TEMP[ORARY]``, ``INTO TEMP``, any ``@user_variable``, ``@@session.``/``@@local.`` (a plain
-``@@version`` read is not) and MySQL's executable ``/*! ... */`` comments. Routines are
-opaque, so ``CALL`` and ``DO`` count; ``SELECT my_function()`` does not.
+``@@version`` read is not) and MySQL's executable ``/*! ... */`` comments; the calls also
+count when written as quoted identifiers (``"set_config"(...)``). Routines are opaque, so
+``CALL`` and ``DO`` count; ``SELECT my_function()`` does not (on PostgreSQL the pool also
+compares the settings the server reports, which catches a function's ``set_config``).
+
+The same scan refuses, once per distinct text, what must never be sent:
+:class:`~kailash_nodes.errors.InvalidQueryText` for a NUL character or a lone surrogate in
+the text (the message gives its index), and
+:class:`~kailash_nodes.errors.UnsupportedStatement` for PostgreSQL's ``COPY ... FROM
+STDIN`` / ``TO STDOUT``, which need the copy sub-protocol.
 """
 
 from __future__ import annotations
@@ -35,9 +43,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, cast
 
-from kailash_nodes.errors import ParameterError
+from kailash_nodes.errors import InvalidQueryText, ParameterError, UnsupportedStatement
 
-__all__ = ["FORMAT", "NUMERIC", "QMARK", "RewrittenQuery", "bind", "rewrite"]
+__all__ = ["FORMAT", "NUMERIC", "QMARK", "RewrittenQuery", "bind", "check_text", "rewrite"]
 
 NUMERIC: Final = "numeric"
 FORMAT: Final = "format"
@@ -51,6 +59,7 @@ _SHOW: Final = {QMARK: "'?'", NUMERIC: "'$1'", FORMAT: "'%s'", _NAMED: "':name'"
 _SESSION_KEYWORDS: Final = frozenset({
     "SET", "RESET", "LISTEN", "UNLISTEN", "DECLARE", "PREPARE", "DEALLOCATE", "DISCARD",
     "LOCK", "USE", "PRAGMA", "ATTACH", "DETACH", "LOAD", "DO", "CALL", "HANDLER", "FLUSH",
+    "XA",
 })
 _SESSION_WORDS: Final = frozenset({  # calls of these, or the pg_temp schema
     "SET_CONFIG", "PG_ADVISORY_LOCK", "PG_ADVISORY_LOCK_SHARED", "PG_TRY_ADVISORY_LOCK",
@@ -58,6 +67,7 @@ _SESSION_WORDS: Final = frozenset({  # calls of these, or the pg_temp schema
 })
 # fmt: on
 _TEMP: Final = frozenset({"TEMP", "TEMPORARY"})
+_COPY_STREAMS: Final = frozenset({"STDIN", "STDOUT"})
 _PAREN_SPACE: Final = "( \t\r\n\f\v"
 _BLOCK_EDGE: Final = re.compile(r"/\*|\*/")
 
@@ -126,6 +136,7 @@ class _Scanner:
         self.statements = 0
         self.leading = ""
         self.session = False
+        self.copy_stream = False
         self._start_statement()
 
     def _start_statement(self) -> None:
@@ -173,7 +184,10 @@ class _Scanner:
 
     def _opaque(self, m: re.Match[str]) -> int:
         self._touch()
-        self.parts.append(m.group())
+        text = m.group()
+        self.parts.append(text)
+        if text[0] in _IDENTIFIER_QUOTES[self.target] and text[1:-1].upper() in _SESSION_WORDS:
+            self.session = True  # "set_config"(...) is the same call
         return m.end()
 
     def _at(self, m: re.Match[str]) -> int:
@@ -203,6 +217,8 @@ class _Scanner:
         self._touch(upper)
         if upper in _SESSION_WORDS or (upper in _TEMP and self._temp_context()):
             self.session = True
+        elif upper in _COPY_STREAMS and self._keyword == "COPY":
+            self.copy_stream = True
         self._words += 1
         self._prev = (self._prev[1], upper)
         return m.end()
@@ -235,6 +251,9 @@ class _Scanner:
         self.parts.append(self.query[m.start() : end])
         return end
 
+
+# The quote characters that make an identifier (not a string) on each target.
+_IDENTIFIER_QUOTES: Final = {NUMERIC: '"', QMARK: '"`', FORMAT: "`"}
 
 _HANDLERS: Final[dict[str, Callable[[_Scanner, re.Match[str]], int]]] = {
     "opaque": _Scanner._opaque,
@@ -323,11 +342,41 @@ def _render(parts: list[Part], marks: list[str], target: str) -> str:
     return "".join(out)
 
 
+def check_text(query: str) -> None:
+    """Raise InvalidQueryText if ``query`` has a character no server takes in query text.
+
+    A NUL ends a C string (PostgreSQL and SQLite would see another statement, or refuse
+    it as a broken connection would); a lone surrogate cannot be encoded as UTF-8.
+
+    >>> check_text("SELECT 1")
+    >>> check_text("SELECT 1\\x00")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.InvalidQueryText: query text contains a NUL character (U+0000) ...
+    """
+    nul = query.find("\x00")
+    if nul >= 0:
+        raise InvalidQueryText(
+            f"query text contains a NUL character (U+0000) at index {nul}; "
+            "pass such values as parameters, never in the text"
+        )
+    if not query.isascii():
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidQueryText(
+                f"query text contains a lone surrogate (U+{ord(query[exc.start]):04X}) at "
+                f"index {exc.start}, which is not valid Unicode and cannot be sent"
+            ) from None
+
+
 def rewrite(query: str, target: str) -> RewrittenQuery:
     """Rewrite ``query`` to the ``target`` placeholder style ("numeric", "format", "qmark").
 
-    Results are cached per (query, target). Raises ParameterError for mixed placeholder
-    styles or gaps in ``$n``, TypeError for a non-str query, ValueError for a bad target.
+    Results, and the ParameterErrors of a text, are cached per (query, target). Raises
+    ParameterError for mixed placeholder styles or gaps in ``$n``, InvalidQueryText for a
+    NUL or lone surrogate in the text, UnsupportedStatement for ``COPY ... FROM STDIN`` /
+    ``TO STDOUT``, TypeError for a non-str query, ValueError for a bad target.
 
     >>> rq = rewrite("SELECT * FROM t WHERE a = :a AND b = :b OR a = :a", "numeric")
     >>> rq.text, rq.order, rq.style
@@ -338,21 +387,38 @@ def rewrite(query: str, target: str) -> RewrittenQuery:
     (1, 0, 1)
     """
     try:
-        return _rewrite(query, target)
+        rq = _rewrite(query, target)
     except TypeError:
         if isinstance(query, str) and isinstance(target, str):
             raise
         kinds = f"{type(query).__name__}, {type(target).__name__}"
         raise TypeError(f"query and target must be str (got {kinds})") from None
+    if isinstance(rq, RewrittenQuery):
+        return rq
+    raise type(rq)(*rq.args)  # a fresh exception each time: no shared traceback
 
 
 @lru_cache(maxsize=8192)
-def _rewrite(query: str, target: str) -> RewrittenQuery:
+def _rewrite(query: str, target: str) -> RewrittenQuery | ParameterError:
     if not isinstance(query, str) or not isinstance(target, str):
         raise TypeError("query and target must be str")
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {_TARGETS} (got {target!r})")
+    try:
+        return _scan(query, target)
+    except ParameterError as exc:
+        return exc
+
+
+def _scan(query: str, target: str) -> RewrittenQuery:
+    check_text(query)
     scan = _Scanner(query, target).run()
+    if scan.copy_stream and target == NUMERIC:
+        raise UnsupportedStatement(
+            f"{scan.leading or 'COPY'} ... FROM STDIN / TO STDOUT needs PostgreSQL's copy "
+            "protocol, which execute does not speak (it would hang the connection); use "
+            "INSERT ... VALUES with parameters, or SELECT to read the rows"
+        )
     style = _style_of(scan.parts)
     keys: list[Any] = [p[1] for p in scan.parts if isinstance(p, tuple)]
     marks, order, count = _plan(style, keys, target)

@@ -34,6 +34,9 @@ class GateConn:
     def has_statement(self, text: str) -> bool:
         return False
 
+    def session_changed(self) -> bool:
+        return False
+
     async def close(self, timeout: float) -> None:
         return None
 

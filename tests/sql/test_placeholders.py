@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kailash_nodes.errors import ParameterError
+from kailash_nodes.errors import InvalidQueryText, ParameterError, UnsupportedStatement
 from kailash_nodes.sql import FORMAT, NUMERIC, QMARK, RewrittenQuery, bind, rewrite
 
 TARGETS = (NUMERIC, FORMAT, QMARK)
@@ -420,8 +420,13 @@ def test_bind_accepts_a_hand_built_rewritten_query() -> None:
     assert bind(rq, [5]) == (5,)
 
 
-_NO_QUOTE = st.text(st.characters(blacklist_characters="'\\"), max_size=40)
-_NO_COMMENT_END = st.text(st.characters(blacklist_characters="*/"), max_size=40)
+# Text a query may hold (a NUL or a lone surrogate is InvalidQueryText, tested below).
+_NO_QUOTE = st.text(
+    st.characters(blacklist_characters="'\\\x00", blacklist_categories=("Cs",)), max_size=40
+)
+_NO_COMMENT_END = st.text(
+    st.characters(blacklist_characters="*/\x00", blacklist_categories=("Cs",)), max_size=40
+)
 
 
 @given(inner=_NO_QUOTE, target=st.sampled_from(TARGETS))
@@ -450,3 +455,80 @@ def test_rewrite_of_any_text_returns_or_raises_parameter_error(query: str, targe
     assert len(rq.order) >= rq.param_count >= 0
     if target == FORMAT:
         rq.text % (("x",) * len(rq.order))  # pymysql's formatting must never fail
+
+
+# -------------------------------------------------------------- session state, refusals
+
+_DIRTY_PG = [
+    "SET ROLE low", "RESET ROLE", "SET SESSION AUTHORIZATION low", "SET LOCAL role low",
+    "SELECT set_config('role', 'low', false)", "SELECT pg_catalog.set_config('a.b', '1', false)",
+    'SELECT "set_config"(\'a.b\', \'1\', false)', "DO $$BEGIN PERFORM 1; END$$", "CALL p()",
+    "PREPARE s AS SELECT 1", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "LISTEN ch",
+    "CREATE TEMP TABLE t (a int)", "CREATE GLOBAL TEMPORARY TABLE t (a int)",
+    "SELECT 1 INTO TEMP t", "SELECT pg_advisory_lock(1)", 'SELECT "pg_advisory_lock"(1)',
+    "SELECT pg_try_advisory_lock_shared(1)", "SELECT * FROM pg_temp.t",
+    "WITH x AS (SELECT set_config('a.b', '1', false)) SELECT * FROM x", "SELECT 1; SET ROLE low",
+    "/* c */ SET ROLE low",
+]  # fmt: skip
+_DIRTY_MYSQL = [
+    "SET ROLE r", "SET @x = 1", "SELECT @x := 1", "SELECT 1 INTO @v", "SELECT 1 INTO @`v`",
+    "SET @@session.sql_mode = ''", "SET @@sql_mode = ''", "SET SESSION sql_mode = ''",
+    "SET NAMES latin1", "SELECT GET_LOCK('a', 1)", "SELECT `get_lock`('a', 1)",
+    "LOCK TABLES t WRITE", "CREATE TEMPORARY TABLE t (a int)", "/*!40101 SET NAMES utf8 */",
+    "PREPARE s FROM 'SELECT 1'", "XA START 'x'", "HANDLER t OPEN", "USE db",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", _DIRTY_PG)
+def test_statements_that_leave_session_state_mark_the_connection_dirty_on_postgresql(
+    query: str,
+) -> None:
+    assert rewrite(query, NUMERIC).session_state
+
+
+@pytest.mark.parametrize("query", _DIRTY_MYSQL)
+def test_statements_that_leave_session_state_mark_the_connection_dirty_on_mysql(
+    query: str,
+) -> None:
+    assert rewrite(query, FORMAT).session_state
+
+
+@pytest.mark.parametrize(
+    "query", ["SELECT 1", "SELECT @@version", "INSERT INTO t VALUES (1)", "SELECT 'SET ROLE x'"]
+)
+def test_plain_statements_leave_the_connection_clean(query: str) -> None:
+    assert not rewrite(query, FORMAT).session_state
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [("\x00", 0), ("SELECT 'a\x00'", 9), ("SELECT 1 -- \x00", 12), ("SELECT '\udc80'", 8)],
+)
+@pytest.mark.parametrize("target", TARGETS)
+def test_nul_or_lone_surrogate_in_the_text_is_invalid_query_text_naming_the_index(
+    query: str, index: int, target: str
+) -> None:
+    for _ in range(2):  # the second answer comes from the cache, as a fresh exception
+        with pytest.raises(InvalidQueryText, match=f"at index {index}\\b"):
+            rewrite(query, target)
+
+
+def test_valid_non_ascii_text_is_accepted() -> None:
+    assert rewrite("SELECT 'żółw 🐢' AS ?", QMARK).param_count == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["COPY t FROM STDIN", "copy t (a, b) from stdin with (format csv)",
+     "COPY (SELECT 1) TO STDOUT", "/* x */ COPY t TO stdout"],
+)  # fmt: skip
+def test_copy_through_the_client_is_refused_on_postgresql(query: str) -> None:
+    with pytest.raises(UnsupportedStatement, match="INSERT"):
+        rewrite(query, NUMERIC)
+
+
+@pytest.mark.parametrize(
+    "query", ["COPY t FROM '/srv/data.csv'", "COPY t TO 'stdout'", "SELECT 'COPY t FROM STDIN'"]
+)
+def test_copy_to_or_from_a_server_file_is_left_to_the_server(query: str) -> None:
+    assert rewrite(query, NUMERIC).statements == 1
