@@ -95,7 +95,9 @@ class Classification:
     ``"START TRANSACTION"``...); ``transaction_op`` one of "begin", "commit", "rollback",
     "savepoint", "release", "rollback_to", "prepare_transaction", "commit_prepared",
     "rollback_prepared" or None (for several statements, their net effect); ``hint`` the
-    ``route:`` comment; ``reason`` why.
+    ``route:`` comment; ``reason`` why. ``parts`` holds the category of every statement
+    in the string and ``ops`` every transaction op in it, so that a string is acted on
+    for its most dangerous part (``writes``, ``ddl``) whatever its overall category.
     """
 
     category: Category
@@ -106,11 +108,31 @@ class Classification:
     transaction_op: str | None
     hint: str | None
     reason: str
+    parts: frozenset[Category]
+    ops: frozenset[str]
+
+    @property
+    def writes(self) -> bool:
+        """Return whether some statement in the text may change data or schema (a write,
+        DDL or an unknown statement): what read-your-writes tracks.
+
+        >>> classify("SET a = 1; DELETE FROM t").writes, classify("SET a = 1").writes
+        (True, False)
+        """
+        return not self.parts.isdisjoint(_CHANGES)
+
+    @property
+    def ddl(self) -> bool:
+        """Return whether some statement in the text is DDL (its tables' prepared
+        statements are dropped before it runs)."""
+        return _C.DDL in self.parts
 
 
 _C = Category
 _TX, _SS = _C.TRANSACTION, _C.SESSION_STATE
 _RANK: Final = {c: i for i, c in enumerate(Category)}  # a multi-statement string: max
+_READS: Final = frozenset({_C.READ_SIMPLE, _C.READ_COMPLEX})
+_CHANGES: Final = frozenset({_C.WRITE_SIMPLE, _C.WRITE_BULK, _C.DDL, _C.UNKNOWN})
 
 
 def _deny(category: Category, reason: str, names: str) -> dict[str, tuple[Category, str]]:
@@ -154,6 +176,8 @@ class _Verdict:
     op: str | None = None
     tables: frozenset[str] = frozenset()
     vouch: Category | None = None
+    parts: frozenset[Category] = frozenset()  # set for several statements (else: category)
+    ops: frozenset[str] = frozenset()
 
 
 class _Ctx(NamedTuple):
@@ -477,8 +501,12 @@ def _combine(verdicts: list[_Verdict]) -> _Verdict:
         return worst
     tables = frozenset().union(*(v.tables for v in verdicts))
     reason = f"{len(verdicts)} statements in one string; {worst.statement}: {worst.reason}"
-    op = _net_op([v.op for v in verdicts if v.op is not None])
-    return replace(worst, safe=False, vouch=None, tables=tables, reason=reason, op=op)
+    ops = [v.op for v in verdicts if v.op is not None]
+    parts = frozenset(v.category for v in verdicts)
+    return replace(
+        worst, safe=False, vouch=None, tables=tables, reason=reason, op=_net_op(ops),
+        parts=parts, ops=frozenset(ops),
+    )  # fmt: skip
 
 
 def _net_op(ops: list[str]) -> str | None:
@@ -508,8 +536,9 @@ def _analyse(query: str, dialect: str, safe_functions: frozenset[str]) -> Classi
     except Exception:
         fingerprint = opaque_fingerprint(query)  # no literal of a broken text may leak
         return Classification(
-            _C.UNKNOWN, False, frozenset(), fingerprint, "", None, None, "parse failed"
-        )
+            _C.UNKNOWN, False, frozenset(), fingerprint, "", None, None, "parse failed",
+            frozenset({_C.UNKNOWN}), frozenset(),
+        )  # fmt: skip
     statements = split_statements(tokens)
     if not statements:
         verdict = _Verdict(_C.UNKNOWN, "", "empty query")
@@ -517,26 +546,31 @@ def _analyse(query: str, dialect: str, safe_functions: frozenset[str]) -> Classi
         verdict = _Verdict(_C.UNKNOWN, "", "statement boundaries are ambiguous")
     else:
         verdict = _combine([_statement(s, ctx) for s in statements])
-    if verdict.safe and scan is not None and scan.session_state:
+    if verdict.category in _READS and scan is not None and scan.session_state:
         reason = "reads session state (@variable, pg_temp or /*! */ comment)"
-        verdict = replace(verdict, category=_SS, safe=False, vouch=None, reason=reason)
+        parts = verdict.parts and (verdict.parts - _READS) | {_SS}
+        verdict = replace(verdict, category=_SS, safe=False, vouch=None, reason=reason, parts=parts)
     return _finish(verdict, route_hint(tokens), fingerprint_tokens(statements))
 
 
 def _finish(verdict: _Verdict, hint: str | None, fingerprint: str) -> Classification:
     """Apply a route hint: primary always holds; replica only vouches for an unknown call."""
     category, safe, reason = verdict.category, verdict.safe, verdict.reason
+    parts = verdict.parts or frozenset({category})
     if hint == "primary":
         safe, reason = False, f"{reason}; route:primary hint"
     elif hint == "replica" and not safe:
         if verdict.vouch is not None:
             category, safe = verdict.vouch, True
+            parts = frozenset({category})  # one statement: the hint vouches for its call
             reason = f"{reason}; route:replica hint accepted"
         else:
             reason = f"{reason}; route:replica hint refused"
+    ops = verdict.ops or frozenset({verdict.op} if verdict.op else ())
     return Classification(
-        category, safe, verdict.tables, fingerprint, verdict.statement, verdict.op, hint, reason
-    )
+        category, safe, verdict.tables, fingerprint, verdict.statement, verdict.op, hint, reason,
+        parts, ops,
+    )  # fmt: skip
 
 
 class Classifier:

@@ -233,5 +233,22 @@ CORPUS: tuple[Case, ...] = (
     Case("VACUUM", LITE, DDL, False, _t()),
     Case("CREATE TEMP TABLE x (a)", LITE, SS, False, _t("x")),
     Case("EXPLAIN QUERY PLAN SELECT * FROM t WHERE id = ?", LITE, RS, True, _t("t")),
+    # several statements in one string: the most dangerous part decides, never replica-safe;
+    # a ";" inside a literal, an identifier or a comment separates nothing
+    Case("SELECT ';' AS s; DROP TABLE x", PG, DDL, False, _t("x")),
+    Case("SELECT 'a;b' FROM t -- ; DELETE FROM t", PG, RS, True, _t("t")),
+    Case("select * from t where s = 'x'';DROP TABLE t;--'", PG, RS, True, _t("t")),
+    Case("/* ; */ SELECT 1; /* DROP TABLE t; */ SELECT 2", PG, RS, False, _t()),
+    Case("SELECT 1; SELECT nextval('s')", PG, WS, False, _t()),
+    Case("BEGIN; ALTER TABLE t ADD COLUMN z int; COMMIT", PG, TX, False, _t("t")),
+    Case("SET search_path = a; SELECT * FROM t", PG, SS, False, _t("t")),
+    Case("SELECT $$;$$; UPDATE t SET a = 1", PG, WS, False, _t("t")),
+    Case("SELECT * FROM a; CREATE TEMP TABLE tt (a int)", PG, SS, False, _t("a", "tt")),
+    Case("SELECT `a;b` FROM t; TRUNCATE t", MY, DDL, False, _t("t")),
+    Case("INSERT INTO t VALUES (1); SELECT * FROM t", MY, WS, False, _t("t")),
+    Case("SELECT \"x;\" FROM t; # DROP TABLE t;\nSELECT 2", MY, RS, False, _t("t")),
+    Case("SELECT * FROM t WHERE a = 'x;y'; DELETE FROM t WHERE b = 'p;q'", LITE, WS, False,
+         _t("t")),
+    Case("SELECT 1; -- DROP TABLE t;\nSELECT 2", LITE, RS, False, _t()),
 )
 # fmt: on

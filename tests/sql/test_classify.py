@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kailash_nodes.sql as sql
+from kailash_nodes.errors import CommitOutcomeUnknown, OutcomeUnknown
 from kailash_nodes.sql import Category, Classification, Classifier, classify
+from kailash_nodes.sql.outcome import lost_in_flight
 from tests.sql.corpus import CORPUS, Case
 
 READS = {Category.READ_SIMPLE, Category.READ_COMPLEX}
@@ -232,3 +234,72 @@ def test_public_names_are_exported() -> None:
     for name in ("Category", "Classification", "Classifier", "classify", "SAFE_FUNCTIONS"):
         assert name in sql.__all__
     assert {"FORMAT", "NUMERIC", "QMARK", "RewrittenQuery", "bind", "rewrite"} <= set(sql.__all__)
+
+
+@pytest.mark.parametrize(
+    ("query", "dialect", "writes", "ddl"),
+    [
+        ("SELECT 1; DROP TABLE x", "postgres", True, True),
+        ("BEGIN; ALTER TABLE t ADD COLUMN z int; COMMIT", "postgres", True, True),
+        ("SET search_path = a; DROP TABLE t", "postgres", True, True),
+        ("SET a = 1; INSERT INTO t VALUES (1)", "postgres", True, False),
+        ("BEGIN; INSERT INTO t VALUES (1); COMMIT", "mysql", True, False),
+        ("SELECT 1; SELECT my_func()", "postgres", True, False),
+        ("SELECT 'x; DROP TABLE t'; SELECT 2", "sqlite", False, False),
+        ("SELECT 1; COMMIT", "postgres", False, False),
+        ("SET a = 1; SELECT 1", "mysql", False, False),
+    ],
+)
+def test_multi_statement_text_is_acted_on_for_its_most_dangerous_part(
+    query: str, dialect: str, writes: bool, ddl: bool
+) -> None:
+    got = classify(query, dialect)
+    assert (got.writes, got.ddl, got.replica_safe) == (writes, ddl, False), got
+    assert len(got.parts) >= 1 and got.category in got.parts
+
+
+def test_parts_of_one_statement_follow_its_category_and_an_accepted_hint() -> None:
+    assert classify("DROP TABLE t").parts == {Category.DDL}
+    hinted = classify("/* route:replica */ SELECT price_with_tax(p) FROM items")
+    assert hinted.parts == {Category.READ_SIMPLE} and not hinted.writes
+    assert classify("SELECT price_with_tax(p) FROM items").writes  # unknown: may write
+    assert classify("/* route:primary */ SELECT 1").parts == {Category.READ_SIMPLE}
+
+
+_COMMIT, _UNKNOWN = CommitOutcomeUnknown, OutcomeUnknown
+
+
+@pytest.mark.parametrize(
+    ("query", "dialect", "in_transaction", "expected"),
+    [
+        ("COMMIT", "postgres", True, _COMMIT),
+        ("END", "postgres", True, _COMMIT),
+        ("PREPARE TRANSACTION 'g'", "postgres", True, _COMMIT),
+        ("COMMIT PREPARED 'g'", "postgres", False, _COMMIT),
+        ("COMMIT", "mysql", True, _COMMIT),
+        ("BEGIN; INSERT INTO t VALUES (1); COMMIT", "postgres", False, _COMMIT),
+        ("UPDATE t SET a = 1; COMMIT", "postgres", True, _COMMIT),
+        ("CREATE TABLE x (a int)", "mysql", True, _COMMIT),  # implicit commit on MySQL
+        ("START TRANSACTION", "mysql", True, _COMMIT),
+        ("INSERT INTO t VALUES (1)", "postgres", False, _UNKNOWN),
+        ("SELECT 1; DELETE FROM t", "mysql", False, _UNKNOWN),
+        ("SELECT my_func()", "postgres", False, _UNKNOWN),
+        ("ROLLBACK PREPARED 'g'", "postgres", False, _UNKNOWN),
+        ("CREATE TABLE x (a int)", "postgres", False, _UNKNOWN),
+        ("CREATE TABLE x (a int)", "postgres", True, None),
+        ("INSERT INTO t VALUES (1)", "postgres", True, None),
+        ("INSERT INTO t VALUES (1)", "sqlite", True, None),
+        ("SELECT * FROM t", "postgres", False, None),
+        ("SELECT 1; SELECT 2", "mysql", False, None),
+        ("BEGIN", "postgres", False, None),
+        ("ROLLBACK", "mysql", True, None),
+        ("SAVEPOINT a", "postgres", True, None),
+    ],
+)
+def test_a_statement_lost_in_flight_is_reported_by_what_it_may_have_done(
+    query: str, dialect: str, in_transaction: bool, expected: type | None
+) -> None:
+    got = lost_in_flight(query, dialect, in_transaction, "cause text")
+    assert (type(got) if got is not None else None) is expected
+    if got is not None:
+        assert str(got).endswith("(cause text)")
