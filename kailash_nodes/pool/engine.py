@@ -287,6 +287,7 @@ class ConnectionPool(PoolCore):
             entry.dirty = True
         conn = entry.conn
         start = time.monotonic()
+        was_in = None if conn.is_closed() else conn.in_transaction()  # None: cannot be sent
         try:
             if rq.statements > 1:
                 data, count = await conn.execute_script(rq.text, self.config.query_timeout)
@@ -299,12 +300,21 @@ class ConnectionPool(PoolCore):
             if self.observer is not None and observe:
                 self.observer(query, time.monotonic() - start, 0, False, pc)
             raise
-        except ConnectionFailed:
+        except ConnectionFailed as exc:
             self.stats.queries_executed += 1
             self.stats.query_errors += 1
             entry.broken = True
             self._suspect_idle()
-            raise
+            if was_in is None or type(exc) is not ConnectionFailed:
+                raise  # never sent (the connection was known closed), or already decided
+            # Sent, and no answer: did it take effect? (classification is cached per text)
+            from kailash_nodes.sql.outcome import lost_in_flight
+
+            backend = self.config.connect.backend
+            lost = lost_in_flight(query, backend, was_in, str(exc))
+            if lost is None:
+                raise
+            raise lost from exc
         except ParameterError:
             raise
         except BaseException:  # cancelled mid-statement: the wire state is unknown

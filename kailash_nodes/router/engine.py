@@ -23,6 +23,7 @@ from cachetools import LRUCache
 from kailash_nodes.context import current_run_id
 from kailash_nodes.errors import (
     ConnectionFailed,
+    OutcomeUnknown,
     ParameterError,
     PoolTimeout,
     QueryError,
@@ -46,8 +47,11 @@ __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 logger = logging.getLogger("kailash_nodes.router")
 _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
+_COMMITS = frozenset({"commit", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
-_WRITES = frozenset({Category.WRITE_SIMPLE, Category.WRITE_BULK, Category.DDL, Category.UNKNOWN})
+# The insert position, not the write position: with synchronous_commit=off a COMMIT is
+# acknowledged before its record is written, and the token must still cover it.
+_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
 # Not prepared ahead: DDL (it invalidates, and preparing it buys nothing) and session
 # state (it pins a session connection).
 _NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
@@ -187,7 +191,12 @@ class QueryRouter:
         start: float,
         session: Session | None,
     ) -> Routed:
-        if cls.replica_safe and self.split and self._read_from_replica(session):
+        if (
+            cls.replica_safe
+            and self.split
+            and self._read_from_replica(session)
+            and (session is None or await self._position_known(session))
+        ):
             routed = await self._try_replica(cls, query, params, start, session)
             if routed is not None:
                 return routed
@@ -195,8 +204,12 @@ class QueryRouter:
         pc = await pool.acquire(prefer=self._statement_text(query, pool))
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
-            if session is not None and cls.category in _WRITES:
+            if session is not None and cls.writes:
                 await self._note_write(session, pool, pc)
+        except OutcomeUnknown:
+            if session is not None:  # it may have been applied: reads must be able to see it
+                self._note_unknown_write(session)
+            raise
         finally:
             await pool.release(pc)
         return routed
@@ -246,9 +259,12 @@ class QueryRouter:
             routed = await self._run(
                 state.pool, pc, cls, query, params, start, f"replica:{state.name}", session
             )
-        except ConnectionFailed as exc:
+        except ConnectionFailed as exc:  # a plain read on a standby changed nothing: retry
             state.ban(time.monotonic(), exc)
             self.metrics.fallbacks += 1
+            return None
+        except QueryError:  # the replay-position poll was refused (recovery conflict)
+            self.metrics.consistency_fallbacks += 1
             return None
         finally:
             await state.pool.release(pc)
@@ -295,7 +311,7 @@ class QueryRouter:
         op = cls.transaction_op
         pinning = False
         if not session.pinned:
-            if op == "begin" or cls.category is Category.SESSION_STATE:
+            if op == "begin" or Category.SESSION_STATE in cls.parts:
                 session.conn = await self.primary.acquire()
                 session.pool = self.primary
                 session.expired = False
@@ -314,36 +330,62 @@ class QueryRouter:
         assert pool is not None and pc is not None  # pinned just above or before
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
-        except ConnectionFailed:
-            lost = session.in_transaction
-            await self.sessions.unpin(sid, session)
-            if lost:  # the transaction died with its connection: refuse what follows
-                session.expired = True
-                self.sessions.sessions[sid] = session
+        except ConnectionFailed as exc:
+            await self._pinned_lost(sid, session, cls, isinstance(exc, OutcomeUnknown))
             raise
         routed.metadata["session_id"] = sid
+        conn = pc.entry.conn
         if routed.error is None:
-            await self._after_session_statement(sid, session, cls)
+            await self._after_session_statement(sid, session, cls, pool, pc)
         elif pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
             await self.sessions.unpin(sid, session)
+        elif pc.entry.broken or conn.is_closed():  # e.g. a MySQL timeout closes it
+            await self._pinned_lost(sid, session, cls, False)
+        elif op in _ENDS and not conn.in_transaction():
+            await self._end_transaction(sid, session)  # a failed COMMIT ends it too
         return routed
 
+    async def _pinned_lost(
+        self, sid: str, session: Session, cls: Classification, unknown: bool
+    ) -> None:
+        """Unpin a session whose connection died under ``cls``; tombstone a lost transaction.
+
+        A transaction that this statement did not end died with the connection, so what
+        follows is refused until a new BEGIN. After an end (its COMMIT's outcome unknown,
+        or a ROLLBACK) the transaction is over either way and nothing is refused.
+        """
+        lost = session.in_transaction and cls.transaction_op not in _ENDS
+        if unknown:  # it may have committed: reads must see it if it did
+            self._note_unknown_write(session)
+        await self.sessions.unpin(sid, session)
+        if lost:
+            session.expired = True
+            self.sessions.sessions[sid] = session
+
     async def _after_session_statement(
-        self, sid: str, session: Session, cls: Classification
+        self,
+        sid: str,
+        session: Session,
+        cls: Classification,
+        pool: ConnectionPool,
+        pc: PooledConnection,
     ) -> None:
         op = cls.transaction_op
         if op == "begin":
             session.in_transaction = True
-        elif cls.category is Category.SESSION_STATE:
+        elif Category.SESSION_STATE in cls.parts:
             session.sticky = True
-        pool, pc = session.pool, session.conn
-        wrote = op in _ENDS or (cls.category in _WRITES and not session.in_transaction)
-        if wrote and pool is not None and pc is not None:
-            await self._note_write(session, pool, pc)
-        if op in _ENDS:
-            session.in_transaction = False
-            if not session.sticky:
-                await self.sessions.unpin(sid, session)
+        try:
+            if op in _COMMITS or (cls.writes and not session.in_transaction):
+                await self._note_write(session, pool, pc)
+        finally:  # the COMMIT's answer is the outcome: bookkeeping never keeps the pin
+            if op in _ENDS:
+                await self._end_transaction(sid, session)
+
+    async def _end_transaction(self, sid: str, session: Session) -> None:
+        session.in_transaction = False
+        if not session.sticky:
+            await self.sessions.unpin(sid, session)
 
     async def end_session(self, session_id: str) -> bool:
         """Return the session's connection (rolling back an open transaction)."""
@@ -351,8 +393,7 @@ class QueryRouter:
         if session is None:
             return False
         async with session.lock:
-            session.write_lsn = 0
-            session.primary_until = 0.0
+            session.forget_writes()
             session.expired = False
             await self.sessions.unpin(session_id, session)
         return True
@@ -360,21 +401,53 @@ class QueryRouter:
     async def _note_write(
         self, session: Session, pool: ConnectionPool, pc: PooledConnection
     ) -> None:
-        """Remember what the session's next replica read must see.
+        """Remember what the session's next replica read must see; never raises for it.
 
-        PostgreSQL: the primary's WAL position. Other backends have no position to compare,
-        so the session reads from the primary until a replica within the lag threshold
-        must have caught up.
+        PostgreSQL: the primary's WAL position, read on the connection that wrote. If that
+        read fails (the connection died after the write's answer), the write still stands
+        and the position is read later, from any primary connection
+        (``_position_known``). Other backends have no position to compare, so the session
+        reads from the primary until a replica within the lag threshold must have caught up.
         """
+        if not self._tracks_lsn:
+            self._note_unknown_write(session)
+            return
+        session.lsn_pending = True  # what a failed or cancelled read below leaves
+        try:
+            lsn = await self._current_lsn(pool, pc)
+        except (ConnectionFailed, QueryError) as exc:
+            logger.debug("WAL position after a write not read (read later): %s", exc)
+            return
+        session.write_lsn = max(session.write_lsn, lsn)
+        session.lsn_pending = False
+
+    def _note_unknown_write(self, session: Session) -> None:
+        """A write may have happened at a position not known: read-your-writes must hold."""
         if self._tracks_lsn:
-            session.write_lsn = await self._current_lsn(pool, pc)
+            session.lsn_pending = True
         elif self.replicas.states:
             session.primary_until = time.monotonic() + self.options.replica_lag_threshold
 
+    async def _position_known(self, session: Session) -> bool:
+        """Return whether the session's read-your-writes position is known, reading a
+        pending one from a primary connection (any position read after the write was
+        answered is at or past it). False: the read goes to the primary."""
+        if not session.lsn_pending:
+            return True
+        pool = self.primary
+        try:
+            async with pool.connection(timeout=min(pool.config.timeout, 2.0)) as pc:
+                lsn = await self._current_lsn(pool, pc)
+        except (ConnectionFailed, PoolTimeout, TooManyRequests, QueryError) as exc:
+            logger.debug("WAL position for session %s not read: %s", session.id, exc)
+            self.metrics.consistency_fallbacks += 1
+            return False
+        session.write_lsn = max(session.write_lsn, lsn)
+        session.lsn_pending = False
+        return True
+
     async def _current_lsn(self, pool: ConnectionPool, pc: PooledConnection) -> int:
-        res = await pool.execute(
-            pc, "SELECT pg_current_wal_lsn()::text AS lsn", fetch_mode="one", observe=False
-        )
+        res = await pool.execute(pc, _LSN_SQL, fetch_mode="one", observe=False)
         return lsn_to_int(res.data["lsn"])
 
     async def _run(
@@ -405,13 +478,13 @@ class QueryRouter:
         decided = time.monotonic()
         metrics.routing_time.add(decided - start)
         if target == "primary":
-            if cls.category in _WRITES or cls.transaction_op:
+            if cls.writes or cls.transaction_op:
                 metrics.writes += 1
             else:
                 metrics.reads_primary += 1
         else:
             metrics.reads_replica += 1
-        if cls.category is Category.DDL and cls.tables:
+        if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
         result: QueryResult | None = None

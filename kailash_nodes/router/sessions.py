@@ -24,8 +24,8 @@ class Session:
     """One session's pinned connection (if any) and its consistency token."""
 
     __slots__ = (
-        "conn", "expired", "id", "in_transaction", "last_used", "lock", "pool", "primary_until",
-        "sticky", "write_lsn",
+        "conn", "expired", "id", "in_transaction", "last_used", "lock", "lsn_pending", "pool",
+        "primary_until", "sticky", "write_lsn",
     )  # fmt: skip
 
     def __init__(self, session_id: str) -> None:
@@ -35,6 +35,9 @@ class Session:
         self.in_transaction = False
         self.sticky = False  # session state was set: keep the connection after a commit
         self.write_lsn = 0  # primary WAL position after this session's last write
+        # A write happened (or may have) whose position is not known yet: read one from
+        # any primary connection before the next replica read (it is at or past the write).
+        self.lsn_pending = False
         self.primary_until = 0.0  # no WAL positions (MySQL, SQLite): read the primary until
         self.expired = False  # its transaction was rolled back by the reaper
         self.last_used = time.monotonic()
@@ -44,6 +47,17 @@ class Session:
     def pinned(self) -> bool:
         """Return whether a connection is pinned to this session."""
         return self.conn is not None
+
+    @property
+    def tracked(self) -> bool:
+        """Return whether the session carries read-your-writes state worth keeping."""
+        return bool(self.write_lsn or self.lsn_pending or self.primary_until > time.monotonic())
+
+    def forget_writes(self) -> None:
+        """Drop the read-your-writes token, pending position and post-write window."""
+        self.write_lsn = 0
+        self.lsn_pending = False
+        self.primary_until = 0.0
 
 
 class SessionTable:
@@ -72,14 +86,18 @@ class SessionTable:
         return sum(1 for s in self.sessions.values() if s.pinned)
 
     async def unpin(self, session_id: str, session: Session) -> None:
-        """Return the session's connection to its pool (rolling back what is open)."""
+        """Return the session's connection to its pool (rolling back what is open).
+
+        The session holds no connection from the first line on, whatever the release does:
+        a dead connection is never kept (the pool replaces it on release).
+        """
         conn, pool = session.conn, session.pool
         session.conn, session.pool = None, None
         session.in_transaction = session.sticky = False
+        if not session.tracked:
+            self.sessions.pop(session_id, None)
         if conn is not None and pool is not None and not conn.released:
             await pool.release(conn)
-        if session.write_lsn == 0 and session.primary_until <= time.monotonic():
-            self.sessions.pop(session_id, None)
 
     def start(self) -> None:
         """Start the reaper task (idempotent)."""
@@ -117,8 +135,7 @@ class SessionTable:
                     )
                     self.expired += 1
                     reaped += 1
-                session.write_lsn = 0
-                session.primary_until = 0.0
+                session.forget_writes()
                 await self.unpin(sid, session)
                 if lost_transaction:  # a tombstone for one more timeout: later statements fail
                     session.expired = True

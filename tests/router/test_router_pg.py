@@ -7,7 +7,9 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -33,8 +35,10 @@ class Bed:
         return await self.router.process(inputs)
 
 
-@pytest.fixture
-async def bed(table: str) -> AsyncIterator[Bed]:
+@asynccontextmanager
+async def make_bed(table: str, **replica_options: Any) -> AsyncIterator[Bed]:
+    """A primary pool, a replica pool (``replica_options`` override its defaults) and a
+    router, with ``table`` created on the primary."""
     primary = server_dsn("KN_PG_DSN")
     replica = server_dsn("KN_PG_REPLICA_DSN")
     runtime = LocalRuntime()
@@ -44,13 +48,13 @@ async def bed(table: str) -> AsyncIterator[Bed]:
             name="db_pool", connection_string=primary, min_connections=2, max_connections=6
         ),
     )
+    options: dict[str, Any] = {"min_connections": 2, "max_connections": 6, "timeout": 2}
     runtime.register_node(
         "replica_pool",
         WorkflowConnectionPool(
-            name="replica_pool", connection_string=replica, min_connections=2, max_connections=6,
-            timeout=2,
+            name="replica_pool", connection_string=replica, **{**options, **replica_options}
         ),
-    )  # fmt: skip
+    )
     router = QueryRouterNode(
         name="router", connection_pool="db_pool", read_replicas=["replica_pool"],
         replica_check_interval=0.2, session_timeout=1.0,
@@ -62,6 +66,12 @@ async def bed(table: str) -> AsyncIterator[Bed]:
         assert res["success"], res
         yield b
         await b.q(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture
+async def bed(table: str) -> AsyncIterator[Bed]:
+    async with make_bed(table) as b:
+        yield b
 
 
 async def test_writes_go_to_the_primary_and_plain_reads_to_the_replica(bed: Bed) -> None:
@@ -182,9 +192,11 @@ async def test_prepared_statement_hit_rate_matches_the_server(bed: Bed) -> None:
     assert engine is not None
     replica = engine.replicas.states[0].pool
     server_side = 0
+    await engine.replicas.stop()  # its checks would share the connections queried below
     for entry in replica.entries():
         conn = entry.conn._conn  # type: ignore[attr-defined]
         server_side += await conn.fetchval("SELECT count(*) FROM pg_prepared_statements")
+    engine.replicas.start()
     assert server_side == sum(e.conn.cached_statements() for e in replica.entries())
     misses = lookups - hits
     assert misses <= len(replica.entries())  # one prepare per connection, then hits
@@ -332,3 +344,188 @@ async def test_router_starts_while_its_replica_is_down(table: str) -> None:
         res = await router.process({"query": "SELECT 1 AS one"})
         assert res["data"] == [{"one": 1}] and res["routing_metadata"]["target"] == "primary"
         assert (await router.get_metrics())["replicas"]["gone"]["healthy"] is False
+
+
+# ---------------------------------------------------------------- replica failures and retries
+
+
+async def _replica(bed: Bed) -> dict[str, Any]:
+    replicas: dict[str, Any] = (await bed.router.get_metrics())["replicas"]
+    return dict(replicas["replica_pool"])
+
+
+async def _fallbacks(bed: Bed) -> int:
+    return int((await bed.router.get_metrics())["router_metrics"]["replica_fallbacks"])
+
+
+async def _until_replica_serves(bed: Bed, query: str) -> None:
+    """Wait (up to 5 s) until a plain read is served by the replica again."""
+    for _ in range(50):
+        res = await bed.q(query)
+        if res["routing_metadata"]["target"] == "replica:replica_pool":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the replica was not re-admitted within 5 s")
+
+
+def _replica_admin_dsn(admin: str) -> str:
+    """Return the superuser DSN with the replica's port (the standby is a copy of it)."""
+    port = urlsplit(server_dsn("KN_PG_REPLICA_DSN")).port
+    return admin.replace(f":{urlsplit(admin).port}/", f":{port}/", 1)
+
+
+async def test_a_replica_killed_mid_read_is_banned_and_the_read_retried_on_the_primary(
+    bed: Bed, pg_admin_dsn: str
+) -> None:
+    marker = f"kn_midread_{uuid.uuid4().hex[:8]}"
+    query = f"/* route:replica */ SELECT 7 AS v, '{marker}' AS m FROM pg_sleep(0.5)"
+    admin = await asyncpg.connect(_replica_admin_dsn(pg_admin_dsn))
+    try:
+        before = await _fallbacks(bed)
+        read = asyncio.create_task(bed.q(query))
+        killed = 0
+        for _ in range(100):  # the read is running on the standby: terminate its backend
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                f"%{marker}' AS m%",
+            )
+            if killed:
+                break
+            await asyncio.sleep(0.02)
+        assert killed == 1
+        res = await read
+    finally:
+        await admin.close()
+    assert res["success"] and res["data"] == [{"v": 7, "m": marker}], res
+    assert res["routing_metadata"]["target"] == "primary"
+    assert await _fallbacks(bed) == before + 1
+    assert (await _replica(bed))["failures"] >= 1  # banned
+    await _until_replica_serves(bed, f"SELECT count(*) FROM {bed.table}")  # and re-admitted
+
+
+async def test_a_replica_pool_that_cannot_lend_a_connection_sends_the_read_to_the_primary(
+    table: str,
+) -> None:
+    async with make_bed(table, min_connections=1, max_connections=2, timeout=0.3) as bed:
+        engine = bed.router.engine
+        assert engine is not None
+        pool = engine.replicas.states[0].pool
+        held = [await pool.acquire(), await pool.acquire()]  # the replica pool is exhausted
+        try:
+            res = await bed.q(f"SELECT count(*) AS n FROM {table}")
+            assert res["success"] and res["routing_metadata"]["target"] == "primary", res
+            replica = await _replica(bed)
+            assert replica["failures"] >= 1 and "within" in (replica["last_error"] or "")
+        finally:
+            for pc in held:
+                await pool.release(pc)
+        await _until_replica_serves(bed, f"SELECT count(*) AS n FROM {table}")
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "25006"])
+async def test_a_read_the_replica_refuses_for_recovery_or_read_only_reruns_on_the_primary(
+    bed: Bed, sqlstate: str
+) -> None:
+    fn = f"{bed.table}_refused"
+    engine = bed.router.engine
+    assert engine is not None
+    async with engine.primary.connection() as pc:
+        await engine.primary.execute(
+            pc,
+            f"CREATE FUNCTION {fn}(code text) RETURNS int LANGUAGE plpgsql AS $f$ BEGIN "
+            "IF pg_is_in_recovery() THEN RAISE EXCEPTION 'refused on the standby' "
+            "USING ERRCODE = code; END IF; RETURN 1; END $f$",
+        )
+    try:
+        replica = engine.replicas.states[0].pool
+        for _ in range(100):  # until the standby has replayed the function
+            async with replica.connection() as pc:
+                res = await replica.execute(
+                    pc, "SELECT count(*) AS n FROM pg_proc WHERE proname = $1", [fn]
+                )
+            if res.data == [{"n": 1}]:
+                break
+            await asyncio.sleep(0.02)
+        before, failures = await _fallbacks(bed), (await _replica(bed))["failures"]
+        res = await bed.q(f"/* route:replica */ SELECT {fn}('{sqlstate}') AS v")
+        assert res["success"] and res["data"] == [{"v": 1}], res
+        assert res["routing_metadata"]["target"] == "primary"
+        assert await _fallbacks(bed) == before + 1
+        assert (await _replica(bed))["failures"] == failures  # a refusal is not a failure
+    finally:
+        await bed.q(f"DROP FUNCTION IF EXISTS {fn}(text)")
+
+
+# ---------------------------------------------------------------- multi-statement strings
+
+
+async def test_ddl_inside_a_multi_statement_string_drops_prepared_statements(bed: Bed) -> None:
+    t = bed.table
+    q = f"SELECT * FROM {t} WHERE id = $1 /* route:primary */"
+    await bed.q(q, [1])
+    engine = bed.router.engine
+    assert engine is not None
+    before = (await bed.router.get_metrics())["cache_stats"]["invalidations"]
+    res = await bed.q(f"BEGIN; ALTER TABLE {t} ADD COLUMN extra int DEFAULT 7; COMMIT")
+    assert res["success"] and res["routing_metadata"]["query_type"] == "transaction", res
+    assert (await bed.router.get_metrics())["cache_stats"]["invalidations"] == before + 1
+    text = f"SELECT * FROM {t} WHERE id = $1 /* route:primary */"
+    assert not any(e.conn.has_statement(text) for e in engine.primary.entries())
+
+
+async def test_a_write_inside_a_multi_statement_string_gives_the_session_a_token(
+    bed: Bed,
+) -> None:
+    t = bed.table
+    res = await bed.q(f"BEGIN; INSERT INTO {t} VALUES (1, 'm'); COMMIT", session="multi")
+    assert res["success"] and res["routing_metadata"]["target"] == "primary", res
+    engine = bed.router.engine
+    assert engine is not None
+    assert engine.sessions.sessions["multi"].write_lsn > 0  # its reads will see the row
+    seen = await bed.q(f"SELECT v FROM {t} WHERE id = 1", session="multi")
+    assert seen["data"] == [{"v": "m"}]
+    assert (await bed.router.get_metrics())["pinned_sessions"] == 0
+
+
+async def test_a_session_is_unpinned_when_its_connection_dies_between_statements(
+    bed: Bed, pg_admin_dsn: str
+) -> None:
+    from kailash_nodes import ConnectionFailed
+
+    t = bed.table
+    await bed.q("BEGIN", session="dies")
+    await bed.q(f"INSERT INTO {t} VALUES (1, 'x')", session="dies")
+    pid = (await bed.q("SELECT pg_backend_pid() AS pid", session="dies"))["data"][0]["pid"]
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.1)
+    with pytest.raises(ConnectionFailed):
+        await bed.q(f"INSERT INTO {t} VALUES (2, 'y')", session="dies")
+    metrics = await bed.router.get_metrics()
+    assert (metrics["pinned_sessions"], metrics["active_transactions"]) == (0, 0)
+    with pytest.raises(SessionError, match="lost its transaction"):
+        await bed.q(f"INSERT INTO {t} VALUES (3, 'z')", session="dies")
+    assert (await bed.q("BEGIN", session="dies"))["success"]
+    assert (await bed.q("ROLLBACK", session="dies"))["success"]
+    res = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
+    assert res["data"] == [{"n": 0}]
+
+
+async def test_a_commit_the_server_refuses_ends_the_transaction_and_unpins(bed: Bed) -> None:
+    t = bed.table
+    deferred = f"ALTER TABLE {t} ADD CONSTRAINT {t}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED"
+    assert (await bed.q(deferred))["success"]
+    for sql in ("BEGIN", f"INSERT INTO {t} VALUES (1, 'd')", f"INSERT INTO {t} VALUES (2, 'd')"):
+        assert (await bed.q(sql, session="dup"))["success"]
+    res = await bed.q("COMMIT", session="dup")  # the deferred check fails at COMMIT
+    assert res["success"] is False and res["sqlstate"] == "23505", res
+    metrics = await bed.router.get_metrics()
+    assert (metrics["pinned_sessions"], metrics["active_transactions"]) == (0, 0)
+    assert (await bed.q("BEGIN", session="dup"))["success"]  # a new transaction, new pin
+    assert (await bed.q("ROLLBACK", session="dup"))["success"]
+    res = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
+    assert res["data"] == [{"n": 0}]
