@@ -470,3 +470,40 @@ async def test_bad_text_in_a_router_session_keeps_the_transaction(table: str) ->
             assert rows["data"] == [{"id": 1}]
         finally:
             await route(router, f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.postgres
+async def test_bad_text_read_does_not_ban_a_replica_or_replace_connections() -> None:
+    runtime = LocalRuntime()
+    for name, env in (("prim", "KN_PG_DSN"), ("repl", "KN_PG_REPLICA_DSN")):
+        runtime.register_node(
+            name,
+            WorkflowConnectionPool(
+                name=name, connection_string=server_dsn(env), min_connections=1, max_connections=2
+            ),
+        )
+    router = QueryRouterNode(name="r_bad", connection_pool="prim", read_replicas=["repl"])
+    runtime.register_node("r_bad", router)
+    async with runtime:
+        assert (await route(router, "SELECT 1 AS one"))["success"]
+        for bad in ("SELECT 1 -- \x00", "SELECT '\udfff'"):
+            with pytest.raises(InvalidQueryText):
+                await route(router, bad)
+        replica = (await router.get_metrics())["replicas"]["repl"]
+        assert replica["healthy"] and replica["failures"] == 0 and replica["last_error"] is None
+        for name in ("prim", "repl"):
+            stats = await runtime.get_node(name).process({"operation": "stats"})  # type: ignore[attr-defined]
+            assert stats["connections"]["failed"] == 0 and stats["connections"]["recycled"] == 0
+
+
+@pytest.mark.postgres
+async def test_a_timeout_through_pgbouncer_leaves_the_connection_usable() -> None:
+    pool = one_connection_pool(server_dsn("KN_PGBOUNCER_DSN"), query_timeout=0.3)
+    try:
+        async with pool.connection() as c:
+            res = await asyncio.wait_for(pool.execute(c, "SELECT pg_sleep(3)"), HANG_GUARD)
+            assert res["error_type"] == "QueryTimeout", res
+            assert (await pool.execute(c, "SELECT 1 AS one"))["data"] == [{"one": 1}]
+        assert (await run(pool, "SELECT 2 AS two"))["data"] == [{"two": 2}]
+    finally:
+        await pool.close()
