@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -266,30 +266,71 @@ def _mariadb_root(sql: str) -> bool:
     return done.returncode == 0
 
 
-@pytest.mark.mysql
-async def test_mariadb_variables_settings_and_role_do_not_reach_the_next_caller() -> None:
+_MARIADB_WHO = "SELECT @x AS x, @y AS y, @v AS v, @@session.sql_mode AS mode, current_role() AS r"
+_MARIADB_STATE = (
+    "SET @x = 5",
+    "SELECT @y := 6 AS y",
+    "SELECT 7 INTO @v",
+    "SET SESSION sql_mode = 'ANSI'",
+    "SET @@session.sql_mode = 'ANSI_QUOTES'",
+)
+
+
+@pytest.fixture
+def mariadb_role() -> Iterator[str]:
+    """A MariaDB role granted to the test user (made as root over db-up's socket)."""
     dsn = server_dsn("KN_MYSQL_DSN")
     user = dsn.split("//", 1)[1].split(":", 1)[0]
     role = f"kn_low_{uuid.uuid4().hex[:8]}"
-    has_role = _mariadb_root(f"CREATE ROLE {role}; GRANT {role} TO {user}")
-    pool = one_connection_pool(dsn)
-    who = "SELECT @x AS x, @y AS y, @v AS v, @@session.sql_mode AS mode, current_role() AS r"
+    if not _mariadb_root(f"CREATE ROLE {role}; GRANT {role} TO {user}"):
+        pytest.skip("creating a MariaDB role needs root over scripts/db-up's socket")
+    yield role
+    _mariadb_root(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.mysql
+async def test_mariadb_variables_and_settings_do_not_reach_the_next_caller() -> None:
+    pool = one_connection_pool(server_dsn("KN_MYSQL_DSN"))
     try:
-        before = (await run(pool, who))["data"]
-        for sql in (
-            "SET @x = 5",
-            "SELECT @y := 6 AS y",
-            "SELECT 7 INTO @v",
-            "SET SESSION sql_mode = 'ANSI'",
-            "SET @@session.sql_mode = 'ANSI_QUOTES'",
-            *([f"SET ROLE {role}"] if has_role else []),
-        ):
+        before = (await run(pool, _MARIADB_WHO))["data"]
+        for sql in _MARIADB_STATE:
             assert (await run(pool, sql))["success"], sql
-            assert (await run(pool, who))["data"] == before, sql
+            assert (await run(pool, _MARIADB_WHO))["data"] == before, sql
     finally:
         await pool.close()
-        if has_role:
-            _mariadb_root(f"DROP ROLE {role}")
+
+
+@pytest.mark.mysql
+async def test_mariadb_set_role_does_not_reach_the_next_caller(mariadb_role: str) -> None:
+    pool = one_connection_pool(server_dsn("KN_MYSQL_DSN"))
+    try:
+        async with pool.connection() as c:
+            assert (await pool.execute(c, f"SET ROLE {mariadb_role}"))["success"]
+            assert (await pool.execute(c, "SELECT current_role() AS r"))["data"] == [
+                {"r": mariadb_role}
+            ]
+        assert (await run(pool, "SELECT current_role() AS r"))["data"] == [{"r": None}]
+    finally:
+        await pool.close()
+
+
+@pytest.mark.mysql
+async def test_mariadb_session_state_through_the_router_does_not_reach_the_next_statement(
+    mariadb_role: str,
+) -> None:
+    runtime, router = router_bed(server_dsn("KN_MYSQL_DSN"))
+    async with runtime:
+        before = (await route(router, _MARIADB_WHO))["data"]
+        for sql in (*_MARIADB_STATE, f"SET ROLE {mariadb_role}"):
+            assert (await route(router, sql))["success"], sql
+            assert (await route(router, _MARIADB_WHO))["data"] == before, sql
+        # in a session, then ended
+        for sql in ("SET @x = 9", f"SET ROLE {mariadb_role}"):
+            assert (await route(router, sql, session="s"))["success"], sql
+        inside = (await route(router, "SELECT @x AS x, current_role() AS r", session="s"))["data"]
+        assert inside == [{"x": 9, "r": mariadb_role}]
+        await router.process({"operation": "end_session", "session_id": "s"})
+        assert (await route(router, _MARIADB_WHO))["data"] == before
 
 
 # ---------------------------------------------------------------- 3. COMMIT answered ROLLBACK
