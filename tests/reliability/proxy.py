@@ -12,7 +12,8 @@ Put it between a pool and a server (``proxy.dsn(server_dsn)``), then inject a fa
 - :meth:`FaultProxy.cut_after_bytes` -- drop new connections after N bytes in one
   direction (during connect, authentication or the TLS handshake);
 - :meth:`FaultProxy.stall` -- stop forwarding in both directions without closing anything
-  (a black hole: new connections are accepted and hang too);
+  (a black hole: new connections are accepted and hang too); :meth:`stall_on_reply` does
+  it when the server answers with a given command tag (the answer is held);
 - :meth:`FaultProxy.refuse` -- stop listening (new connects get ECONNREFUSED);
 - :meth:`FaultProxy.restore` -- undo every fault (already cut connections stay cut).
 
@@ -60,6 +61,7 @@ class Rule:
     once: bool = True
     new_links_only: bool = False
     limit: int | None = None  # for cut_after_bytes: forward up to this many bytes, then cut
+    stall: bool = False  # stall the proxy (hold this chunk) instead of cutting the link
     born: int = 0  # links opened before this number are not affected (new_links_only)
     fired: int = 0
 
@@ -255,6 +257,14 @@ class FaultProxy:
         without forwarding the answer: the server did it, the client never hears so."""
         return self.cut_when(S2C, lambda c: any(t.startswith(tag) for t in c.tags), once=once)
 
+    def stall_on_reply(self, tag: str) -> Rule:
+        """Stall the proxy when the server answers with command tag ``tag``, holding the
+        answer (and everything else) until :meth:`restore`: the server did it, the client
+        waits."""
+        rule = self.cut_when(S2C, lambda c: any(t.startswith(tag) for t in c.tags))
+        rule.stall = True
+        return rule
+
     def cut_after_bytes(self, limit: int, direction: str = S2C, *, once: bool = False) -> Rule:
         """Drop each link opened from now on after ``limit`` bytes in ``direction``."""
         rule = self.cut_when(direction, lambda c: True, once=once, new_links_only=True)
@@ -317,7 +327,8 @@ class FaultProxy:
             while not link.closed:
                 data = await reader.read(_READ)
                 if not data:
-                    out.write_eof() if out.can_write_eof() else out.close()
+                    if out.can_write_eof():
+                        out.write_eof()
                     return
                 await self._flowing.wait()
                 if link.closed:
@@ -326,7 +337,12 @@ class FaultProxy:
                 if link.parser is not None:
                     link.parser.feed(chunk)
                 rule = self._matching_rule(link, chunk)
-                if rule is not None:
+                if rule is not None and rule.stall:
+                    self.stall()
+                    await self._flowing.wait()
+                    if link.closed:
+                        return
+                elif rule is not None:
                     keep = rule.limit - chunk.before if rule.limit is not None else 0
                     if rule.forward or keep > 0:
                         out.write(data if rule.forward else data[: max(keep, 0)])

@@ -1,0 +1,170 @@
+"""TLS: the pool reaches a PostgreSQL that accepts only ``hostssl`` connections.
+
+The server (``servers.PgCluster.create(tls=True)``) has a certificate for 127.0.0.1 signed by
+a CA made in the test setup with the openssl CLI, and rejects every connection without TLS.
+The libpq TLS options of the DSN (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, ...)
+go through to asyncpg; a connection that cannot be made is a typed ``ConnectionFailed``,
+also when the TLS handshake itself is cut or stalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kailash_nodes import WorkflowConnectionPool
+from kailash_nodes.errors import ConnectionFailed
+from tests.reliability.conftest import LONG, Figures, ProxyFactory
+from tests.reliability.proxy import C2S, S2C
+from tests.reliability.servers import PgCluster
+
+pytestmark = pytest.mark.postgres
+GUARD = 20.0
+TRIES = 20 if LONG else 3
+
+
+@pytest.fixture
+async def make_pool() -> AsyncIterator[Any]:
+    """Build pools; every pool is closed at teardown."""
+    pools: list[WorkflowConnectionPool] = []
+
+    def make(dsn: str, **options: Any) -> WorkflowConnectionPool:
+        options.setdefault("name", f"tls_{uuid.uuid4().hex[:6]}")
+        options.setdefault("connect_timeout", 3.0)
+        pool = WorkflowConnectionPool(connection_string=dsn, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+
+
+async def _ssl_in_use(pool: WorkflowConnectionPool) -> bool:
+    """Return what the server says about the connection the pool lends: TLS or not."""
+
+    async def run() -> bool:
+        async with pool.connection() as conn:
+            res = await pool.execute(
+                conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            )
+            assert res["success"], res
+            return bool(res["data"][0]["ssl"])
+
+    return await asyncio.wait_for(run(), GUARD)
+
+
+async def test_sslmode_require_in_the_dsn_connects_over_tls(
+    pg_tls: PgCluster, make_pool: Any
+) -> None:
+    pool = make_pool(f"{pg_tls.primary.dsn}?sslmode=require", min_connections=2)
+    assert await _ssl_in_use(pool)
+
+
+@pytest.mark.parametrize("mode", ["verify-ca", "verify-full"])
+async def test_the_ca_file_verifies_the_server_certificate(
+    pg_tls: PgCluster, make_pool: Any, mode: str
+) -> None:
+    pool = make_pool(f"{pg_tls.primary.dsn}?sslmode={mode}&sslrootcert={pg_tls.ca_file}")
+    assert await _ssl_in_use(pool)
+
+
+async def test_a_certificate_from_another_ca_is_refused_typed(
+    pg_tls: PgCluster, make_pool: Any, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.crt"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "1",
+         "-subj", "/CN=not the server's CA", "-keyout", str(tmp_path / "k"), "-out", str(other)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    pool = make_pool(f"{pg_tls.primary.dsn}?sslmode=verify-full&sslrootcert={other}")
+    with pytest.raises(ConnectionFailed, match="certificate verify failed"):
+        await asyncio.wait_for(pool.initialize(), GUARD)
+
+
+async def test_a_missing_ca_file_is_refused_typed(
+    pg_tls: PgCluster, make_pool: Any, tmp_path: Path
+) -> None:
+    pool = make_pool(
+        f"{pg_tls.primary.dsn}?sslmode=verify-full&sslrootcert={tmp_path / 'absent.crt'}"
+    )
+    with pytest.raises(ConnectionFailed) as caught:
+        await asyncio.wait_for(pool.initialize(), GUARD)
+    if "absent.crt" not in str(caught.value):
+        pytest.xfail(f"defect: the message does not name the missing file: {caught.value}")
+
+
+async def test_without_tls_the_hostssl_server_is_refused_typed(
+    pg_tls: PgCluster, make_pool: Any
+) -> None:
+    pool = make_pool(f"{pg_tls.primary.dsn}?sslmode=disable")
+    with pytest.raises(ConnectionFailed, match="no encryption"):
+        await asyncio.wait_for(pool.initialize(), GUARD)
+
+
+async def test_without_sslmode_the_driver_prefers_tls(pg_tls: PgCluster, make_pool: Any) -> None:
+    """asyncpg's default is libpq's ``prefer``: TLS when offered, without verification."""
+    assert await _ssl_in_use(make_pool(pg_tls.primary.dsn))
+
+
+@pytest.mark.parametrize("direction", [S2C, C2S])
+async def test_a_cut_tls_handshake_fails_typed_and_the_pool_recovers(
+    pg_tls: PgCluster,
+    make_pool: Any,
+    make_proxy: ProxyFactory,
+    reliability: Figures,
+    direction: str,
+) -> None:
+    """Every connection is cut 200 bytes into the handshake (the ServerHello and the
+    certificate, or the client's key exchange): acquire fails typed, and once the network
+    is back the pool serves again without caller action."""
+    proxy = await make_proxy(pg_tls.primary.dsn)
+    pool = make_pool(
+        f"{proxy.dsn(pg_tls.primary.dsn)}?sslmode=require", min_connections=1, timeout=2.0
+    )
+    assert await _ssl_in_use(pool)
+    recover = []
+    for _ in range(TRIES):
+        rule = proxy.cut_after_bytes(200 if direction == S2C else 40, direction)
+        proxy.cut_all()
+        while not rule.fired:  # the idle connection that was cut fails first, then reconnects
+            with pytest.raises(ConnectionFailed):
+                await _ssl_in_use(pool)
+        with pytest.raises(ConnectionFailed):  # every reconnect is cut in its handshake
+            await _ssl_in_use(pool)
+        await proxy.restore()
+        back = time.monotonic()
+        while True:
+            try:
+                if await _ssl_in_use(pool):
+                    break
+            except ConnectionFailed:
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - back < GUARD, "the pool did not recover"
+        recover.append(time.monotonic() - back)
+    reliability.add(f"TLS handshake cut ({direction})", tries=TRIES, recover_s=max(recover))
+
+
+async def test_a_stalled_tls_handshake_times_out_typed(
+    pg_tls: PgCluster, make_pool: Any, make_proxy: ProxyFactory
+) -> None:
+    proxy = await make_proxy(pg_tls.primary.dsn)
+    pool = make_pool(
+        f"{proxy.dsn(pg_tls.primary.dsn)}?sslmode=require", min_connections=0, connect_timeout=1.0
+    )
+    proxy.stall()
+    began = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        await _ssl_in_use(pool)
+    assert time.monotonic() - began < GUARD
+    await proxy.restore()
+    assert await _ssl_in_use(pool)
