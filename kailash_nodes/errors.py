@@ -45,7 +45,9 @@ class UnknownOperation(NodeExecutionError, ValueError):
 
 
 class ParameterError(NodeExecutionError, ValueError):
-    """Query parameters do not fit the query (count, names, style or types)."""
+    """A request's inputs do not fit: ``process()`` given something other than a mapping,
+    an input of the wrong type or value (the message names it), or query parameters that do
+    not fit the query (count, names, style or types)."""
 
 
 class InvalidQueryText(ParameterError):
