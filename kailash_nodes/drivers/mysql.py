@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiomysql
@@ -16,7 +18,7 @@ import pymysql
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import NoServerPrepare, Rows
-from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError, QueryError
 
 __all__ = ["DRIVER", "MySQLConnection", "MySQLDriver"]
 
@@ -137,6 +139,44 @@ class MySQLConnection(NoServerPrepare):
         return QueryError(str(exc), error_type=type(exc).__name__)
 
 
+def _tls_context(options: Mapping[str, str]) -> ssl.SSLContext | None:
+    """Return the TLS context the DSN's options ask for, with libpq's names (as for
+    PostgreSQL): ``sslmode`` ``disable`` (the default; ``allow``/``prefer`` do the same),
+    ``require`` (encrypted, not verified), ``verify-ca``, ``verify-full`` (also the host
+    name); ``sslrootcert`` (CA file), ``sslcert``/``sslkey`` (client certificate).
+
+    Raises ConfigError for an unknown ``sslmode``, OSError naming the files when one cannot
+    be loaded (the caller wraps it in ConnectionFailed).
+
+    >>> _tls_context({}) is None, _tls_context({"sslmode": "prefer"}) is None
+    (True, True)
+    >>> ctx = _tls_context({"sslmode": "require"})
+    >>> ctx.verify_mode == ssl.CERT_NONE, ctx.check_hostname
+    (True, False)
+    >>> _tls_context({"sslmode": "verify-full"}).check_hostname
+    True
+    """
+    mode = options.get("sslmode", "disable")
+    if mode in ("disable", "allow", "prefer"):
+        return None
+    if mode not in ("require", "verify-ca", "verify-full"):
+        raise ConfigError(
+            "sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full "
+            f"(got sslmode={mode!r})"
+        )
+    try:
+        ctx = ssl.create_default_context(cafile=options.get("sslrootcert"))
+        if "sslcert" in options:
+            ctx.load_cert_chain(options["sslcert"], options.get("sslkey"))
+    except OSError as exc:  # the error itself does not say which file
+        files = {k: options[k] for k in ("sslrootcert", "sslcert", "sslkey") if k in options}
+        raise OSError(f"TLS files {files} could not be loaded: {exc}") from exc
+    ctx.check_hostname = mode == "verify-full"
+    if mode == "require":
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class MySQLDriver:
     """Opens aiomysql connections in autocommit mode with utf8mb4."""
 
@@ -158,6 +198,7 @@ class MySQLDriver:
                     client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
                     connect_timeout=params.connect_timeout,
                     program_name=params.application_name,
+                    ssl=_tls_context(params.options),
                 )
                 cursor = await conn.cursor(aiomysql.DictCursor)
         except (OSError, TimeoutError, pymysql.MySQLError) as exc:
