@@ -63,6 +63,17 @@ def private_mariadb() -> Iterator[MariaDB]:
     server.destroy()
 
 
+@pytest.fixture(scope="session")
+def mariadb_tls() -> Iterator[MariaDB]:
+    """A private MariaDB that refuses connections without TLS; ``ca_file`` signed its cert."""
+    try:
+        server = MariaDB.create(tls=True)
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+    yield server
+    server.destroy()
+
+
 ProxyFactory = Callable[[str], Awaitable[FaultProxy]]
 
 

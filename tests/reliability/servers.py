@@ -27,7 +27,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MariaDB", "PgCluster", "PgServer", "ServerUnavailable", "free_port"]
+__all__ = [
+    "MariaDB",
+    "PgCluster",
+    "PgServer",
+    "ServerUnavailable",
+    "free_port",
+    "make_certificates",
+]
 
 USER, PASSWORD, DATABASE = "kailash", "kailash", "kailash_test"
 ADMIN_PASSWORD = "kailash-admin"
@@ -107,6 +114,29 @@ def _wait_port(port: int, timeout: float = WAIT) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
         time.sleep(0.05)
+
+
+def make_certificates(base: Path, server_dir: Path, owner: str) -> None:
+    """Make ``base/ca.crt`` (a CA) and ``server_dir/server.{crt,key}`` (a certificate for
+    127.0.0.1 and localhost signed by it, owned by the server's OS user) with openssl."""
+    if shutil.which("openssl") is None:
+        raise ServerUnavailable("a TLS server needs the openssl command")
+    d = server_dir
+    ossl = ["openssl", "req", "-nodes", "-newkey", "rsa:2048", "-days", "2"]
+    _run([*ossl, "-x509", "-subj", "/CN=kailash test CA", "-keyout", f"{base}/ca.key",
+          "-out", f"{base}/ca.crt"])  # fmt: skip
+    _run([*ossl, "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/server.key",
+          "-out", f"{base}/server.csr"])  # fmt: skip
+    ext = base / "san.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    _run(["openssl", "x509", "-req", "-in", f"{base}/server.csr", "-CA", f"{base}/ca.crt",
+          "-CAkey", f"{base}/ca.key", "-CAcreateserial", "-days", "2", "-extfile", str(ext),
+          "-out", f"{d}/server.crt"])  # fmt: skip
+    (d / "server.key").chmod(0o600)
+    if IS_ROOT:
+        for f in ("server.key", "server.crt"):
+            shutil.chown(d / f, owner, owner)
+    (base / "ca.crt").chmod(0o644)
 
 
 class PgServer:
@@ -207,7 +237,7 @@ class PgCluster:
         )  # fmt: skip
         p.append_conf(_PG_CONF)
         if tls:
-            self._make_certificates()
+            make_certificates(self.base, p.datadir, "postgres")
             p.append_conf("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
             # Password logins over TCP only with TLS; without it the server rejects them.
             hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
@@ -219,27 +249,6 @@ class PgCluster:
             f"ALTER ROLE postgres PASSWORD '{ADMIN_PASSWORD}'"
         )
         p.psql(f"CREATE DATABASE {DATABASE} OWNER {USER}")
-
-    def _make_certificates(self) -> None:
-        """A CA and a server certificate for 127.0.0.1/localhost, signed by it (openssl)."""
-        if shutil.which("openssl") is None:
-            raise ServerUnavailable("the TLS server needs the openssl command")
-        d, base = self.primary.datadir, self.base
-        ossl = ["openssl", "req", "-nodes", "-newkey", "rsa:2048", "-days", "2"]
-        _run([*ossl, "-x509", "-subj", "/CN=kailash test CA", "-keyout", f"{base}/ca.key",
-              "-out", f"{base}/ca.crt"])  # fmt: skip
-        _run([*ossl, "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/server.key",
-              "-out", f"{base}/server.csr"])  # fmt: skip
-        ext = base / "san.ext"
-        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-        _run(["openssl", "x509", "-req", "-in", f"{base}/server.csr", "-CA", f"{base}/ca.crt",
-              "-CAkey", f"{base}/ca.key", "-CAcreateserial", "-days", "2", "-extfile", str(ext),
-              "-out", f"{d}/server.crt"])  # fmt: skip
-        (d / "server.key").chmod(0o600)
-        if IS_ROOT:
-            for f in ("server.key", "server.crt"):
-                shutil.chown(d / f, "postgres", "postgres")
-        (base / "ca.crt").chmod(0o644)
 
     def _clone_replica(self) -> None:
         p = self.primary
@@ -289,9 +298,10 @@ def _mariadbd() -> str | None:
 class MariaDB:
     """A private MariaDB server: ``create``, ``stop``, ``start``, ``destroy``."""
 
-    def __init__(self, base: Path, port: int) -> None:
+    def __init__(self, base: Path, port: int, tls: bool = False) -> None:
         self.base = base
         self.port = port
+        self.tls = tls
         self.datadir = base / "data"
         self.socket = base / "mariadb.sock"
         self.pidfile = base / "mariadb.pid"
@@ -303,13 +313,24 @@ class MariaDB:
         """The test user's DSN."""
         return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
 
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that signed a TLS server's certificate."""
+        return self.base / "ca.crt"
+
     @classmethod
-    def create(cls) -> MariaDB:
-        """Install a data directory, start the server, create the test user and database."""
+    def create(cls, *, tls: bool = False) -> MariaDB:
+        """Install a data directory, start the server, create the test user and database.
+
+        ``tls=True``: the server has a certificate signed by :attr:`ca_file` and refuses
+        connections without TLS (``require_secure_transport``).
+        """
         if _mariadbd() is None or shutil.which("mariadb-install-db") is None:
             raise ServerUnavailable("no MariaDB server binaries")
-        server = cls(_owned_dir("kn-my-", "mysql"), free_port())
+        server = cls(_owned_dir("kn-my-", "mysql"), free_port(), tls)
         try:
+            if tls:
+                make_certificates(server.base, server.base, "mysql")
             user = ["--user=mysql"] if IS_ROOT else []
             _run(["mariadb-install-db", "--no-defaults", *user, f"--datadir={server.datadir}",
                   "--skip-test-db", "--auth-root-authentication-method=normal"])  # fmt: skip
@@ -338,7 +359,7 @@ class MariaDB:
                  "--bind-address=127.0.0.1", "--skip-name-resolve", "--max-connections=100",
                  "--character-set-server=utf8mb4", "--innodb-buffer-pool-size=16M",
                  "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin",
-                 f"--log-error={self.log}"],
+                 f"--log-error={self.log}", *self._tls_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + WAIT
@@ -352,6 +373,13 @@ class MariaDB:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mariadbd not ready after {WAIT:g}s; log: {self.log}")
             time.sleep(0.1)
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        b = self.base
+        return [f"--ssl-ca={b}/ca.crt", f"--ssl-cert={b}/server.crt", f"--ssl-key={b}/server.key",
+                "--require-secure-transport=ON"]  # fmt: skip
 
     def sql(self, sql: str) -> str:
         """Run ``sql`` as root over the unix socket; return the output."""
