@@ -39,14 +39,12 @@ __all__ = ["DRIVER", "PostgresConnection", "PostgresDriver"]
 # so it is sent alone, after a ROLLBACK when one is needed. DEALLOCATE ALL drops the server
 # side of our statement cache too, so the cache is cleared.
 _RESET_SQL = "DISCARD ALL"
-# A named statement the server (or a proxy in front of it) does not keep: the statement
-# was never run, so it can be retried unnamed outside a transaction.
+# A named statement of ours the server (or a proxy in front of it) does not keep
+# (26000 "does not exist", 42P05 "already exists", naming our statement), or a proxy that
+# refuses named statements: the statement was never run, so it can be retried unnamed
+# outside a transaction. A user's own EXECUTE/DEALLOCATE of a missing name is not this.
 _NAMED_REJECTED = frozenset({"26000", "42P05"})
-_NAMED_REJECTED_MESSAGE = re.compile(
-    r"prepared statement .*(does not exist|already exists|not supported)"
-    r"|prepared statements? (are|is) not supported",
-    re.I | re.S,
-)
+_NAMED_REFUSED = re.compile(r"prepared statements? (are|is) not supported", re.I)
 # Statements whose command tag "ROLLBACK" means the transaction failed and was rolled back.
 _ENDS_TRANSACTION = re.compile(
     r"\s*(?:(?:--[^\n]*(?:\n|\Z)|/\*.*?\*/)\s*)*(?:COMMIT|END|PREPARE\s+TRANSACTION)\b",
@@ -138,7 +136,7 @@ class PostgresConnection:
             raise exc
         if isinstance(exc, asyncpg.InvalidCachedStatementError):
             self._stmts.pop(text, None)
-        elif self.named_statements and _rejects_named(exc):
+        elif self.named_statements and self._rejects_named(exc):
             self.use_unnamed_statements()
         else:
             raise self._wrap(exc) from exc
@@ -150,6 +148,15 @@ class PostgresConnection:
             raise
         except Exception as again:
             raise self._wrap(again) from again
+
+    def _rejects_named(self, exc: BaseException) -> bool:
+        """Tell whether ``exc`` says the server does not keep our named statements."""
+        if not isinstance(exc, asyncpg.PostgresError):
+            return False
+        message = str(exc)
+        if getattr(exc, "sqlstate", None) in _NAMED_REJECTED and self._prefix in message:
+            return True
+        return _NAMED_REFUSED.search(message) is not None
 
     def use_unnamed_statements(self) -> None:
         """Stop using named statements on this connection (a proxy or a server that does
@@ -199,7 +206,7 @@ class PostgresConnection:
         try:
             await self._prepare(text, timeout)
         except Exception as exc:
-            if _rejects_named(exc):
+            if self._rejects_named(exc):
                 self.use_unnamed_statements()
             raise self._wrap(exc) from exc
         return True
@@ -345,15 +352,6 @@ class PostgresConnection:
         if isinstance(exc, OSError | asyncpg.InterfaceError) or self._conn.is_closed():
             return ConnectionFailed(f"PostgreSQL connection failed: {exc}")
         return QueryError(str(exc), error_type=type(exc).__name__)
-
-
-def _rejects_named(exc: BaseException) -> bool:
-    """Tell whether ``exc`` says the server does not keep named prepared statements."""
-    if not isinstance(exc, asyncpg.PostgresError):
-        return False
-    if getattr(exc, "sqlstate", None) in _NAMED_REJECTED:
-        return True
-    return _NAMED_REJECTED_MESSAGE.search(str(exc)) is not None
 
 
 def _check_commit(status: str, text: str) -> None:

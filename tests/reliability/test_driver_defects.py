@@ -130,6 +130,27 @@ async def test_a_named_statement_the_server_lost_is_retried_unnamed_and_prepare_
 
 
 @pytest.mark.postgres
+async def test_a_users_own_missing_or_duplicate_statement_name_keeps_prepare_on() -> None:
+    pool = one_connection_pool(server_dsn("KN_PG_DSN"))
+    try:
+        async with pool.connection() as c:
+            assert (await pool.execute(c, "SELECT $1::int AS x", [1]))["success"]
+            for sql, state in (
+                ("EXECUTE kn_user_missing", "26000"),
+                ("DEALLOCATE kn_user_missing", "26000"),
+                ("PREPARE kn_user_dup AS SELECT 1", None),
+                ("PREPARE kn_user_dup AS SELECT 1", "42P05"),
+            ):
+                res = await pool.execute(c, sql)
+                assert res["sqlstate"] == state, (sql, res)
+            (entry,) = pool.engine.entries()
+            assert entry.conn.server_prepare is True
+            assert entry.conn.has_statement("SELECT $1::int AS x")
+    finally:
+        await pool.close()
+
+
+@pytest.mark.postgres
 async def test_router_through_pgbouncer_with_defaults_prepares_nothing_by_name() -> None:
     runtime, router = router_bed(server_dsn("KN_PGBOUNCER_DSN"), max_connections=8)
     wrong: list[Any] = []
