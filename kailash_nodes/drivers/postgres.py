@@ -17,6 +17,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 
@@ -55,6 +56,11 @@ _ENDS_TRANSACTION = re.compile(
 # a role change the text scan cannot see (``set_config('role', ...)`` inside a function,
 # on a superuser pool). Two attributes: each read costs ~0.6 µs on every release.
 _IDENTITY = ("session_authorization", "is_superuser")
+# The DSN options of libpq's that asyncpg supports for TLS; passed through as they are.
+_TLS_OPTIONS = frozenset(
+    {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl",
+     "ssl_min_protocol_version", "ssl_max_protocol_version", "sslnegotiation"}
+)  # fmt: skip
 # SQLSTATEs meaning the session is gone: class 08, and operator intervention on it.
 _FATAL_STATES = frozenset({"57P01", "57P02", "57P03", "57P05"})
 _VALUE_IN_MESSAGE = re.compile(r"^(invalid input for query argument \$\d+): .*? \((.*)\)$", re.S)
@@ -393,8 +399,9 @@ class PostgresDriver:
         Also finds out whether a proxy sits in front of the server (see the module doc).
         """
         extra: dict[str, Any] = {}
-        if "sslmode" in params.options:
-            extra["ssl"] = params.options["sslmode"]
+        tls = {k: v for k, v in params.options.items() if k in _TLS_OPTIONS}
+        if tls:  # libpq's TLS options, which asyncpg reads from a DSN (the fields below win)
+            extra["dsn"] = "postgresql://?" + urlencode(tls)
         conn: Any = None
         try:
             conn = await asyncpg.connect(
