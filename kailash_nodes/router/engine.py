@@ -11,7 +11,6 @@ a repeated statement costs a dictionary hit before its I/O.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ from kailash_nodes.errors import (
     TooManyRequests,
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
+from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.prewarm import (
     PREDICTOR,
     RUNTIME,
@@ -38,7 +38,7 @@ from kailash_nodes.router.prewarm import (
     prepare_ahead,
     prepare_on,
 )
-from kailash_nodes.router.replicas import ReplicaSet, ReplicaState, lsn_to_int
+from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
 from kailash_nodes.sql import Category, Classification, classify, rewrite
 
@@ -49,9 +49,6 @@ _DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
 _COMMITS = frozenset({"commit", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
-# The insert position, not the write position: with synchronous_commit=off a COMMIT is
-# acknowledged before its record is written, and the token must still cover it.
-_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
 # Not prepared ahead: DDL (it invalidates, and preparing it buys nothing) and session
 # state (it pins a session connection).
 _NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
@@ -93,8 +90,6 @@ class RouterMetrics:
     reads_primary: int = 0
     writes: int = 0
     fallbacks: int = 0
-    consistency_waits: int = 0
-    consistency_fallbacks: int = 0
     cache_lookups: int = 0
     cache_hits: int = 0
     invalidations: int = 0
@@ -120,7 +115,13 @@ class QueryRouter:
         backend = primary.config.connect.backend
         self.dialect = _DIALECTS[backend]
         self._style = primary.driver.placeholder_style
-        self._tracks_lsn = backend == "postgresql" and bool(self.replicas.states)
+        self.consistency = ReadYourWrites(
+            primary,
+            track_lsn=backend == "postgresql" and bool(self.replicas.states),
+            replicas=bool(self.replicas.states),
+            window=options.replica_lag_threshold,
+            timeout=options.consistency_timeout,
+        )
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
@@ -195,7 +196,7 @@ class QueryRouter:
             cls.replica_safe
             and self.split
             and self._read_from_replica(session)
-            and (session is None or await self._position_known(session))
+            and (session is None or await self.consistency.position_known(session))
         ):
             routed = await self._try_replica(cls, query, params, start, session)
             if routed is not None:
@@ -205,10 +206,10 @@ class QueryRouter:
         try:
             routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
             if session is not None and cls.writes:
-                await self._note_write(session, pool, pc)
+                await self.consistency.note_write(session, pool, pc)
         except OutcomeUnknown:
             if session is not None:  # it may have been applied: reads must be able to see it
-                self._note_unknown_write(session)
+                self.consistency.note_unknown_write(session)
             raise
         finally:
             await pool.release(pc)
@@ -253,8 +254,8 @@ class QueryRouter:
             self.metrics.fallbacks += 1
             return None
         try:
-            if token > state.replay_lsn and not await self._caught_up(state, pc, token):
-                self.metrics.consistency_fallbacks += 1
+            if token > state.replay_lsn and not await self.consistency.caught_up(state, pc, token):
+                self.consistency.fallbacks += 1
                 return None
             routed = await self._run(
                 state.pool, pc, cls, query, params, start, f"replica:{state.name}", session
@@ -264,7 +265,7 @@ class QueryRouter:
             self.metrics.fallbacks += 1
             return None
         except QueryError:  # the replay-position poll was refused (recovery conflict)
-            self.metrics.consistency_fallbacks += 1
+            self.consistency.fallbacks += 1
             return None
         finally:
             await state.pool.release(pc)
@@ -283,21 +284,6 @@ class QueryRouter:
             return rewrite(query, self._style).text
         except ParameterError:
             return None  # raised again, with context, when the statement runs
-
-    async def _caught_up(self, state: ReplicaState, pc: PooledConnection, token: int) -> bool:
-        """Wait (bounded) until the replica has replayed the session's last write."""
-        self.metrics.consistency_waits += 1
-        deadline = time.monotonic() + self.options.consistency_timeout
-        while True:
-            res = await state.pool.execute(
-                pc, "SELECT pg_last_wal_replay_lsn()::text AS lsn", fetch_mode="one", observe=False
-            )
-            state.replay_lsn = max(state.replay_lsn, lsn_to_int(res.data["lsn"]))
-            if state.replay_lsn >= token:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.001)
 
     async def _in_session(
         self,
@@ -356,7 +342,7 @@ class QueryRouter:
         """
         lost = session.in_transaction and cls.transaction_op not in _ENDS
         if unknown:  # it may have committed: reads must see it if it did
-            self._note_unknown_write(session)
+            self.consistency.note_unknown_write(session)
         await self.sessions.unpin(sid, session)
         if lost:
             session.expired = True
@@ -377,7 +363,7 @@ class QueryRouter:
             session.sticky = True
         try:
             if op in _COMMITS or (cls.writes and not session.in_transaction):
-                await self._note_write(session, pool, pc)
+                await self.consistency.note_write(session, pool, pc)
         finally:  # the COMMIT's answer is the outcome: bookkeeping never keeps the pin
             if op in _ENDS:
                 await self._end_transaction(sid, session)
@@ -397,58 +383,6 @@ class QueryRouter:
             session.expired = False
             await self.sessions.unpin(session_id, session)
         return True
-
-    async def _note_write(
-        self, session: Session, pool: ConnectionPool, pc: PooledConnection
-    ) -> None:
-        """Remember what the session's next replica read must see; never raises for it.
-
-        PostgreSQL: the primary's WAL position, read on the connection that wrote. If that
-        read fails (the connection died after the write's answer), the write still stands
-        and the position is read later, from any primary connection
-        (``_position_known``). Other backends have no position to compare, so the session
-        reads from the primary until a replica within the lag threshold must have caught up.
-        """
-        if not self._tracks_lsn:
-            self._note_unknown_write(session)
-            return
-        session.lsn_pending = True  # what a failed or cancelled read below leaves
-        try:
-            lsn = await self._current_lsn(pool, pc)
-        except (ConnectionFailed, QueryError) as exc:
-            logger.debug("WAL position after a write not read (read later): %s", exc)
-            return
-        session.write_lsn = max(session.write_lsn, lsn)
-        session.lsn_pending = False
-
-    def _note_unknown_write(self, session: Session) -> None:
-        """A write may have happened at a position not known: read-your-writes must hold."""
-        if self._tracks_lsn:
-            session.lsn_pending = True
-        elif self.replicas.states:
-            session.primary_until = time.monotonic() + self.options.replica_lag_threshold
-
-    async def _position_known(self, session: Session) -> bool:
-        """Return whether the session's read-your-writes position is known, reading a
-        pending one from a primary connection (any position read after the write was
-        answered is at or past it). False: the read goes to the primary."""
-        if not session.lsn_pending:
-            return True
-        pool = self.primary
-        try:
-            async with pool.connection(timeout=min(pool.config.timeout, 2.0)) as pc:
-                lsn = await self._current_lsn(pool, pc)
-        except (ConnectionFailed, PoolTimeout, TooManyRequests, QueryError) as exc:
-            logger.debug("WAL position for session %s not read: %s", session.id, exc)
-            self.metrics.consistency_fallbacks += 1
-            return False
-        session.write_lsn = max(session.write_lsn, lsn)
-        session.lsn_pending = False
-        return True
-
-    async def _current_lsn(self, pool: ConnectionPool, pc: PooledConnection) -> int:
-        res = await pool.execute(pc, _LSN_SQL, fetch_mode="one", observe=False)
-        return lsn_to_int(res.data["lsn"])
 
     async def _run(
         self,
@@ -631,8 +565,8 @@ class QueryRouter:
                 "reads_to_primary": m.reads_primary,
                 "writes_to_primary": m.writes,
                 "replica_fallbacks": m.fallbacks,
-                "consistency_waits": m.consistency_waits,
-                "consistency_fallbacks": m.consistency_fallbacks,
+                "consistency_waits": self.consistency.waits,
+                "consistency_fallbacks": self.consistency.fallbacks,
             },
             "cache_stats": {
                 "hit_rate": (m.cache_hits / m.cache_lookups) if m.cache_lookups else 0.0,
