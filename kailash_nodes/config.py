@@ -10,19 +10,25 @@ from __future__ import annotations
 import logging
 import math
 import os
+import reprlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from kailash_nodes.errors import ConfigError
+from kailash_nodes.errors import ConfigError, KailashNodesError
+from kailash_nodes.secret import Secret, redact_dsn
 
 __all__ = [
     "DATABASE_URL_ENV",
     "ConnectParams",
     "PoolConfig",
+    "check_bool",
+    "check_number",
+    "check_str",
     "parse_dsn",
+    "redact_options",
 ]
 
 logger = logging.getLogger("kailash_nodes.config")
@@ -78,7 +84,7 @@ class ConnectParams:
     port: int | None = None
     database: str | None = None
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: Secret | None = None  # drivers pass it on as is (asyncpg calls it)
     options: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
     application_name: str = "kailash_nodes"
@@ -93,20 +99,23 @@ class ConnectParams:
 def parse_dsn(dsn: str) -> tuple[str, dict[str, Any]]:
     """Split a DSN into the backend name and connection fields.
 
+    The password comes back in a `Secret` (also one given as a ``password=`` query option).
+
     >>> parse_dsn("postgresql://app:s%40cret@db.local:6543/shop?sslmode=disable")[1]["password"]
-    's@cret'
+    Secret('***')
     >>> parse_dsn("sqlite:////tmp/app.db")
     ('sqlite', {'database': '/tmp/app.db', 'options': {}})
     >>> parse_dsn("sqlite:///app.db")[1]["database"], parse_dsn("sqlite:///:memory:")[1]["database"]
     ('app.db', ':memory:')
     """
     if not isinstance(dsn, str) or not dsn.strip():
-        raise ConfigError(f"connection_string must be a non-empty DSN string (got {dsn!r})")
+        shown = "an empty string" if isinstance(dsn, str) else f"type {type(dsn).__name__}"
+        raise ConfigError(f"connection_string must be a non-empty DSN string (got {shown})")
     scheme, sep, rest = dsn.partition("://")
     backend = _SCHEMES.get(scheme.lower()) if sep else None
     if backend is None:
         raise ConfigError(
-            f"connection_string has no known scheme (got {_redact(dsn)!r}); expected one of "
+            f"connection_string has no known scheme (got {redact_dsn(dsn)!r}); expected one of "
             "postgresql://, mysql://, mariadb://, sqlite:///path"
         )
     if backend == "sqlite":
@@ -121,26 +130,32 @@ def _parse_server_dsn(dsn: str, backend: str) -> dict[str, Any]:
     parts = urlsplit(dsn)
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"connection_string has an invalid port: {_redact(dsn)!r}") from exc
+    except ValueError:
+        # from None: urllib's message quotes the "port", which may be part of a password
+        raise ConfigError(
+            "connection_string has an invalid port (a password holding '/', '?' or '#' must "
+            f"be percent-encoded): {redact_dsn(dsn)!r}"
+        ) from None
     if not parts.hostname:
-        raise ConfigError(f"connection_string has no host: {_redact(dsn)!r}")
+        raise ConfigError(f"connection_string has no host: {redact_dsn(dsn)!r}")
+    options = dict(parse_qsl(parts.query))
+    password = unquote(parts.password) if parts.password else None
+    for key in ("password", "passwd"):  # libpq-style: the password as a query option
+        if key in options:
+            if password is not None:
+                raise ConfigError(
+                    f"connection_string gives the password twice (user part and {key}=): "
+                    f"{redact_dsn(dsn)!r}"
+                )
+            password = options.pop(key)
     return {
         "host": unquote(parts.hostname),
         "port": port,
         "database": unquote(parts.path.lstrip("/")) or None,
         "user": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "options": dict(parse_qsl(parts.query)),
+        "password": None if password is None else Secret(password),
+        "options": options,
     }
-
-
-def _redact(dsn: str) -> str:
-    scheme, sep, rest = dsn.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
-    return dsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +183,7 @@ class PoolConfig:
     statement_cache_size: int = 256
     maintenance_interval: float = 1.0
     pattern_store: str | None = None
+    allow_multi_statements: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PoolConfig:
@@ -191,26 +207,37 @@ class PoolConfig:
         if ignored:
             logger.warning("options of the original SDK accepted but not used: %s", ignored)
         connect = _connect_params(opts)
-        name = str(opts.get("name") or "WorkflowConnectionPool")
+        name = check_str("name", opts.get("name"), empty_ok=True) or "WorkflowConnectionPool"
         connect = replace(connect, application_name=name[:63])
+
+        def num(key: str, default: float | None, **rule: Any) -> Any:
+            value = opts.get(key, default)
+            if value is None and not rule.get("none_ok"):
+                value = default  # an explicit None means the default here
+            return check_number(key, value, **rule)
+
+        def flag(key: str, default: bool) -> bool:
+            return check_bool(key, opts.get(key, default))
+
         cfg = cls(
             name=name,
             connect=connect,
-            min_connections=_int(opts, "min_connections", 2, low=0),
-            max_connections=_int(opts, "max_connections", 10, low=1),
-            health_threshold=_num(opts, "health_threshold", 50.0, low=0.0, high=100.0),
-            adaptive_sizing=_bool(opts, "adaptive_sizing", False),
-            enable_query_routing=_bool(opts, "enable_query_routing", False),
-            timeout=_num(opts, "timeout", 30.0, low=0.0, strict=True),
-            max_waiting=_int(opts, "max_waiting", 0, low=0),
-            max_lifetime=_opt_num(opts, "max_lifetime", 3600.0),
-            max_idle=_opt_num(opts, "max_idle", 600.0),
-            check_idle_after=_num(opts, "check_idle_after", 1.0, low=0.0),
-            strict_fifo=_bool(opts, "strict_fifo", False),
-            query_timeout=_opt_num(opts, "query_timeout", None),
-            statement_cache_size=_int(opts, "statement_cache_size", 256, low=0),
-            maintenance_interval=_num(opts, "maintenance_interval", 1.0, low=0.0, strict=True),
-            pattern_store=_opt_str(opts, "pattern_store"),
+            min_connections=num("min_connections", 2, low=0, integer=True),
+            max_connections=num("max_connections", 10, low=1, integer=True),
+            health_threshold=num("health_threshold", 50.0, low=0.0, high=100.0),
+            adaptive_sizing=flag("adaptive_sizing", False),
+            enable_query_routing=flag("enable_query_routing", False),
+            timeout=num("timeout", 30.0, low=0.0, strict=True),
+            max_waiting=num("max_waiting", 0, low=0, integer=True),
+            max_lifetime=num("max_lifetime", 3600.0, low=0.0, strict=True, none_ok=True),
+            max_idle=num("max_idle", 600.0, low=0.0, strict=True, none_ok=True),
+            check_idle_after=num("check_idle_after", 1.0, low=0.0),
+            strict_fifo=flag("strict_fifo", False),
+            query_timeout=num("query_timeout", None, low=0.0, strict=True, none_ok=True),
+            statement_cache_size=num("statement_cache_size", 256, low=0, integer=True),
+            maintenance_interval=num("maintenance_interval", 1.0, low=0.0, strict=True),
+            pattern_store=check_str("pattern_store", opts.get("pattern_store")),
+            allow_multi_statements=flag("allow_multi_statements", True),
         )
         if "mode=memory" in (connect.database or "") and (
             cfg.min_connections < 1 or cfg.max_connections < 2
@@ -255,6 +282,7 @@ _KNOWN = frozenset(
         "statement_cache_size",
         "maintenance_interval",
         "pattern_store",
+        "allow_multi_statements",
     }
 )
 
@@ -262,6 +290,12 @@ _KNOWN = frozenset(
 def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
     """Resolve the DSN: connection_string, else the host/... fields, else the environment."""
     dsn = opts.get("connection_string")
+    if dsn is not None and not isinstance(dsn, str | Secret):
+        raise ConfigError(
+            f"connection_string must be a DSN string (got a value of type {type(dsn).__name__})"
+        )
+    if isinstance(dsn, Secret):  # a redacted copy of a pool's config, given back
+        dsn = dsn.reveal()
     given = [k for k in ("host", "port", "database", "user", "password") if opts.get(k) is not None]
     if dsn is not None and given:
         raise ConfigError(
@@ -271,9 +305,9 @@ def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
     fields_given = bool(given)
     if dsn is None and not fields_given:
         dsn = os.environ.get(DATABASE_URL_ENV) or None
-    declared = opts.get("database_type")
+    declared = check_str("database_type", opts.get("database_type"))
     if declared is not None:
-        declared = _SCHEMES.get(str(declared).lower())
+        declared = _SCHEMES.get(declared.lower())
         if declared is None:
             raise ConfigError(
                 "database_type must be one of 'postgresql', 'mysql', 'sqlite' "
@@ -291,8 +325,7 @@ def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
             )
     else:
         backend = declared or "postgresql"
-        parsed = {k: opts.get(k) for k in ("host", "port", "database", "user", "password")}
-        parsed["options"] = {}
+        parsed = _fields(opts)
     if backend != "sqlite":
         parsed["host"] = parsed.get("host") or "localhost"
         parsed["port"] = _port(parsed.get("port"), backend)
@@ -302,7 +335,9 @@ def _connect_params(opts: Mapping[str, Any]) -> ConnectParams:
         parsed["options"] = {**parsed.get("options", {}), "uri": "true"}
     return ConnectParams(
         backend=backend,
-        connect_timeout=_num(opts, "connect_timeout", 10.0, low=0.0, strict=True),
+        connect_timeout=check_number(
+            "connect_timeout", _or(opts.get("connect_timeout"), 10.0), low=0.0, strict=True
+        ),
         **parsed,
     )
 
@@ -321,54 +356,145 @@ def _port(value: Any, backend: str) -> int:
     return port
 
 
-def _int(opts: Mapping[str, Any], key: str, default: int, *, low: int) -> int:
-    value = opts.get(key, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer >= {low} (got {value!r})")
-    if value < low:
-        raise ConfigError(f"{key} must be >= {low} (got {key}={value})")
-    return value
+def _fields(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the connection fields given as options, each checked for its type."""
+    password = opts.get("password")
+    if password is not None and not isinstance(password, str | Secret):
+        raise ConfigError(  # never the value: it may be the password
+            f"password must be a string (got a value of type {type(password).__name__})"
+        )
+    database = opts.get("database")
+    if isinstance(database, os.PathLike):  # a pathlib.Path for SQLite
+        database = os.fspath(database)
+    return {
+        "host": check_str("host", opts.get("host")),
+        "port": opts.get("port"),
+        "database": check_str("database", database, empty_ok=True),
+        "user": check_str("user", opts.get("user"), empty_ok=True),
+        "password": None if password is None else Secret(password),
+        "options": {},
+    }
 
 
-def _num(
-    opts: Mapping[str, Any],
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+
+
+def check_number(
     key: str,
-    default: float,
+    value: Any,
     *,
-    low: float,
+    low: float | None = None,
     high: float | None = None,
     strict: bool = False,
-) -> float:
-    value = opts.get(key, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigError(f"{key} must be a number (got {value!r})")
-    if value < low or (strict and value == low) or (high is not None and value > high):
-        rule = f"> {low}" if strict else f">= {low}"
-        if high is not None:
-            rule = f"between {low} and {high}"
-        raise ConfigError(f"{key} must be {rule} (got {key}={value!r})")
-    return float(value)
+    integer: bool = False,
+    none_ok: bool = False,
+    error: type[KailashNodesError] = ConfigError,
+) -> Any:
+    """Return ``value`` if it is a finite number (an int with ``integer``) within the rule.
 
+    ``low``/``high`` bound it (``strict``: ``> low``); ``none_ok`` lets None through (the
+    option's "no limit"). NaN, infinities and bools are refused. Raises ``error`` naming the
+    option, the rule and the value. An int is returned as is, a float option as a float.
 
-def _opt_num(opts: Mapping[str, Any], key: str, default: float | None) -> float | None:
-    if opts.get(key, default) is None:
+    >>> check_number("timeout", 5, low=0, strict=True)
+    5.0
+    >>> check_number("timeout", float("nan"), low=0, strict=True)
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ConfigError: timeout must be a number > 0 (got timeout=nan, not finite)
+    >>> check_number("max_waiting", 2.0, low=0, integer=True)
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ConfigError: max_waiting must be an integer >= 0 (got 2.0 of type float)
+    """
+    if value is None and none_ok:
         return None
-    return _num(opts, key, default or 0.0, low=0.0, strict=True)
+    rule = _rule(low, high, strict, integer, none_ok)
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise error(
+            f"{key} must be {rule} (got {_SHOW.repr(value)} of type {type(value).__name__})"
+        )
+    if not math.isfinite(value):
+        raise error(f"{key} must be {rule} (got {key}={value!r}, not finite)")
+    if (low is not None and (value < low or (strict and value == low))) or (
+        high is not None and value > high
+    ):
+        raise error(f"{key} must be {rule} (got {key}={value!r})")
+    return value if integer else float(value)
 
 
-def _opt_str(opts: Mapping[str, Any], key: str) -> str | None:
-    value = opts.get(key)
-    if value is not None and not (isinstance(value, str) and value):
-        raise ConfigError(f"{key} must be a non-empty string or None (got {value!r})")
-    return value
+def _rule(low: float | None, high: float | None, strict: bool, integer: bool, none_ok: bool) -> str:
+    rule = "an integer" if integer else "a number"
+    if low is not None and high is not None:
+        rule += f" between {low:g} and {high:g}"
+    elif low is not None:
+        rule += f" {'>' if strict else '>='} {low:g}"
+    elif high is not None:
+        rule += f" <= {high:g}"
+    return rule + (", or None for no limit" if none_ok else "")
 
 
-def _bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = opts.get(key, default)
+def check_bool(key: str, value: Any, *, error: type[KailashNodesError] = ConfigError) -> bool:
+    """Return ``value`` if it is True or False; raise ``error`` naming the option otherwise.
+
+    >>> check_bool("strict_fifo", 1)
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ConfigError: strict_fifo must be True or False (got 1 of type int)
+    """
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be True or False (got {value!r})")
+        raise error(
+            f"{key} must be True or False (got {_SHOW.repr(value)} of type {type(value).__name__})"
+        )
     return value
+
+
+def check_str(
+    key: str,
+    value: Any,
+    *,
+    empty_ok: bool = False,
+    none_ok: bool = True,
+    error: type[KailashNodesError] = ConfigError,
+) -> str | None:
+    """Return ``value`` if it is a string (non-empty unless ``empty_ok``), or None if allowed.
+
+    >>> check_str("host", 123)
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ConfigError: host must be a non-empty string or None (got 123 of type int)
+    """
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, str) or not (value or empty_ok):
+        rule = "a string" if empty_ok else "a non-empty string"
+        rule += " or None" if none_ok else ""
+        raise error(
+            f"{key} must be {rule} (got {_SHOW.repr(value)} of type {type(value).__name__})"
+        )
+    return value
+
+
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return pool ``options`` with the password and the DSN held in a `Secret`.
+
+    What a node keeps in ``Node.config`` and a workflow in ``Workflow.params``: their repr
+    shows ``***`` (the DSN without its password), yet ``WorkflowConnectionPool(**redacted)``
+    still connects, since the options accept a `Secret` back.
+
+    >>> redact_options({"connection_string": "mysql://u:pw@h/db", "password": None})
+    {'connection_string': Secret('mysql://u:***@h/db'), 'password': None}
+    """
+    out = dict(options)
+    password = out.get("password")
+    if isinstance(password, str):
+        out["password"] = Secret(password)
+    dsn = out.get("connection_string")
+    if isinstance(dsn, str):
+        out["connection_string"] = Secret(dsn, shown=redact_dsn(dsn))
+    return out

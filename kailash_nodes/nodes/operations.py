@@ -1,15 +1,45 @@
-"""The process() dispatch both nodes share: operation name -> handler."""
+"""The process() dispatch both nodes share: operation name -> handler, and input checks."""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kailash_nodes.errors import ParameterError, UnknownOperation
 
-__all__ = ["Handler", "find_handler", "query_and_params"]
+__all__ = ["Handler", "check_inputs", "find_handler", "optional_str", "query_and_params", "show"]
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 4
+
+
+def show(value: Any) -> str:
+    """Return a short ``repr`` of ``value`` and its type, for an error message.
+
+    >>> show(None), show("x" * 100)[-12:]
+    ('None (NoneType)', "xxxxx' (str)")
+    """
+    return f"{_SHOW.repr(value)} ({type(value).__name__})"
+
+
+def check_inputs(inputs: Any, node: str) -> Mapping[str, Any]:
+    """Return ``inputs`` if it is a mapping; raise ParameterError naming what it was.
+
+    >>> check_inputs("SELECT 1", "router")
+    Traceback (most recent call last):
+    ...
+    kailash_nodes.errors.ParameterError: router.process() takes a mapping of inputs such as {'operation': ...} (got 'SELECT 1' (str))
+    """  # noqa: E501
+    if not isinstance(inputs, Mapping):
+        raise ParameterError(
+            f"{node}.process() takes a mapping of inputs such as {{'operation': ...}} "
+            f"(got {show(inputs)})"
+        )
+    return inputs
 
 
 def find_handler(handlers: Mapping[str, Handler], op: Any) -> Handler:
@@ -18,8 +48,19 @@ def find_handler(handlers: Mapping[str, Handler], op: Any) -> Handler:
         return handlers[op]
     except (KeyError, TypeError):  # unknown, or not even hashable
         raise UnknownOperation(
-            f"Unknown operation: {op!r}; known operations: {sorted(handlers)}"
+            f"Unknown operation: {show(op)}; known operations: {sorted(handlers)}"
         ) from None
+
+
+def optional_str(inputs: Mapping[str, Any], key: str, op: str) -> str | None:
+    """Return ``inputs[key]`` if it is a non-empty string or absent/None.
+
+    Raises ParameterError naming the input, the operation and the value's type.
+    """
+    value = inputs.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ParameterError(f"{op} needs '{key}' as a non-empty string (got {show(value)})")
+    return value
 
 
 def query_and_params(inputs: Mapping[str, Any], op: str) -> tuple[str, Any]:
@@ -29,7 +70,7 @@ def query_and_params(inputs: Mapping[str, Any], op: str) -> tuple[str, Any]:
     """
     query = inputs.get("query")
     if not isinstance(query, str):
-        raise ParameterError(f"{op} needs 'query' as a string (got {type(query).__name__})")
+        raise ParameterError(f"{op} needs 'query' as a string (got {show(query)})")
     params, parameters = inputs.get("params"), inputs.get("parameters")
     if params is not None and parameters is not None:
         raise ParameterError("give either 'params' or 'parameters', not both")

@@ -12,8 +12,16 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from kailash_nodes.config import check_bool, check_number, check_str
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError
-from kailash_nodes.nodes.operations import Handler, find_handler, query_and_params
+from kailash_nodes.nodes.operations import (
+    Handler,
+    check_inputs,
+    find_handler,
+    optional_str,
+    query_and_params,
+    show,
+)
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
 from kailash_nodes.router import QueryRouter, RouterOptions
@@ -25,17 +33,12 @@ logger = logging.getLogger("kailash_nodes.nodes")
 
 
 def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be True or False (got {value!r})")
+    return check_bool(key, options.get(key, default))
+
+
+def _number(options: Mapping[str, Any], key: str, default: float, **rule: Any) -> float:
+    value: float = check_number(key, options.get(key, default), **rule)
     return value
-
-
-def _number(options: Mapping[str, Any], key: str, default: float, *, low: float = 0.0) -> float:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-        raise ConfigError(f"{key} must be a number >= {low} (got {key}={value!r})")
-    return float(value)
 
 
 _KNOWN = frozenset(
@@ -78,25 +81,29 @@ class QueryRouterNode(Node):
             )
         pool_name = options.get("connection_pool")
         if not isinstance(pool_name, str) or not pool_name:
-            raise ConfigError(f"connection_pool must name a pool node (got {pool_name!r})")
+            raise ConfigError(f"connection_pool must name a pool node (got {show(pool_name)})")
         replicas = options.get("read_replicas") or []
-        if not isinstance(replicas, list | tuple) or not all(isinstance(r, str) for r in replicas):
-            raise ConfigError(f"read_replicas must be a list of pool names (got {replicas!r})")
-        cache_size = options.get("cache_size", 1000)
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ConfigError(f"cache_size must be an integer >= 0 (got {cache_size!r})")
-        super().__init__(**{**options, "name": options.get("name") or "QueryRouterNode"})
+        if not isinstance(replicas, list | tuple) or not all(
+            isinstance(r, str) and r for r in replicas
+        ):
+            raise ConfigError(f"read_replicas must be a list of pool names (got {show(replicas)})")
+        name = check_str("name", options.get("name"), empty_ok=True) or "QueryRouterNode"
+        super().__init__(**{**options, "name": name})
         self.connection_pool = pool_name
         self.read_replicas = list(replicas)
-        self.health_threshold = _number(options, "health_threshold", 50.0)
+        self.health_threshold = _number(options, "health_threshold", 50.0, low=0, high=100)
         self._learning = _flag(options, "pattern_learning", True)
+        # NaN or infinity here would silently disable what the option bounds (a NaN
+        # session_timeout never reaps, a NaN lag threshold never uses a replica): refused.
         self.options = RouterOptions(
             enable_read_write_split=_flag(options, "enable_read_write_split", True),
-            cache_size=cache_size,
-            replica_lag_threshold=_number(options, "replica_lag_threshold", 5.0),
+            cache_size=check_number(
+                "cache_size", options.get("cache_size", 1000), low=0, integer=True
+            ),
+            replica_lag_threshold=_number(options, "replica_lag_threshold", 5.0, low=0),
             reads_on_primary=_flag(options, "reads_on_primary", False),
             session_timeout=_number(options, "session_timeout", 60.0, low=0.001),
-            consistency_timeout=_number(options, "consistency_timeout", 0.5),
+            consistency_timeout=_number(options, "consistency_timeout", 0.5, low=0),
             replica_check_interval=_number(options, "replica_check_interval", 1.0, low=0.01),
             prepare=_flag(options, "prepare_statements", True),
         )
@@ -121,7 +128,7 @@ class QueryRouterNode(Node):
 
     @enable_read_write_split.setter
     def enable_read_write_split(self, value: bool) -> None:
-        self._split = bool(value)
+        self._split = check_bool("enable_read_write_split", value)
         if self.engine is not None:
             self.engine.split = self._split
 
@@ -136,7 +143,7 @@ class QueryRouterNode(Node):
 
     @pattern_learning.setter
     def pattern_learning(self, value: bool) -> None:
-        self._learning = bool(value)
+        self._learning = check_bool("pattern_learning", value)
         self._wire_learning()
 
     def _wire_learning(self) -> None:
@@ -223,8 +230,10 @@ class QueryRouterNode(Node):
         """Route one query: ``{"query", "parameters"?, "session_id"?}`` (see docs/router.md).
 
         Also ``{"operation": "end_session" | "get_metrics" | "invalidate_cache", ...}``.
+        Raises ParameterError when ``inputs`` is not a mapping or an input has the wrong
+        type, UnknownOperation for an operation the router does not have.
         """
-        op = inputs.get("operation", "route")
+        op = check_inputs(inputs, self.name).get("operation", "route")
         return await find_handler(self._handlers, op)(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
@@ -255,9 +264,7 @@ class QueryRouterNode(Node):
 
     async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         query, params = query_and_params(inputs, "route")
-        session_id = inputs.get("session_id")
-        if session_id is not None and not isinstance(session_id, str):
-            raise ParameterError(f"session_id must be a string (got {session_id!r})")
+        session_id = optional_str(inputs, "session_id", "route")
         engine = await self._engine()
         routed = await engine.route(query, params, session_id)
         result = execute_result(routed.connection_id, routed.result, routed.error)
@@ -265,9 +272,9 @@ class QueryRouterNode(Node):
         return result
 
     async def _op_end_session(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        sid = inputs.get("session_id")
-        if not isinstance(sid, str):
-            raise ParameterError(f"end_session needs a session_id string (got {sid!r})")
+        sid = optional_str(inputs, "session_id", "end_session")
+        if sid is None:
+            raise ParameterError("end_session needs 'session_id' as a non-empty string (got None)")
         ended = await (await self._engine()).end_session(sid)
         self._find_pool(self.connection_pool).end_run(sid)  # its statements: one finished run
         return {"session_id": sid, "ended": ended}
@@ -278,11 +285,23 @@ class QueryRouterNode(Node):
     async def _op_invalidate(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return await self.invalidate_cache(inputs.get("tables"))
 
-    async def invalidate_cache(self, tables: list[str] | None = None) -> dict[str, Any]:
-        """Drop prepared statements using ``tables`` (all of them when None)."""
-        engine = await self._engine()
+    async def invalidate_cache(self, tables: list[str] | str | None = None) -> dict[str, Any]:
+        """Drop prepared statements using ``tables`` (all of them when None).
+
+        ``tables`` is None, a table name, or a list or tuple of names; anything else raises
+        ParameterError naming the value.
+        """
         if isinstance(tables, str):
             tables = [tables]
+        if tables is not None and (
+            not isinstance(tables, list | tuple)
+            or not all(isinstance(t, str) and t for t in tables)
+        ):
+            raise ParameterError(
+                "invalidate_cache needs 'tables' as None, a table name or a list of table names "
+                f"(got {show(tables)})"
+            )
+        engine = await self._engine()
         dropped = engine.invalidate(
             None if tables is None else frozenset(t.lower() for t in tables)
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
-from kailash_nodes.config import PoolConfig
+from kailash_nodes.config import PoolConfig, check_bool, check_number, redact_options
 from kailash_nodes.errors import (
     ConfigError,
     ParameterError,
@@ -23,7 +23,13 @@ from kailash_nodes.errors import (
     UnknownConnection,
 )
 from kailash_nodes.learning import QueryPatternTracker
-from kailash_nodes.nodes.operations import Handler, find_handler, query_and_params
+from kailash_nodes.nodes.operations import (
+    Handler,
+    check_inputs,
+    find_handler,
+    query_and_params,
+    show,
+)
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.pool.warm import open_idle
@@ -78,6 +84,11 @@ class WorkflowConnectionPool(Node):
             "close": self._op_close,
         }
 
+    @classmethod
+    def redact_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the options with ``password`` and ``connection_string`` in `Secret` holders."""
+        return redact_options(config)
+
     @property
     def adaptive_sizing_enabled(self) -> bool:
         """Return whether the adaptive controller adjusts the pool (settable live)."""
@@ -85,8 +96,9 @@ class WorkflowConnectionPool(Node):
 
     @adaptive_sizing_enabled.setter
     def adaptive_sizing_enabled(self, value: bool) -> None:
+        check_bool("adaptive_sizing_enabled", value)
         if self.adaptive_controller is not None:
-            self.adaptive_controller.enabled = bool(value)
+            self.adaptive_controller.enabled = value
         elif value:
             raise ConfigError("adaptive sizing needs adaptive_sizing=True at construction")
 
@@ -97,6 +109,7 @@ class WorkflowConnectionPool(Node):
 
     @enable_query_routing.setter
     def enable_query_routing(self, value: bool) -> None:
+        check_bool("enable_query_routing", value)
         if value and self.pattern_tracker is None:
             self.pattern_tracker = QueryPatternTracker(persist_path=self.pool_config.pattern_store)
         self.engine.observer = self._observe if value else None
@@ -142,10 +155,11 @@ class WorkflowConnectionPool(Node):
     async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run one operation: ``{"operation": "acquire" | "execute" | ..., ...}``.
 
-        Raises UnknownOperation for an operation this node does not have; see
-        docs/pool.md for each operation's inputs, result keys and errors.
+        Raises ParameterError when ``inputs`` is not a mapping or an input has the wrong
+        type, UnknownOperation for an operation this node does not have; see docs/pool.md
+        for each operation's inputs, result keys and errors.
         """
-        op = inputs.get("operation")
+        op = check_inputs(inputs, self.name).get("operation")
         handler = self._handlers.get(op) if type(op) is str else None
         if handler is None:
             handler = find_handler(self._handlers, op)  # raises UnknownOperation
@@ -234,6 +248,10 @@ class WorkflowConnectionPool(Node):
     def _lease(self, cid: Any, op: str) -> PooledConnection:
         if cid is None:
             raise UnknownConnection(f"connection_id required for {op}")
+        if not isinstance(cid, str):
+            raise UnknownConnection(
+                f"{op} needs 'connection_id' as the string acquire returned (got {show(cid)})"
+            )
         if op != "release" and self.engine.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         pc = self._leases.get(cid) if isinstance(cid, str) else None
@@ -285,14 +303,13 @@ class WorkflowConnectionPool(Node):
         Database errors come back as ``success: False`` with ``error``, ``error_type`` and
         ``sqlstate``; misuse raises (ParameterError, UnknownConnection, ConnectionFailed).
         """
-        pc = self._lease(conn if isinstance(conn, str) else conn.id, "execute")
+        pc = self._lease(_connection_id(conn), "execute")
         return await self._execute(pc, query, params, fetch_mode, fetch_size)
 
     async def _execute(
         self, pc: PooledConnection, query: str, params: Any, fetch_mode: Any, fetch_size: Any
     ) -> dict[str, Any]:
-        if isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or fetch_size < 1:
-            raise ParameterError(f"fetch_size must be a positive integer (got {fetch_size!r})")
+        check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
         try:
             res = await self.engine.execute(
                 pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size
@@ -303,7 +320,7 @@ class WorkflowConnectionPool(Node):
 
     async def release(self, conn: PooledConnection | str) -> dict[str, Any]:
         """Return a connection; result ``{"status": "released"|"recycled", "connection_id"}``."""
-        return await self._op_release({"connection_id": conn if isinstance(conn, str) else conn.id})
+        return await self._op_release({"connection_id": _connection_id(conn)})
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:
@@ -432,3 +449,8 @@ class WorkflowConnectionPool(Node):
             "active_count": state["active_connections"],
             "available_count": state["idle_connections"],
         }
+
+
+def _connection_id(conn: Any) -> Any:
+    """Return the id of a `PooledConnection`, or ``conn`` itself (checked by ``_lease``)."""
+    return conn.id if isinstance(conn, PooledConnection) else conn

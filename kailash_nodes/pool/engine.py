@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from kailash_nodes.config import check_number
 from kailash_nodes.drivers import FETCH_MODES
 from kailash_nodes.errors import (
     ConnectionFailed,
@@ -29,6 +30,7 @@ from kailash_nodes.errors import (
     PoolTimeout,
     QueryError,
     TooManyRequests,
+    UnsupportedStatement,
 )
 from kailash_nodes.pool.core import CLEANUP_TIMEOUT, PoolCore
 from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
@@ -144,10 +146,8 @@ class ConnectionPool(PoolCore):
         """
         if self._closed:
             raise PoolClosed(f"pool {self.config.name!r} is closed")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise ParameterError(f"timeout must be a number of seconds > 0 (got {timeout!r})")
+        if timeout is not None:  # NaN or infinity would wait forever
+            check_number("timeout", timeout, low=0, strict=True, error=ParameterError)
         if not self._opened:
             await self.open()
         start = time.monotonic()
@@ -266,8 +266,9 @@ class ConnectionPool(PoolCore):
 
         Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted. Raises
         ``observe=False`` keeps the library's own bookkeeping statements out of pattern
-        learning. Raises ParameterError (bad parameters or fetch mode), QueryError (the
-        database rejected
+        learning. Raises ParameterError (bad parameters or fetch mode),
+        UnsupportedStatement (several statements with ``allow_multi_statements=False``),
+        QueryError (the database rejected
         the statement; the connection stays usable), ConnectionFailed (the connection
         broke; it is replaced on release), ConnectionReleased or PoolClosed.
         """
@@ -281,6 +282,11 @@ class ConnectionPool(PoolCore):
         if rq.statements != 1:
             if rq.statements == 0:
                 raise ParameterError("query is empty")
+            if not self.config.allow_multi_statements:
+                raise UnsupportedStatement(
+                    f"query holds {rq.statements} statements and pool {self.config.name!r} "
+                    "has allow_multi_statements=False: send one statement per execute"
+                )
             if args:
                 raise ParameterError("parameters cannot be used with a multi-statement query")
         if rq.session_state:

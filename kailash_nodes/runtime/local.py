@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from kailash_nodes.config import check_bool, check_number
 from kailash_nodes.context import current_run_id, run_id_var
 from kailash_nodes.errors import (
-    ConfigError,
     NodeExecutionError,
     UnknownNode,
     WorkflowValidationError,
@@ -89,9 +89,7 @@ class LocalRuntime:
 
     @prewarm.setter
     def prewarm(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise ConfigError(f"prewarm must be True or False (got {value!r})")
-        self._prewarm = value
+        self._prewarm = check_bool("prewarm", value)
 
     @property
     def prewarm_timeout(self) -> float:
@@ -100,9 +98,7 @@ class LocalRuntime:
 
     @prewarm_timeout.setter
     def prewarm_timeout(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ConfigError(f"prewarm_timeout must be a number >= 0 (got {value!r})")
-        self._prewarm_timeout = float(value)
+        self._prewarm_timeout = float(check_number("prewarm_timeout", value, low=0))
 
     def get_prewarm_stats(self) -> dict[str, float]:
         """Return the pre-warm counters since this runtime was made (docs/runtime.md)."""

@@ -23,8 +23,18 @@ class Node:
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
         self.name: str = type(self).__name__ if name is None else name
-        self.config: dict[str, Any] = dict(config)
+        self.config: dict[str, Any] = self.redact_config(config)
         self.runtime: LocalRuntime | None = None
+
+    @classmethod
+    def redact_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``config`` as it may be shown: secrets replaced by redacted holders.
+
+        ``Node.config`` and a workflow's ``params`` keep this form (the node itself was
+        built from the real values). The default returns a copy unchanged; a node with
+        secret options (a pool's password) overrides it.
+        """
+        return dict(config)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

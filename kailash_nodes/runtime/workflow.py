@@ -61,7 +61,8 @@ class WorkflowBuilder:
                                                                 # registered in a runtime
 
         ``params`` and ``kwargs`` become the node's static inputs; for the first two forms
-        they are also the new instance's config (created with ``name=node_id``). Raises
+        they are also the new instance's config (created with ``name=node_id``). Secret
+        values (a pool's password or DSN) are kept redacted (`Node.redact_config`). Raises
         WorkflowValidationError for a duplicate id or an unknown type name.
         """
         static = {**(params or {}), **kwargs}
@@ -78,7 +79,7 @@ class WorkflowBuilder:
         if node_id in self._nodes:
             raise WorkflowValidationError(f"duplicate node id {node_id!r}")
         self._nodes[node_id] = node
-        self._params[node_id] = static
+        self._params[node_id] = type(node).redact_config(static)  # no password kept here
         return node_id
 
     def add_connection(self, from_node: str, from_output: str, to_node: str, to_input: str) -> None:
