@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiosqlite
 from aiosqlite.core import _STOP_RUNNING_SENTINEL
@@ -21,7 +22,19 @@ from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
 __all__ = ["DRIVER", "SQLiteConnection", "SQLiteDriver"]
 
+_T = TypeVar("_T")
+
 _BUSY_TIMEOUT_S = 5.0
+# After ``query_timeout`` the statement is interrupted in its thread and its answer awaited;
+# only if it has not stopped this much later is the connection given up (replaced).
+_INTERRUPT_GRACE_S = 2.0
+
+
+def _interrupt(raw: sqlite3.Connection | None, fired: list[bool]) -> None:
+    """Interrupt the statement running on ``raw`` (thread-safe) and note that it fired."""
+    fired.append(True)
+    if raw is not None:
+        raw.interrupt()
 
 
 class SQLiteConnection(NoServerPrepare):
@@ -40,14 +53,13 @@ class SQLiteConnection(NoServerPrepare):
         """Run one statement in a single hop to the connection's thread."""
         conn = self._conn
         before = conn.total_changes
-        try:
-            if timeout is None:
+        if timeout is None:
+            try:
                 records = await conn.execute_fetchall(text, args)
-            else:
-                async with asyncio.timeout(timeout):
-                    records = await conn.execute_fetchall(text, args)
-        except Exception as exc:
-            raise self._wrap(exc) from exc
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+        else:
+            records = await self._timed(conn.execute_fetchall(text, args), timeout)
         if not records:
             changed = conn.total_changes - before
             return (None if mode == "one" else []), changed
@@ -65,12 +77,36 @@ class SQLiteConnection(NoServerPrepare):
         explicit transaction ends it.
         """
         before = self._conn.total_changes
-        try:
-            async with asyncio.timeout(timeout):
+        if timeout is None:
+            try:
                 await self._conn.executescript(text)
-        except Exception as exc:
-            raise self._wrap(exc) from exc
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+        else:
+            await self._timed(self._conn.executescript(text), timeout)
         return [], self._conn.total_changes - before
+
+    async def _timed(self, call: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        """Await ``call`` with the statement interrupted in its thread after ``timeout``.
+
+        The interrupted statement comes back as an error, so when this returns nothing is
+        running and the connection is usable (a transaction the interrupt rolled back shows
+        in ``in_transaction``). Only a statement that ignores the interrupt for
+        ``_INTERRUPT_GRACE_S`` more leaves the connection to be replaced.
+        """
+        fired: list[bool] = []
+        handle = asyncio.get_running_loop().call_later(
+            timeout, _interrupt, self._conn._connection, fired
+        )
+        try:
+            async with asyncio.timeout(timeout + _INTERRUPT_GRACE_S):
+                return await call
+        except Exception as exc:
+            if fired and isinstance(exc, sqlite3.OperationalError) and "interrupt" in str(exc):
+                raise QueryError("query timed out", error_type="QueryTimeout") from exc
+            raise self._wrap(exc) from exc
+        finally:
+            handle.cancel()
 
     def in_transaction(self) -> bool:
         """Return sqlite3's own transaction flag (no hop)."""
@@ -134,8 +170,8 @@ class SQLiteConnection(NoServerPrepare):
         conn._tx.put_nowait((None, close_and_stop))
 
     def _wrap(self, exc: BaseException) -> Exception:
-        if isinstance(exc, TimeoutError):
-            self._closed = True  # the statement may still run in the thread: replace
+        if isinstance(exc, TimeoutError):  # the interrupt did not stop it: replace
+            self._closed = True
             return QueryError("query timed out", error_type="QueryTimeout")
         if isinstance(exc, sqlite3.ProgrammingError) and (
             "binding" in str(exc) or "supported" in str(exc)
