@@ -319,6 +319,10 @@ class QueryRouter:
         except ConnectionFailed as exc:
             await self._pinned_lost(sid, session, cls, isinstance(exc, OutcomeUnknown))
             raise
+        except BaseException:
+            if pc.entry.broken:  # cancelled mid-statement: the pool discards the connection
+                await self._pinned_lost(sid, session, cls, True)
+            raise
         routed.metadata["session_id"] = sid
         conn = pc.entry.conn
         if routed.error is None:

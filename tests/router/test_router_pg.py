@@ -529,3 +529,21 @@ async def test_a_commit_the_server_refuses_ends_the_transaction_and_unpins(bed: 
     assert (await bed.q("ROLLBACK", session="dup"))["success"]
     res = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
     assert res["data"] == [{"n": 0}]
+
+
+async def test_a_session_statement_cancelled_mid_flight_unpins_the_session(bed: Bed) -> None:
+    assert (await bed.q("BEGIN", session="cx"))["success"]
+    task = asyncio.create_task(bed.q("SELECT pg_sleep(5)", session="cx"))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    metrics = await bed.router.get_metrics()
+    assert (metrics["pinned_sessions"], metrics["active_transactions"]) == (0, 0)
+    with pytest.raises(SessionError, match="lost its transaction"):
+        await bed.q("SELECT 1", session="cx")  # not on the abandoned connection
+    assert (await bed.q("BEGIN", session="cx"))["success"]
+    assert (await bed.q("ROLLBACK", session="cx"))["success"]
+    engine = bed.router.engine
+    assert engine is not None
+    assert engine.primary.state()["active_connections"] == 0
