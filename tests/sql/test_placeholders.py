@@ -520,7 +520,7 @@ def test_valid_non_ascii_text_is_accepted() -> None:
 @pytest.mark.parametrize(
     "query",
     ["COPY t FROM STDIN", "copy t (a, b) from stdin with (format csv)",
-     "COPY (SELECT 1) TO STDOUT", "/* x */ COPY t TO stdout"],
+     "COPY (SELECT 1) TO STDOUT", "/* x */ COPY t TO stdout", "SELECT 1; COPY t FROM STDIN"],
 )  # fmt: skip
 def test_copy_through_the_client_is_refused_on_postgresql(query: str) -> None:
     with pytest.raises(UnsupportedStatement, match="INSERT"):
@@ -528,7 +528,9 @@ def test_copy_through_the_client_is_refused_on_postgresql(query: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["COPY t FROM '/srv/data.csv'", "COPY t TO 'stdout'", "SELECT 'COPY t FROM STDIN'"]
-)
+    "query",
+    ["COPY t FROM '/srv/data.csv'", "COPY t TO 'stdout'", "SELECT 'COPY t FROM STDIN'",
+     "SELECT stdin FROM t"],
+)  # fmt: skip
 def test_copy_to_or_from_a_server_file_is_left_to_the_server(query: str) -> None:
     assert rewrite(query, NUMERIC).statements == 1
