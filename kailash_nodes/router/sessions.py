@@ -122,23 +122,45 @@ class SessionTable:
             await self.reap(time.monotonic())
 
     async def reap(self, now: float) -> int:
-        """Roll back and return sessions idle past the timeout; forget stale tokens."""
+        """Roll back and return sessions idle past the timeout; forget stale tokens.
+
+        Also unpin, at once, a session whose pinned connection is known to be closed (its
+        backend was terminated while idle): its transaction is lost, and it is marked so.
+        Returns how many sessions holding a connection expired.
+        """
         reaped = 0
         for sid, session in list(self.sessions.items()):
-            if now - session.last_used <= self.timeout or session.lock.locked():
+            if session.lock.locked():
                 continue
-            async with session.lock:  # a statement arriving now waits for the rollback
-                lost_transaction = session.in_transaction
-                if session.pinned:
-                    logger.warning(
-                        "session %s abandoned for %.0fs: rolling back", sid, self.timeout
-                    )
-                    self.expired += 1
-                    reaped += 1
-                session.forget_writes()
-                await self.unpin(sid, session)
-                if lost_transaction:  # a tombstone for one more timeout: later statements fail
-                    session.expired = True
-                    session.last_used = now
-                    self.sessions[sid] = session
+            if now - session.last_used > self.timeout:
+                reaped += await self._expire(sid, session, now)
+            elif session.conn is not None and _closed(session.conn):
+                async with session.lock:
+                    if session.conn is not None and _closed(session.conn):
+                        logger.warning("session %s: its connection closed while idle", sid)
+                        await self._drop(sid, session, now)
         return reaped
+
+    async def _expire(self, sid: str, session: Session, now: float) -> int:
+        async with session.lock:  # a statement arriving now waits for the rollback
+            pinned = session.pinned
+            if pinned:
+                logger.warning("session %s abandoned for %.0fs: rolling back", sid, self.timeout)
+                self.expired += 1
+            session.forget_writes()
+            await self._drop(sid, session, now)
+        return int(pinned)
+
+    async def _drop(self, sid: str, session: Session, now: float) -> None:
+        """Unpin; a transaction left open gets a tombstone for one more timeout."""
+        lost_transaction = session.in_transaction
+        await self.unpin(sid, session)
+        if lost_transaction:  # later statements fail until a BEGIN
+            session.expired = True
+            session.last_used = now
+            self.sessions[sid] = session
+
+
+def _closed(pc: PooledConnection) -> bool:
+    """Return whether a pinned connection is known to be closed (no round trip)."""
+    return pc.released or pc.entry.conn.is_closed()

@@ -36,9 +36,11 @@ class Bed:
 
 
 @asynccontextmanager
-async def make_bed(table: str, **replica_options: Any) -> AsyncIterator[Bed]:
+async def make_bed(
+    table: str, router_options: dict[str, Any] | None = None, **replica_options: Any
+) -> AsyncIterator[Bed]:
     """A primary pool, a replica pool (``replica_options`` override its defaults) and a
-    router, with ``table`` created on the primary."""
+    router (``router_options`` too), with ``table`` created on the primary."""
     primary = server_dsn("KN_PG_DSN")
     replica = server_dsn("KN_PG_REPLICA_DSN")
     runtime = LocalRuntime()
@@ -57,7 +59,7 @@ async def make_bed(table: str, **replica_options: Any) -> AsyncIterator[Bed]:
     )
     router = QueryRouterNode(
         name="router", connection_pool="db_pool", read_replicas=["replica_pool"],
-        replica_check_interval=0.2, session_timeout=1.0,
+        **{"replica_check_interval": 0.2, "session_timeout": 1.0, **(router_options or {})},
     )  # fmt: skip
     runtime.register_node("router", router)
     async with runtime:
@@ -547,3 +549,28 @@ async def test_a_session_statement_cancelled_mid_flight_unpins_the_session(bed: 
     engine = bed.router.engine
     assert engine is not None
     assert engine.primary.state()["active_connections"] == 0
+
+
+async def test_the_reaper_unpins_a_session_whose_idle_connection_was_terminated(
+    table: str, pg_admin_dsn: str
+) -> None:
+    async with make_bed(table, {"session_timeout": 30.0}) as bed:
+        await bed.q("BEGIN", session="idle")
+        pid = (await bed.q("SELECT pg_backend_pid() AS pid", session="idle"))["data"][0]["pid"]
+        admin = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        for _ in range(50):  # the reaper runs every second or so (hang-guard: 5 s)
+            metrics = await bed.router.get_metrics()
+            if metrics["pinned_sessions"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (metrics["pinned_sessions"], metrics["active_transactions"]) == (0, 0)
+        assert metrics["sessions_expired"] == 0  # not an abandoned session
+        with pytest.raises(SessionError, match="lost its transaction"):
+            await bed.q("SELECT 1", session="idle")
+        engine = bed.router.engine
+        assert engine is not None
+        assert engine.primary.state()["active_connections"] == 0
