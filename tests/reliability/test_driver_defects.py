@@ -151,6 +151,28 @@ async def test_a_users_own_missing_or_duplicate_statement_name_keeps_prepare_on(
 
 
 @pytest.mark.postgres
+async def test_what_counts_as_a_server_refusing_our_named_statements() -> None:
+    pool = one_connection_pool(server_dsn("KN_PG_DSN"))
+    try:
+        await run(pool, "SELECT 1")
+        (entry,) = pool.engine.entries()
+        conn: Any = entry.conn
+        ours = f'prepared statement "{conn._prefix}3" does not exist'
+        errors = asyncpg.exceptions
+        assert conn._rejects_named(errors.InvalidSQLStatementNameError(ours))
+        assert conn._rejects_named(errors.DuplicatePreparedStatementError(ours))
+        assert conn._rejects_named(
+            errors.FeatureNotSupportedError("prepared statements are not supported")
+        )
+        assert not conn._rejects_named(
+            errors.InvalidSQLStatementNameError('prepared statement "mine" does not exist')
+        )
+        assert not conn._rejects_named(errors.UniqueViolationError(ours))
+    finally:
+        await pool.close()
+
+
+@pytest.mark.postgres
 async def test_router_through_pgbouncer_with_defaults_prepares_nothing_by_name() -> None:
     runtime, router = router_bed(server_dsn("KN_PGBOUNCER_DSN"), max_connections=8)
     wrong: list[Any] = []
