@@ -48,7 +48,7 @@ _NAMED_REJECTED = frozenset({"26000", "42P05"})
 _NAMED_REFUSED = re.compile(r"prepared statements? (are|is) not supported", re.I)
 # Statements whose command tag "ROLLBACK" means the transaction failed and was rolled back.
 _ENDS_TRANSACTION = re.compile(
-    r"\s*(?:(?:--[^\n]*(?:\n|\Z)|/\*.*?\*/)\s*)*(?:COMMIT|END|PREPARE\s+TRANSACTION)\b",
+    r"\s*(?:(?:--[^\n]*(?:\n|\Z)|/\*.*?\*/)\s*)*(COMMIT|END|PREPARE\s+TRANSACTION)\b",
     re.I | re.S,
 )
 # Settings the server reports on every change (ParameterStatus) that say who the session
@@ -370,10 +370,12 @@ def _check_commit(status: str, text: str) -> None:
     ...
     kailash_nodes.errors.TransactionRolledBack: COMMIT was answered with ROLLBACK: ...
     """
-    if status == "ROLLBACK" and _ENDS_TRANSACTION.match(text):
+    if status == "ROLLBACK" and (m := _ENDS_TRANSACTION.match(text)) is not None:
+        statement = " ".join(m.group(1).upper().split())
         raise TransactionRolledBack(
-            "COMMIT was answered with ROLLBACK: a statement in the transaction had failed, "
-            "so the server rolled the whole transaction back and nothing in it was committed"
+            f"{statement} was answered with ROLLBACK: a statement in the transaction had "
+            "failed, so the server rolled the whole transaction back and nothing in it was "
+            "committed"
         )
 
 
