@@ -96,13 +96,9 @@ def _load_row(r: LoadReport) -> list[str]:
 
 
 def _storm_row(r: StormReport) -> list[str]:
-    groups: dict[str, int] = {}
-    for phase, n in r.cancelled.items():
-        groups[phase.split(":")[0]] = groups.get(phase.split(":")[0], 0) + n
-    where = " ".join(f"{k} {v}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1]))
     return [
         f"storm {r.backend}", f"{r.total} cancelled, {r.seconds:.0f} s",
-        f"{r.finished} finished first", where, "-",
+        f"{r.finished} finished first", r.where(), "-",
         ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-",
         "; ".join(r.problems()) or "-",
     ]  # fmt: skip

@@ -47,7 +47,8 @@ def _record(reliability: Figures, report: StormReport) -> None:
     reliability.add(
         f"cancellation storm {report.backend}", cancelled=report.total,
         finished_first=report.finished, seconds=report.seconds,
-        phases=len(report.cancelled), errors=dict(report.errors) or "none",
+        where=report.where(), growing=report.cancelled["acquire:growing"],
+        errors=dict(report.errors) or "none", samples=report.samples or "none",
         problems=len(report.problems()),
     )  # fmt: skip
 

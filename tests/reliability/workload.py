@@ -556,6 +556,7 @@ class StormReport:
     by_scenario: Counter[str] = field(default_factory=Counter)  # scenario -> cancelled
     finished: int = 0  # tasks that completed before their cancel arrived
     errors: Counter[str] = field(default_factory=Counter)  # typed errors the tasks raised
+    samples: dict[str, str] = field(default_factory=dict)  # error type -> first message
     untyped: list[str] = field(default_factory=list)  # anything else: a defect
     audits: list[Audit] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
@@ -564,6 +565,13 @@ class StormReport:
     def total(self) -> int:
         """Return the number of tasks cancelled."""
         return sum(self.cancelled.values())
+
+    def where(self) -> str:
+        """Return where the cancellations landed, by kind of phase, most first."""
+        groups: Counter[str] = Counter()
+        for phase, n in self.cancelled.items():
+            groups[phase.split(":")[0]] += n
+        return ", ".join(f"{k} {n}" for k, n in groups.most_common())
 
     def problems(self) -> list[str]:
         """Return every violated guarantee, in words (empty: no leak, no state left)."""
@@ -776,6 +784,7 @@ async def _wave(storm: _Storm, size: int, max_delay: float) -> None:
             report.finished += 1
         elif isinstance(exc, KailashNodesError):
             report.errors[type(exc).__name__] += 1
+            report.samples.setdefault(type(exc).__name__, f"{name} at {p.phase}: {exc}")
         else:
             report.untyped.append(f"{name} at {p.phase}: {type(exc).__name__}: {exc}")
     await asyncio.gather(*cancellers, return_exceptions=True)
