@@ -7,8 +7,9 @@ Put it between a pool and a server (``proxy.dsn(server_dsn)``), then inject a fa
 - :meth:`FaultProxy.cut_when` -- drop a connection when a chunk matching a predicate passes
   in one direction, before forwarding it (the other side never sees it) or just after;
   :meth:`cut_on_statement` (the client sends a statement matching a pattern: PostgreSQL's
-  simple or extended protocol, MySQL's COM_QUERY) and :meth:`cut_on_reply` (the server
-  answers with a PostgreSQL command tag, e.g. ``COMMIT``) build on it;
+  simple or extended protocol, MySQL's COM_QUERY), :meth:`cut_on_reply` (the server
+  answers with a PostgreSQL command tag, e.g. ``COMMIT``) and :meth:`cut_on_answer_to`
+  (the server answers a statement matching a pattern, on either protocol) build on it;
 - :meth:`FaultProxy.cut_after_bytes` -- drop new connections after N bytes in one
   direction (during connect, authentication or the TLS handshake);
 - :meth:`FaultProxy.stall` -- stop forwarding in both directions without closing anything
@@ -49,6 +50,7 @@ class Chunk:
     statements: list[str] = field(default_factory=list)  # SQL executed by this client chunk
     tags: list[str] = field(default_factory=list)  # PostgreSQL command tags in a server chunk
     before: int = 0  # bytes this link carried in this direction before the chunk
+    answering: str = ""  # server chunk: the last statement the client executed on the link
 
 
 @dataclass(slots=True)
@@ -163,6 +165,7 @@ class _Link:
             _PgParser() if proto == "postgresql" else _MySQLParser() if proto == "mysql" else None
         )
         self.closed = False
+        self.last_statement = ""  # what a server chunk is (most likely) the answer to
 
     def cut(self) -> None:
         """Drop both sides now: RST to the client, FIN to the server."""
@@ -257,6 +260,13 @@ class FaultProxy:
         without forwarding the answer: the server did it, the client never hears so."""
         return self.cut_when(S2C, lambda c: any(t.startswith(tag) for t in c.tags), once=once)
 
+    def cut_on_answer_to(self, pattern: str, *, once: bool = True) -> Rule:
+        """Drop the link when the server's answer to a statement matching ``pattern`` (a
+        regex, case-insensitive) arrives, without forwarding it (PostgreSQL and MySQL):
+        the server did it, the client never hears so."""
+        regex = re.compile(pattern, re.I)
+        return self.cut_when(S2C, lambda c: bool(regex.search(c.answering)), once=once)
+
     def stall_on_reply(self, tag: str) -> Rule:
         """Stall the proxy when the server answers with command tag ``tag``, holding the
         answer (and everything else) until :meth:`restore`: the server did it, the client
@@ -334,8 +344,11 @@ class FaultProxy:
                 if link.closed:
                     return
                 chunk = Chunk(direction, data, before=link.sent[direction])
+                chunk.answering = link.last_statement if direction == S2C else ""
                 if link.parser is not None:
                     link.parser.feed(chunk)
+                if chunk.statements:
+                    link.last_statement = chunk.statements[-1]
                 rule = self._matching_rule(link, chunk)
                 if rule is not None and rule.stall:
                     self.stall()

@@ -204,6 +204,10 @@ async def _replica_has(replica: WorkflowConnectionPool, table: str) -> None:
         await asyncio.sleep(0.02)
 
 
+def _backend(bed: Bed) -> str:
+    return bed.primary.pool_config.connect.backend
+
+
 async def assert_no_leak(bed: Bed) -> None:
     """Nothing checked out, nobody waiting, no session holding a connection (the replica
     monitor's check holds one for a moment: allow it a second to give it back)."""
@@ -429,6 +433,22 @@ async def proxied(make_proxy: ProxyFactory) -> AsyncIterator[tuple[Bed, FaultPro
         await proxy.restore()
 
 
+@pytest.fixture(params=[pytest.param("postgresql"), pytest.param("mysql", marks=pytest.mark.mysql)])
+async def proxied_db(
+    request: pytest.FixtureRequest, make_proxy: ProxyFactory
+) -> AsyncIterator[tuple[Bed, FaultProxy]]:
+    """A router bed behind a proxy: on the shared PostgreSQL primary, or on the private
+    MariaDB (the shared one serves other tests that do not expect cut connections)."""
+    if request.param == "postgresql":
+        dsn = server_dsn("KN_PG_DSN")
+    else:
+        dsn = request.getfixturevalue("private_mariadb").dsn
+    proxy = await make_proxy(dsn)
+    async with router_bed(proxy.dsn(dsn), check_dsn=dsn) as bed:
+        yield bed, proxy
+        await proxy.restore()
+
+
 pytestmark = pytest.mark.postgres
 
 
@@ -484,7 +504,7 @@ async def _commit_with_cut(bed: Bed, proxy: FaultProxy, sid: str, group: int, wh
     if where == "before":  # COMMIT never reaches the server
         rule = proxy.cut_on_statement(r"^\s*COMMIT\b")
     else:  # the server commits; its answer never reaches the client
-        rule = proxy.cut_on_reply("COMMIT")
+        rule = proxy.cut_on_answer_to(r"^\s*COMMIT\b")
     with pytest.raises(CommitOutcomeUnknown):
         await bed.q("COMMIT", session=sid)
     assert rule.fired == 1
@@ -492,11 +512,11 @@ async def _commit_with_cut(bed: Bed, proxy: FaultProxy, sid: str, group: int, wh
 
 @pytest.mark.parametrize("where", ["before", "after"])
 async def test_cut_mid_commit_is_reported_as_outcome_unknown(
-    proxied: tuple[Bed, FaultProxy], reliability: Figures, where: str
+    proxied_db: tuple[Bed, FaultProxy], reliability: Figures, where: str
 ) -> None:
     """Cut before COMMIT reaches the server (nothing committed) or after the server
     committed (the answer is lost): either way the caller cannot know, and is told so."""
-    bed, proxy = proxied
+    bed, proxy = proxied_db
     recover = []
     for k in range(TRIES):
         await _commit_with_cut(bed, proxy, f"c-{k}", k, where)
@@ -508,21 +528,21 @@ async def test_cut_mid_commit_is_reported_as_outcome_unknown(
     assert await bed.groups() == expected  # whole or nothing, never half
     await assert_no_leak(bed)
     reliability.add(
-        f"cut mid-COMMIT ({where} the server got it)", tries=TRIES, lost=0,
+        f"cut mid-COMMIT ({where} the server got it, {_backend(bed)})", tries=TRIES, lost=0,
         committed=len(expected), recover_s=max(recover),
     )  # fmt: skip
 
 
 async def test_lost_answer_to_an_autocommit_write_is_outcome_unknown(
-    proxied: tuple[Bed, FaultProxy], reliability: Figures
+    proxied_db: tuple[Bed, FaultProxy], reliability: Figures
 ) -> None:
-    bed, proxy = proxied
+    bed, proxy = proxied_db
     for k in range(TRIES):
-        proxy.cut_on_reply("INSERT")
+        proxy.cut_on_answer_to(r"^\s*INSERT\b")
         with pytest.raises(OutcomeUnknown):
             await bed.q(f"INSERT INTO {bed.table} VALUES (?, ?)", [k, k])
     assert await bed.groups() == {k: 1 for k in range(TRIES)}  # the server did apply them
-    reliability.add("lost answer to an autocommit INSERT", tries=TRIES, lost=0)
+    reliability.add(f"lost answer to an autocommit INSERT ({_backend(bed)})", tries=TRIES, lost=0)
 
 
 @pytest.mark.xfail(strict=True, reason=_TIMEOUT_DEFECT)
