@@ -54,6 +54,17 @@ class Tally:
         elif rows is not None and res["row_count"] != rows:
             self.wrong.append((sql, res["row_count"], rows))
 
+    def report(self, reliability: Figures, path: str) -> None:
+        """Record the figures, then require no wrong answer and no error."""
+        reliability.add(
+            f"pgbouncer transaction mode, {path} defaults",
+            callers=CALLERS,
+            statements=self.statements,
+            wrong=len(self.wrong),
+            errors=sum(self.errors.values()),
+        )
+        assert self.wrong == [] and self.errors == {}, (self.wrong[:5], self.errors)
+
 
 Run = Callable[[str, list[Any]], Awaitable[dict[str, Any]]]
 
@@ -134,14 +145,7 @@ async def test_router_with_defaults_through_pgbouncer_gives_no_wrong_result(
             named = [e.conn.statements_prepared for e in pool.engine.entries()]  # type: ignore[attr-defined]
         finally:
             await router.process({"query": f"DROP TABLE IF EXISTS {t}"})
-    reliability.add(
-        "pgbouncer transaction mode, router defaults",
-        callers=CALLERS,
-        statements=tally.statements,
-        wrong=len(tally.wrong),
-        errors=sum(tally.errors.values()),
-    )
-    assert tally.wrong == [] and tally.errors == {}, (tally.wrong[:5], tally.errors)
+    tally.report(reliability, "router")
     assert final["data"] == [{"u": CALLERS * ROUNDS, "tx": CALLERS * (ROUNDS // 4)}]
     assert named and sum(named) == 0  # nothing was ever prepared by name
 
@@ -182,14 +186,7 @@ async def test_pool_with_defaults_through_pgbouncer_gives_no_wrong_result(
         async with pool.connection() as conn:
             await pool.execute(conn, f"DROP TABLE IF EXISTS {t}")
         await pool.close()
-    reliability.add(
-        "pgbouncer transaction mode, pool defaults",
-        callers=CALLERS,
-        statements=tally.statements,
-        wrong=len(tally.wrong),
-        errors=sum(tally.errors.values()),
-    )
-    assert tally.wrong == [] and tally.errors == {}, (tally.wrong[:5], tally.errors)
+    tally.report(reliability, "pool")
     expected_tx = CALLERS * (ROUNDS // 4)
     assert final["data"] == [{"n": CALLERS * ROUNDS + expected_tx, "tx": expected_tx}]
     assert named and sum(named) == 0  # nothing was ever prepared by name
