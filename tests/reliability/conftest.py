@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,48 +30,46 @@ def _unavailable(exc: ServerUnavailable) -> None:
     pytest.skip(f"private server unavailable: {exc}")
 
 
+class _Server(Protocol):
+    def destroy(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def _private(make: Callable[[], S]) -> Iterator[S]:
+    """Start a private server for the session (skip, or fail with KN_REQUIRE_SERVERS=1,
+    when this machine cannot run one); remove it at the end."""
+    try:
+        server = make()
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+    yield server
+    server.destroy()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """A private PostgreSQL primary + streaming standby that tests may stop and pause."""
-    try:
-        cluster = PgCluster.create()
-    except ServerUnavailable as exc:
-        _unavailable(exc)
-    yield cluster
-    cluster.destroy()
+    yield from _private(PgCluster.create)
 
 
 @pytest.fixture(scope="session")
 def pg_tls() -> Iterator[PgCluster]:
     """A private PostgreSQL that accepts only TLS (hostssl); ``ca_file`` signed its cert."""
-    try:
-        server = PgCluster.create(replica=False, tls=True)
-    except ServerUnavailable as exc:
-        _unavailable(exc)
-    yield server
-    server.destroy()
+    yield from _private(lambda: PgCluster.create(replica=False, tls=True))
 
 
 @pytest.fixture(scope="session")
 def private_mariadb() -> Iterator[MariaDB]:
     """A private MariaDB server that tests may stop and start."""
-    try:
-        server = MariaDB.create()
-    except ServerUnavailable as exc:
-        _unavailable(exc)
-    yield server
-    server.destroy()
+    yield from _private(MariaDB.create)
 
 
 @pytest.fixture(scope="session")
 def mariadb_tls() -> Iterator[MariaDB]:
     """A private MariaDB that refuses connections without TLS; ``ca_file`` signed its cert."""
-    try:
-        server = MariaDB.create(tls=True)
-    except ServerUnavailable as exc:
-        _unavailable(exc)
-    yield server
-    server.destroy()
+    yield from _private(lambda: MariaDB.create(tls=True))
 
 
 ProxyFactory = Callable[[str], Awaitable[FaultProxy]]

@@ -62,6 +62,20 @@ async def _ssl_in_use(pool: WorkflowConnectionPool) -> bool:
     return await asyncio.wait_for(run(), GUARD)
 
 
+async def _refused_by_verification(pool: WorkflowConnectionPool) -> None:
+    """Opening the pool fails typed, because the server's certificate did not verify."""
+    with pytest.raises(ConnectionFailed) as caught:
+        await asyncio.wait_for(pool.initialize(), GUARD)
+    causes = []
+    exc: BaseException | None = caught.value
+    while exc is not None:
+        causes.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
+    if "certificate verify failed" not in str(caught.value):  # aiomysql says only 2003
+        pytest.xfail(f"defect: the message does not say why: {caught.value}")
+
+
 @pytest.mark.postgres
 async def test_sslmode_require_in_the_dsn_connects_over_tls(
     pg_tls: PgCluster, make_pool: Any
@@ -91,16 +105,7 @@ async def test_a_certificate_from_another_ca_is_refused_typed(
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     pool = make_pool(f"{pg_tls.primary.dsn}?sslmode=verify-full&sslrootcert={other}")
-    with pytest.raises(ConnectionFailed) as caught:
-        await asyncio.wait_for(pool.initialize(), GUARD)
-    causes = []
-    exc: BaseException | None = caught.value
-    while exc is not None:
-        causes.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
-    if "certificate verify failed" not in str(caught.value):  # aiomysql says only 2003
-        pytest.xfail(f"defect: the message does not say why: {caught.value}")
+    await _refused_by_verification(pool)
 
 
 @pytest.mark.postgres
@@ -224,13 +229,4 @@ async def test_mariadb_certificate_from_another_ca_is_refused_typed(
 ) -> None:
     other = pg_tls.ca_file  # a CA that did not sign the MariaDB server's certificate
     pool = make_pool(f"{mariadb_tls.dsn}?sslmode=verify-ca&sslrootcert={other}")
-    with pytest.raises(ConnectionFailed) as caught:
-        await asyncio.wait_for(pool.initialize(), GUARD)
-    causes = []
-    exc: BaseException | None = caught.value
-    while exc is not None:
-        causes.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
-    if "certificate verify failed" not in str(caught.value):  # aiomysql says only 2003
-        pytest.xfail(f"defect: the message does not say why: {caught.value}")
+    await _refused_by_verification(pool)
