@@ -441,7 +441,7 @@ async def test_a_read_the_replica_refuses_for_recovery_or_read_only_reruns_on_th
         )
     try:
         replica = engine.replicas.states[0].pool
-        for _ in range(100):  # until the standby has replayed the function
+        for _ in range(500):  # until the standby has replayed the function (guard: 10 s)
             async with replica.connection() as pc:
                 res = await replica.execute(
                     pc, "SELECT count(*) AS n FROM pg_proc WHERE proname = $1", [fn]
@@ -449,6 +449,9 @@ async def test_a_read_the_replica_refuses_for_recovery_or_read_only_reruns_on_th
             if res.data == [{"n": 1}]:
                 break
             await asyncio.sleep(0.02)
+        else:
+            pytest.fail(f"the standby did not replay CREATE FUNCTION {fn} within 10 s")
+        await engine.replicas.check_all()  # lag and replay position as of now
         before, failures = await _fallbacks(bed), (await _replica(bed))["failures"]
         res = await bed.q(f"/* route:replica */ SELECT {fn}('{sqlstate}') AS v")
         assert res["success"] and res["data"] == [{"v": 1}], res
