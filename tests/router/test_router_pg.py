@@ -493,6 +493,16 @@ async def test_a_write_inside_a_multi_statement_string_gives_the_session_a_token
     assert (await bed.router.get_metrics())["pinned_sessions"] == 0
 
 
+async def _terminate_session_backend(bed: Bed, session: str, admin_dsn: str) -> None:
+    """Terminate the server backend of the connection pinned to ``session``."""
+    pid = (await bed.q("SELECT pg_backend_pid() AS pid", session=session))["data"][0]["pid"]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+
+
 async def test_a_session_is_unpinned_when_its_connection_dies_between_statements(
     bed: Bed, pg_admin_dsn: str
 ) -> None:
@@ -501,12 +511,7 @@ async def test_a_session_is_unpinned_when_its_connection_dies_between_statements
     t = bed.table
     await bed.q("BEGIN", session="dies")
     await bed.q(f"INSERT INTO {t} VALUES (1, 'x')", session="dies")
-    pid = (await bed.q("SELECT pg_backend_pid() AS pid", session="dies"))["data"][0]["pid"]
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await admin.close()
+    await _terminate_session_backend(bed, "dies", pg_admin_dsn)
     await asyncio.sleep(0.1)
     with pytest.raises(ConnectionFailed):
         await bed.q(f"INSERT INTO {t} VALUES (2, 'y')", session="dies")
@@ -559,12 +564,7 @@ async def test_the_reaper_unpins_a_session_whose_idle_connection_was_terminated(
 ) -> None:
     async with make_bed(table, {"session_timeout": 30.0}) as bed:
         await bed.q("BEGIN", session="idle")
-        pid = (await bed.q("SELECT pg_backend_pid() AS pid", session="idle"))["data"][0]["pid"]
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        finally:
-            await admin.close()
+        await _terminate_session_backend(bed, "idle", pg_admin_dsn)
         for _ in range(50):  # the reaper runs every second or so (hang-guard: 5 s)
             metrics = await bed.router.get_metrics()
             if metrics["pinned_sessions"] == 0:
