@@ -577,3 +577,19 @@ async def test_the_reaper_unpins_a_session_whose_idle_connection_was_terminated(
         engine = bed.router.engine
         assert engine is not None
         assert engine.primary.state()["active_connections"] == 0
+
+
+async def test_a_commit_answered_with_rollback_is_a_failure_and_unpins(bed: Bed) -> None:
+    t = bed.table
+    for sql in ("BEGIN", f"INSERT INTO {t} VALUES (1, 'a')"):
+        assert (await bed.q(sql, session="rb"))["success"]
+    dup = await bed.q(f"INSERT INTO {t} VALUES (1, 'again')", session="rb")
+    assert dup["success"] is False and dup["sqlstate"] == "23505"
+    res = await bed.q("COMMIT", session="rb")  # the server answers ROLLBACK
+    assert res["success"] is False and res["error_type"] == "TransactionRolledBack", res
+    metrics = await bed.router.get_metrics()
+    assert (metrics["pinned_sessions"], metrics["active_transactions"]) == (0, 0)
+    after = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
+    assert after["data"] == [{"n": 0}]
+    assert (await bed.q("BEGIN", session="rb"))["success"]
+    assert (await bed.q("ROLLBACK", session="rb"))["success"]
