@@ -551,7 +551,11 @@ class QueryRouter:
         """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
         m = self.metrics
         timing = m.routing_time.summary_ms()
-        server_prepare = self._server_prepare()
+        # Measured, not configured: behind a transaction-pooling proxy the driver turns
+        # server-side prepare off per connection, so the report reads the connections.
+        server_prepare = self._server_prepare() and any(
+            e.conn.server_prepare for p in self._pools() for e in p.entries()
+        )
         now = time.monotonic()
         prewarm = m.prewarm.report()
         predicted = m.prewarm.counts[PREDICTOR]

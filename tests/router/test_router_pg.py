@@ -189,6 +189,7 @@ async def test_prepared_statement_hit_rate_matches_the_server(bed: Bed) -> None:
     hits = stats["hits"] - before["hits"]
     lookups = stats["lookups"] - before["lookups"]
     assert hits / lookups >= 0.95
+    assert stats["server_side_prepare"] is True  # direct connections: no proxy detected
     # what the replica's connections really hold on the server
     engine = router.engine
     assert engine is not None
