@@ -33,23 +33,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.reliability.workload import (  # noqa: E402  (needs ROOT on sys.path)
+    STORM_BED,
     LoadReport,
     StormReport,
     router_bed,
     run_load,
     run_storm,
 )
-
-_STORM_BED: dict[str, Any] = {
-    "min_connections": 1, "max_connections": 4, "replica_max": 3, "session_timeout": 0.3,
-    "pattern_learning": True, "runtime_prewarm": True, "timeout": 5.0,
-}  # fmt: skip
 
 
 def _dsns(backend: str, tmp: str) -> tuple[str, str | None] | None:
@@ -79,7 +74,7 @@ async def _storm(
     backend: str, dsn: str, replica: str | None, args: argparse.Namespace
 ) -> StormReport:
     count = args.cancellations if backend == "pg" else args.cancellations // 5
-    async with router_bed(_NAMES[backend], dsn, replica_dsn=replica, **_STORM_BED) as bed:
+    async with router_bed(_NAMES[backend], dsn, replica_dsn=replica, **STORM_BED) as bed:
         return await run_storm(bed, cancellations=count, seed=args.seed)
 
 

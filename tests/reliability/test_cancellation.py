@@ -25,6 +25,7 @@ from tests.conftest import server_dsn
 from tests.reliability.conftest import Figures
 from tests.reliability.workload import (
     MID_PROTOCOL,
+    STORM_BED,
     LoadReport,
     StormReport,
     audit_pool,
@@ -37,10 +38,6 @@ from tests.reliability.workload import (
 # (10,000 took 81 s there): docs/reliability.md. The long mode runs 10,000 and more.
 PG_CANCELLATIONS = 4000
 SMALL_CANCELLATIONS = 500
-STORM_BED: dict[str, Any] = {
-    "min_connections": 1, "max_connections": 4, "replica_max": 3, "session_timeout": 0.3,
-    "pattern_learning": True, "runtime_prewarm": True, "timeout": 5.0,
-}  # fmt: skip
 
 
 def _record(reliability: Figures, report: StormReport) -> None:

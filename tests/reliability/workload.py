@@ -35,6 +35,7 @@ from kailash_nodes.errors import CommitOutcomeUnknown, KailashNodesError, Outcom
 from kailash_nodes.pool import PooledConnection
 
 __all__ = [
+    "STORM_BED",
     "Bed",
     "LoadReport",
     "StormReport",
@@ -46,6 +47,15 @@ __all__ = [
 ]
 
 MARK = "kn.mark"  # the custom GUC cancelled tasks leave behind (PostgreSQL)
+# The storm's bed: small pools, so tasks contend; sessions reaped fast; pattern learning
+# and runtime pre-warming on; connections retired by lifetime and idle time, and checked
+# after 5 ms idle, while the storm runs.
+STORM_BED: dict[str, Any] = {
+    "min_connections": 1, "max_connections": 4, "replica_max": 3, "session_timeout": 0.3,
+    "pattern_learning": True, "runtime_prewarm": True, "timeout": 5.0,
+    "check_idle_after": 0.005, "max_lifetime": 1.0, "max_idle": 0.3,
+    "maintenance_interval": 0.1,
+}  # fmt: skip
 MYSQL_WAIT = 12345  # the @@session.wait_timeout cancelled tasks set (MariaDB)
 SQLITE_CACHE = -4321  # the PRAGMA cache_size cancelled tasks set (SQLite)
 
@@ -116,24 +126,27 @@ async def router_bed(
     pattern_learning: bool = False,
     runtime_prewarm: bool = False,
     timeout: float = 30.0,
+    **pool_options: Any,
 ) -> AsyncIterator[Bed]:
     """Build and open a bed on ``dsn`` with a fresh table; drop the table and close after.
 
     Pool names (and so ``application_name``) are unique per bed, so the server's view of a
     pool's backends is not mixed with other tests running at the same time.
+    ``pool_options`` go to both pools (e.g. ``max_lifetime``, ``check_idle_after``).
     """
     tag = uuid.uuid4().hex[:8]
     runtime = LocalRuntime(prewarm=runtime_prewarm, prewarm_timeout=0.002)
     pool = WorkflowConnectionPool(
         name=f"kn_rel_{tag}", connection_string=dsn, min_connections=min_connections,
         max_connections=max_connections, timeout=timeout, enable_query_routing=pattern_learning,
+        **pool_options,
     )  # fmt: skip
     runtime.register_node("db_pool", pool)
     replica = None
     if replica_dsn is not None:
         replica = WorkflowConnectionPool(
             name=f"kn_rel_{tag}_r", connection_string=replica_dsn, min_connections=1,
-            max_connections=replica_max or max_connections, timeout=timeout,
+            max_connections=replica_max or max_connections, timeout=timeout, **pool_options,
         )  # fmt: skip
         runtime.register_node("replica_pool", replica)
     router = QueryRouterNode(
@@ -188,17 +201,25 @@ def _at_rest(s: dict[str, int]) -> bool:
     )
 
 
-async def _pg_server_view(dsn: str, app: str, tries: int = 20) -> tuple[int, list[str]]:
-    """Return the server's count of ``app``'s backends and what is wrong with them.
+async def _pg_server_view(
+    dsn: str, pool: WorkflowConnectionPool, tries: int = 20
+) -> tuple[int, list[str]]:
+    """Return the server's count of the pool's backends and what is wrong with them.
 
-    A backend busy right now (the replica monitor's lag check runs every 0.2 s) is looked
-    at again, up to ``tries`` times 50 ms apart: only a state that persists is reported.
+    What changes on its own is looked at again, up to ``tries`` times 50 ms apart, and
+    only what persists is reported: a backend busy right now (the replica monitor's lag
+    check runs every 0.2 s), a connection the pool's maintenance retires meanwhile (the
+    count is compared only when the pool's own count did not move during the query), a
+    closed backend the server has not yet removed.
     """
     import asyncpg
 
+    engine = pool.engine
+    app = pool.pool_config.connect.application_name
     mon = await asyncpg.connect(dsn)
     try:
         for _ in range(tries):
+            before = (len(engine.entries()), engine.closing)
             rows = await mon.fetch(
                 "SELECT a.state, a.wait_event, left(a.query, 60) AS query, "
                 "(SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid "
@@ -207,6 +228,11 @@ async def _pg_server_view(dsn: str, app: str, tries: int = 20) -> tuple[int, lis
                 app,
             )
             problems = [_backend_problem(r) for r in rows if r["state"] != "idle" or r["advisory"]]
+            if before == (len(engine.entries()), engine.closing) and len(rows) != sum(before):
+                problems.append(
+                    f"server has {len(rows)} backends for {app!r}, "
+                    f"pool counts {before[0]} (+{before[1]} closing)"
+                )
             if not problems:
                 break
             await asyncio.sleep(0.05)
@@ -293,16 +319,9 @@ async def audit_pool(pool: WorkflowConnectionPool, backend: str, dsn: str) -> Au
         audit.problems.append(f"pool not at rest: {engine.describe_state()}")
     if len(engine.entries()) != state["idle_connections"] + state["active_connections"]:
         audit.problems.append(f"entries != idle + active: {engine.describe_state()}")
-    app = pool.pool_config.connect.application_name
     if backend == "postgresql":
-        audit.server_backends, server_problems = await _pg_server_view(dsn, app)
+        audit.server_backends, server_problems = await _pg_server_view(dsn, pool)
         audit.problems += server_problems
-        closing = engine.closing
-        if audit.server_backends != state["total_connections"] + closing:
-            audit.problems.append(
-                f"server has {audit.server_backends} backends for {app!r}, "
-                f"pool counts {state['total_connections']} (+{closing} closing)"
-            )
     audit.probed, probe_problems = await _probe_idle(pool, backend)
     audit.problems += probe_problems
     return audit
