@@ -93,7 +93,8 @@ def _load_row(r: LoadReport) -> list[str]:
 def _storm_row(r: StormReport) -> list[str]:
     return [
         f"storm {r.backend}", f"{r.total} cancelled, {r.seconds:.0f} s",
-        f"{r.finished} finished first", r.where(), "-",
+        f"{r.finished} finished first", r.where(),
+        f"{len(r.writes.acked)} / {len(r.writes.failed)} / {len(r.writes.unknown)}",
         ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-",
         "; ".join(r.problems()) or "-",
     ]  # fmt: skip

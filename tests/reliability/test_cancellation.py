@@ -26,8 +26,8 @@ from tests.reliability.conftest import Figures
 from tests.reliability.workload import (
     MID_PROTOCOL,
     STORM_BED,
-    LoadReport,
     StormReport,
+    WriteLedger,
     audit_pool,
     check_writes,
     router_bed,
@@ -46,6 +46,9 @@ def _record(reliability: Figures, report: StormReport) -> None:
         finished_first=report.finished, seconds=report.seconds,
         where=report.where(), growing=report.cancelled["acquire:growing"],
         errors=dict(report.errors) or "none", samples=report.samples or "none",
+        writes_acked=len(report.writes.acked), writes_rolled_back=len(report.writes.failed),
+        writes_unknown=len(report.writes.unknown),
+        unknown_present=report.writes.unknown_present,
         problems=len(report.problems()),
     )  # fmt: skip
 
@@ -136,9 +139,9 @@ async def test_the_write_check_sees_a_lost_a_duplicated_and_a_phantom_write(
         insert = f"INSERT INTO {bed.table} (id, caller, kind) VALUES (?, 0, 'x')"
         for wid in (1, 2, 2, 3):
             await bed.q(insert, [wid])
-        report = LoadReport("sqlite", 1, acked={1, 2, 4}, failed={3})
-        await check_writes(bed, report)
-    assert (report.missing, report.duplicated, report.phantom) == ([4], [2], [3])
+        writes = WriteLedger(acked={1, 2, 4}, failed={3})
+        await check_writes(bed, writes)
+    assert (writes.missing, writes.duplicated, writes.phantom) == ([4], [2], [3])
 
 
 # ------------------------------------------------------------------ defects found here

@@ -23,14 +23,14 @@ def _record(reliability: Figures, report: LoadReport) -> None:
     figures = report.figures()
     reliability.add(
         f"load {report.backend}", callers=report.callers, seconds=report.seconds,
-        **figures, unknown_present=report.unknown_present,
+        **figures, unknown_present=report.writes.unknown_present,
         errors=dict(report.errors) or "none",
     )  # fmt: skip
 
 
 def _assert_nothing_lost(report: LoadReport) -> None:
     assert report.problems() == []
-    assert report.acked and report.failed  # both commits and rollbacks were exercised
+    assert report.writes.acked and report.writes.failed  # commits and rollbacks both ran
     assert report.operations["transaction"] and report.operations["read_own_write"]
 
 

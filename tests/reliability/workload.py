@@ -39,6 +39,7 @@ __all__ = [
     "Bed",
     "LoadReport",
     "StormReport",
+    "WriteLedger",
     "audit_pool",
     "percentile",
     "router_bed",
@@ -160,10 +161,23 @@ async def router_bed(
     async with runtime:
         res = await bed.q(_create_table(backend, table))
         assert res["success"], res
+        if replica is not None:  # plain reads go there, with no read-your-writes
+            await _replayed(replica, table)
         try:
             yield bed
         finally:
             await bed.q(f"DROP TABLE IF EXISTS {table}")
+
+
+async def _replayed(replica: WorkflowConnectionPool, table: str, timeout: float = 10.0) -> None:
+    """Wait until the replica has replayed the table's creation."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with replica.connection() as conn:
+            res = await replica.execute(conn, f"SELECT to_regclass('{table}') IS NOT NULL AS ok")
+        if res["success"] and res["data"] == [{"ok": True}]:
+            return
+        await asyncio.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------- the audit
@@ -341,6 +355,43 @@ async def still_works(bed: Bed, n: int = 20) -> list[str]:
     return failed
 
 
+# ---------------------------------------------------------------------------- writes
+
+
+@dataclass
+class WriteLedger:
+    """Every write by what its caller was told, and what the table showed afterwards."""
+
+    acked: set[int] = field(default_factory=set)  # success: must be there exactly once
+    failed: set[int] = field(default_factory=set)  # failed or rolled back: must be absent
+    unknown: set[int] = field(default_factory=set)  # outcome unknown: either way
+    missing: list[int] = field(default_factory=list)  # acknowledged, absent
+    duplicated: list[int] = field(default_factory=list)  # present more than once
+    phantom: list[int] = field(default_factory=list)  # failed or rolled back, present
+    unknown_present: int = 0
+
+    def problems(self) -> list[str]:
+        """Return what was lost, doubled or applied after failing, in words."""
+        found = []
+        for what, ids in (
+            ("acknowledged writes missing", self.missing),
+            ("writes duplicated", self.duplicated),
+            ("failed or rolled-back writes present", self.phantom),
+        ):
+            if ids:
+                found.append(f"{len(ids)} {what}: {ids[:5]}")
+        return found
+
+
+async def check_writes(bed: Bed, writes: WriteLedger) -> None:
+    """Compare the table on the primary with what each write was told."""
+    rows = await bed.primary_rows()
+    writes.missing = sorted(i for i in writes.acked if rows[i] == 0)
+    writes.duplicated = sorted(i for i, n in rows.items() if n > 1)
+    writes.phantom = sorted(i for i in writes.failed if rows[i])
+    writes.unknown_present = sum(1 for i in writes.unknown if rows[i])
+
+
 # ---------------------------------------------------------------------------- load
 
 
@@ -354,14 +405,8 @@ class LoadReport:
     latencies: list[float] = field(default_factory=list)  # seconds per router.process call
     operations: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # error type -> count
-    acked: set[int] = field(default_factory=set)
-    failed: set[int] = field(default_factory=set)
-    unknown: set[int] = field(default_factory=set)
+    writes: WriteLedger = field(default_factory=lambda: WriteLedger())
     stale_reads: int = 0
-    missing: list[int] = field(default_factory=list)  # acknowledged, absent
-    duplicated: list[int] = field(default_factory=list)  # present more than once
-    phantom: list[int] = field(default_factory=list)  # failed or rolled back, present
-    unknown_present: int = 0
     audits: list[Audit] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)  # the bed's state after the run
 
@@ -374,22 +419,14 @@ class LoadReport:
             "throughput": n / self.seconds if self.seconds else 0.0,
             "p50_ms": percentile(self.latencies, 0.5) * 1000,
             "p99_ms": percentile(self.latencies, 0.99) * 1000,
-            "writes_acked": len(self.acked),
-            "writes_failed": len(self.failed),
-            "writes_unknown": len(self.unknown),
+            "writes_acked": len(self.writes.acked),
+            "writes_failed": len(self.writes.failed),
+            "writes_unknown": len(self.writes.unknown),
         }
 
     def problems(self) -> list[str]:
         """Return every violated guarantee, in words (empty: nothing lost or leaked)."""
-        found = [f"{len(self.missing)} acknowledged writes missing: {self.missing[:5]}"] * bool(
-            self.missing
-        )
-        found += [f"{len(self.duplicated)} writes duplicated: {self.duplicated[:5]}"] * bool(
-            self.duplicated
-        )
-        found += [f"{len(self.phantom)} failed writes present: {self.phantom[:5]}"] * bool(
-            self.phantom
-        )
+        found = self.writes.problems()
         found += [f"{self.stale_reads} reads missed their session's write"] * bool(self.stale_reads)
         for audit in self.audits:
             found += [f"{audit.pool}: {p}" for p in audit.problems]
@@ -441,9 +478,10 @@ class _Caller:
             res = await self.call(self.insert, [wid, self.number, "auto"], session)
         except OutcomeUnknown:
             self.report.errors["OutcomeUnknown"] += 1
-            self.report.unknown.add(wid)
+            self.report.writes.unknown.add(wid)
             return None
-        (self.report.acked if res and res["success"] else self.report.failed).add(wid)
+        writes = self.report.writes
+        (writes.acked if res and res["success"] else writes.failed).add(wid)
         return wid if res and res["success"] else None
 
     async def transaction(self) -> None:
@@ -451,7 +489,7 @@ class _Caller:
         self.runs += 1
         sid = f"tx-{self.number}-{self.runs}"
         written: list[int] = []
-        outcome = self.report.failed
+        outcome = self.report.writes.failed
         try:
             res = await self.call("BEGIN", session=sid)
             if not (res and res["success"]):
@@ -472,10 +510,10 @@ class _Caller:
                     res = await self.call("COMMIT", session=sid)
                 except CommitOutcomeUnknown:
                     self.report.errors["CommitOutcomeUnknown"] += 1
-                    outcome = self.report.unknown
+                    outcome = self.report.writes.unknown
                     return
                 if res and res["success"]:
-                    outcome = self.report.acked
+                    outcome = self.report.writes.acked
             else:
                 await self.call("ROLLBACK", session=sid)
         except OutcomeUnknown:
@@ -516,22 +554,13 @@ async def run_load(
         *(_Caller(bed, report, i, ids, rngs[i]).run(deadline) for i in range(callers))
     )
     report.seconds = time.monotonic() - began
-    await check_writes(bed, report)
+    await check_writes(bed, report.writes)
     await settle(bed)
     for pool, dsn in ((bed.pool, bed.dsn), (bed.replica, bed.replica_dsn)):
         if pool is not None and dsn is not None:
             report.audits.append(await audit_pool(pool, bed.backend, dsn))
     report.broken += await still_works(bed, 5)
     return report
-
-
-async def check_writes(bed: Bed, report: LoadReport) -> None:
-    """Compare the table on the primary with what each write was told."""
-    rows = await bed.primary_rows()
-    report.missing = sorted(i for i in report.acked if rows[i] == 0)
-    report.duplicated = sorted(i for i, n in rows.items() if n > 1)
-    report.phantom = sorted(i for i in report.failed if rows[i])
-    report.unknown_present = sum(1 for i in report.unknown if rows[i])
 
 
 # ---------------------------------------------------------------------------- storm
@@ -577,6 +606,7 @@ class StormReport:
     errors: Counter[str] = field(default_factory=Counter)  # typed errors the tasks raised
     samples: dict[str, str] = field(default_factory=dict)  # error type -> first message
     untyped: list[str] = field(default_factory=list)  # anything else: a defect
+    writes: WriteLedger = field(default_factory=lambda: WriteLedger())  # in transactions
     audits: list[Audit] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
 
@@ -594,7 +624,7 @@ class StormReport:
 
     def problems(self) -> list[str]:
         """Return every violated guarantee, in words (empty: no leak, no state left)."""
-        found = [f"untyped error: {u}" for u in self.untyped[:10]]
+        found = [f"untyped error: {u}" for u in self.untyped[:10]] + self.writes.problems()
         for audit in self.audits:
             found += [f"{audit.pool}: {p}" for p in audit.problems]
         return found + self.broken
@@ -648,22 +678,49 @@ class _Storm:
         )
         pc = await pool.acquire()
         p.acquired.set()
+
+        async def run(query: str, params: Any) -> Any:
+            return await pool.execute(pc, query, params)
+
         try:
-            for query, params in steps:
-                p.phase = "query:" + query.split()[0].lower()
-                res = await pool.execute(pc, query, params)
-                if not res["success"]:
-                    self.report.errors[str(res["error_type"])] += 1
-                    break
-        except asyncio.CancelledError:
-            p.cut = p.phase  # the finally below moves on to the release
-            raise
+            await self._steps(p, "query", run, steps)
         finally:
             p.phase = "release:" + (
                 "dirty" if pc.entry.dirty or pc.entry.conn.in_transaction() else "clean"
             )
             p.release.set()
             await pool.release(pc)
+
+    async def _steps(
+        self,
+        p: _Probe,
+        where: str,
+        run: Callable[[str, Any], Coroutine[Any, Any, Any]],
+        steps: list[tuple[str, Any]],
+    ) -> None:
+        """Run ``steps``, stopping at a failure; file the rows they insert by what the
+        caller was told: committed (COMMIT answered success), unknown (COMMIT sent, its
+        answer not seen), else rolled back (never committed: must be absent)."""
+        writes = self.report.writes
+        ids = [params[0] for query, params in steps if query == self.insert]
+        fate = writes.failed
+        try:
+            for query, params in steps:
+                p.phase = f"{where}:{query.split()[0].lower()}"
+                if query == "COMMIT":
+                    fate = writes.unknown
+                res = await run(query, params)
+                p.acquired.set()  # (a session holds its connection from here)
+                if query == "COMMIT":
+                    fate = writes.acked if res["success"] else writes.failed
+                if not res["success"]:
+                    self.report.errors[str(res["error_type"])] += 1
+                    break
+        except asyncio.CancelledError:
+            p.cut = p.phase  # the caller's finally moves on to the release
+            raise
+        finally:
+            fate.update(ids)
 
     async def router_read(self, p: _Probe) -> None:
         """Plain reads through the router (to the replica when there is one)."""
@@ -687,17 +744,12 @@ class _Storm:
     async def _session(self, p: _Probe, steps: list[tuple[str, Any]]) -> None:
         sid = f"storm-{next(self.seq)}"
         abandon = self.rng.random() < 0.4  # left to the session reaper
+
+        async def run(query: str, params: Any) -> Any:
+            return await self.bed.q(query, params, sid)
+
         try:
-            for query, params in steps:
-                p.phase = "session:" + query.split()[0].lower()
-                res = await self.bed.q(query, params, sid)
-                p.acquired.set()  # the session holds its connection now (or ran a read)
-                if not res["success"]:
-                    self.report.errors[str(res["error_type"])] += 1
-                    break
-        except asyncio.CancelledError:
-            p.cut = p.phase
-            raise
+            await self._steps(p, "session", run, steps)
         finally:
             if not abandon:
                 p.phase = "session:end"
@@ -824,7 +876,8 @@ async def run_storm(
     while report.total < cancellations:
         await _wave(storm, min(wave, max(8, cancellations - report.total)), max_delay)
     report.seconds = time.monotonic() - began
-    await settle(bed)
+    await settle(bed)  # abandoned sessions rolled back by the reaper first
+    await check_writes(bed, report.writes)
     for pool, dsn in ((bed.pool, bed.dsn), (bed.replica, bed.replica_dsn)):
         if pool is not None and dsn is not None:
             report.audits.append(await audit_pool(pool, bed.backend, dsn))
