@@ -110,6 +110,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
+    notes: list[str] = []  # the first message of each typed error the storm saw
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
@@ -124,8 +125,10 @@ async def _main(args: argparse.Namespace) -> int:
                 report = await _storm(backend, *dsns, args)
                 rows.append(_storm_row(report))
                 failed |= bool(report.problems())
+                notes += [f"# storm {backend}, first {k}: {v}" for k, v in report.samples.items()]
             print(f"# {backend} done", flush=True)
     _print_table(rows)
+    print("\n".join(notes))
     return 1 if failed else 0
 
 
