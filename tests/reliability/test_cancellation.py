@@ -78,7 +78,6 @@ async def test_cancellation_storm_leaks_nothing_and_leaves_no_state_on_postgresq
     assert report.total >= PG_CANCELLATIONS
     assert {"acquire", "query", "session", "release", "workflow"} <= _phases(report)
     assert report.cancelled["acquire:growing"] and report.cancelled["release:dirty"]
-    assert all(a.server_backends == a.probed for a in report.audits)
 
 
 @pytest.mark.mysql

@@ -327,12 +327,15 @@ async def audit_pool(pool: WorkflowConnectionPool, backend: str, dsn: str) -> Au
     """Check a pool at rest: counts consistent, server agrees, no idle connection carries
     a transaction or session state. Call after :func:`settle`."""
     engine = pool.engine
-    state = engine.state()
-    audit = Audit(pool.name, state, None, 0)
-    if not _at_rest(state):
-        audit.problems.append(f"pool not at rest: {engine.describe_state()}")
-    if len(engine.entries()) != state["idle_connections"] + state["active_connections"]:
-        audit.problems.append(f"entries != idle + active: {engine.describe_state()}")
+    for _ in range(20):  # the pool's upkeep may be replacing a connection right now
+        state = engine.state()
+        problems = [f"pool not at rest: {engine.describe_state()}"] * (not _at_rest(state))
+        if len(engine.entries()) != state["idle_connections"] + state["active_connections"]:
+            problems.append(f"entries != idle + active: {engine.describe_state()}")
+        if not problems:
+            break
+        await asyncio.sleep(0.05)
+    audit = Audit(pool.name, state, None, 0, problems)
     if backend == "postgresql":
         audit.server_backends, server_problems = await _pg_server_view(dsn, pool)
         audit.problems += server_problems
