@@ -644,7 +644,7 @@ class _Storm:
         self.scenarios: list[Callable[[_Probe], Coroutine[Any, Any, None]]] = [
             self.pool_wait, self.pool_sleep, self.pool_transaction, self.pool_transaction,
             self.router_read, self.router_transaction, self.router_session_state,
-            self.growth, self.pool_prewarm,
+            self.router_stateless_state, self.growth, self.pool_prewarm,
         ]  # fmt: skip
         if bed.backend == "postgresql":
             self.scenarios += [self.router_prewarm, self.workflow]
@@ -743,6 +743,12 @@ class _Storm:
         steps = self.rng.sample(self._state_steps(), k=self.rng.randint(1, 3))
         steps += [(f"SELECT count(*) AS n FROM {self.bed.table}", None)]
         await self._session(p, steps)
+
+    async def router_stateless_state(self, p: _Probe) -> None:
+        """Session state sent without a session: the router resets it on release."""
+        for query, params in self.rng.sample(self._state_steps(), k=self.rng.randint(1, 2)):
+            p.phase = "router:" + query.split()[0].lower()
+            await self.bed.q(query, params)
 
     async def _session(self, p: _Probe, steps: list[tuple[str, Any]]) -> None:
         sid = f"storm-{next(self.seq)}"
