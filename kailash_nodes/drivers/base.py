@@ -11,18 +11,75 @@ be sent).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kailash_nodes.config import ConnectParams
+from kailash_nodes.errors import QueryError, ResultTooLarge
 
-__all__ = ["FETCH_MODES", "Driver", "DriverConnection", "NoServerPrepare", "Rows"]
+__all__ = [
+    "FETCH_MODES",
+    "CursorReads",
+    "Driver",
+    "DriverConnection",
+    "DriverCursor",
+    "NoServerPrepare",
+    "Rows",
+    "is_query",
+    "read_limited",
+    "too_large",
+]
 
 FETCH_MODES = ("all", "one", "many")
 
 # What a fetch returns: the data in the requested shape and the row count
 # (rows returned for statements that return rows, rows affected for the others).
 Rows = tuple["list[dict[str, Any]] | dict[str, Any] | None", int]
+
+# A query a cursor can read: SELECT, VALUES, TABLE or WITH first (after comments and
+# parentheses) and no word that may make it write (``FOR UPDATE`` aside). A false "no"
+# (such a word in a literal or a column name) only means the statement is not bounded.
+_QUERY_START = re.compile(
+    r"\s*(?:(?:--[^\n]*(?:\n|\Z)|#[^\n]*(?:\n|\Z)|/\*.*?\*/)\s*)*(?:\(\s*)*"
+    r"(?:SELECT|VALUES|TABLE|WITH)\b",
+    re.I | re.S,
+)
+_MAY_WRITE = re.compile(
+    r"\b(?:INSERT|DELETE|MERGE|REPLACE|RETURNING|INTO|CALL)\b|(?<!FOR )(?<!KEY )\bUPDATE\b",
+    re.I,
+)
+
+
+def is_query(text: str) -> bool:
+    """Return whether ``text`` is a query a cursor can read (no statement that writes).
+
+    >>> is_query("SELECT 1"), is_query("/* hint */ (SELECT 1)"), is_query("VALUES (1)")
+    (True, True, True)
+    >>> is_query("SELECT * FROM t FOR UPDATE"), is_query("SELECT 1 INTO x")
+    (True, False)
+    >>> is_query("INSERT INTO t VALUES (1) RETURNING id"), is_query("SHOW server_version")
+    (False, False)
+    >>> is_query("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d")
+    False
+    """
+    return _QUERY_START.match(text) is not None and _MAY_WRITE.search(text) is None
+
+
+class DriverCursor(Protocol):
+    """A query's result read in batches, open on one connection until ``close``."""
+
+    async def fetch(self, size: int, timeout: float | None) -> list[dict[str, Any]]:
+        """Return up to ``size`` next rows; fewer (or none) at the end of the result."""
+        ...
+
+    async def close(self, timeout: float | None, *, commit: bool) -> None:
+        """End the cursor and leave the connection as it was before ``open_cursor``.
+
+        A transaction the cursor opened itself ends with COMMIT when ``commit``, else with
+        ROLLBACK; no round trip is sent when the connection is already closed.
+        """
+        ...
 
 
 class DriverConnection(Protocol):
@@ -39,6 +96,34 @@ class DriverConnection(Protocol):
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string without parameters."""
+        ...
+
+    async def fetch_limited(
+        self,
+        text: str,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        max_rows: int,
+        timeout: float | None,
+    ) -> Rows:
+        """Run one statement like ``fetch``, reading at most ``max_rows + 1`` rows of a query.
+
+        Raises ResultTooLarge past ``max_rows`` (the statement had no effect and the
+        connection is as it was); a statement that is not a query runs as by ``fetch``.
+        """
+        ...
+
+    def can_stream(self, text: str) -> bool:
+        """Return whether ``open_cursor`` can read ``text`` (a query, see :func:`is_query`)."""
+        ...
+
+    async def open_cursor(
+        self, text: str, args: tuple[Any, ...], timeout: float | None
+    ) -> DriverCursor:
+        """Start ``text`` (for which ``can_stream`` is True) and return a cursor over its
+        rows, holding none of them yet. Until the cursor is closed nothing else may run on
+        this connection."""
         ...
 
     def in_transaction(self) -> bool:
@@ -135,3 +220,77 @@ class NoServerPrepare:
 
     def resize_statement_cache(self, size: int) -> None:
         """Do nothing: there is no cache of ours to resize."""
+
+
+def too_large(max_rows: int) -> ResultTooLarge:
+    """Return the error for a result past ``max_rows``.
+
+    >>> print(too_large(10))
+    the statement returned more than max_rows=10 rows; no rows were returned and it had no \
+effect. Read big results in batches with the stream operation (ConnectionPool.stream)
+    """
+    return ResultTooLarge(
+        f"the statement returned more than max_rows={max_rows} rows; no rows were returned "
+        "and it had no effect. Read big results in batches with the stream operation "
+        "(ConnectionPool.stream)"
+    )
+
+
+async def read_limited(
+    conn: DriverConnection,
+    text: str,
+    args: tuple[Any, ...],
+    mode: str,
+    size: int,
+    max_rows: int,
+    timeout: float | None,
+) -> Rows:
+    """Run ``text`` through a cursor reading at most ``max_rows + 1`` of its rows; shape
+    them like ``fetch`` (the ``fetch_limited`` of a driver with no better way).
+
+    A statement that is not a query (writes, with or without RETURNING; SHOW, PRAGMA...)
+    runs unchanged: it is not limited. Raises ResultTooLarge past ``max_rows`` (the
+    cursor's own transaction rolled back, the rest of the result dropped), and what
+    ``fetch`` raises. ``timeout`` applies to each round trip.
+    """
+    if not conn.can_stream(text):
+        return await conn.fetch(text, args, mode, size, timeout)
+    cursor = await conn.open_cursor(text, args, timeout)
+    try:
+        rows = await cursor.fetch(max_rows + 1, timeout)
+    except QueryError:
+        await cursor.close(timeout, commit=False)
+        raise
+    fits = len(rows) <= max_rows
+    await cursor.close(timeout, commit=fits)
+    if not fits:
+        raise too_large(max_rows)
+    if mode == "one":
+        return (rows[0] if rows else None), min(len(rows), 1)
+    if mode == "many":
+        rows = rows[:size]
+    return rows, len(rows)
+
+
+class CursorReads:
+    """``can_stream`` and ``fetch_limited`` for a driver whose ``open_cursor`` reads any
+    query (see :func:`is_query`) and that has no cheaper way to limit a result."""
+
+    __slots__ = ()
+
+    def can_stream(self, text: str) -> bool:
+        """Return whether ``text`` is a query (see :func:`is_query`)."""
+        return is_query(text)
+
+    async def fetch_limited(
+        self,
+        text: str,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        max_rows: int,
+        timeout: float | None,
+    ) -> Rows:
+        """Run one statement, a query through a cursor (see :func:`read_limited`)."""
+        conn = cast(DriverConnection, self)
+        return await read_limited(conn, text, args, mode, size, max_rows, timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -17,42 +18,51 @@ import aiomysql
 import pymysql
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import NoServerPrepare, Rows
+from kailash_nodes.drivers.base import (
+    CursorReads,
+    NoServerPrepare,
+    Rows,
+    is_query,
+    read_limited,
+    too_large,
+)
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError, QueryError
 
-__all__ = ["DRIVER", "MySQLConnection", "MySQLDriver"]
+__all__ = ["DRIVER", "MySQLConnection", "MySQLCursor", "MySQLDriver"]
 
 # Client error codes that mean the connection is gone (CR_* in MySQL's errmsg.h), plus
 # the server's "connection was killed" (ER_CONNECTION_KILLED, ER_SERVER_SHUTDOWN).
 _LOST = frozenset({2003, 2006, 2013, 2014, 2045, 2055, 1927, 1053})
 # Parameter types pymysql escapes faithfully (anything else it would send as str(value)).
 _SENDABLE = frozenset({int, float, str, bytes, bool, type(None)})
+# An explicit LIMIT overrides sql_select_limit: such a query goes through a cursor instead.
+_LIMIT = re.compile(r"\bLIMIT\b", re.I)
 _SENDABLE_BASES = (
     int, float, str, bytes, bytearray, decimal.Decimal, datetime.date, datetime.time,
     datetime.timedelta, list, tuple, set, frozenset,
 )  # fmt: skip
 
 
-class MySQLConnection(NoServerPrepare):
+class MySQLConnection(CursorReads, NoServerPrepare):
     """An aiomysql connection with one reusable dict cursor."""
 
-    __slots__ = ("_conn", "_cursor", "server_prepare")
+    __slots__ = ("_conn", "_cursor", "mariadb", "server_prepare")
 
     def __init__(self, conn: Any, cursor: Any) -> None:
         self._conn = conn
         self._cursor = cursor
         self.server_prepare = False
+        #: MariaDB (``SET STATEMENT ... FOR`` bounds a query's rows on the server)
+        self.mariadb = "mariadb" in str(conn.get_server_info()).lower()
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
         """Run one statement; the whole result is read (aiomysql buffers it)."""
-        for i, value in enumerate(args):
+        for i, value in enumerate(args):  # inline: a call costs the hot path ~60 ns
             if type(value) not in _SENDABLE and not isinstance(value, _SENDABLE_BASES):
                 # pymysql would silently send str(value): refuse instead.
-                raise ParameterError(
-                    f"parameter {i + 1} has type {type(value).__name__}, which MySQL cannot take"
-                )
+                raise _unsendable(i, value)
         cur = self._cursor
         try:
             async with asyncio.timeout(timeout):
@@ -79,6 +89,52 @@ class MySQLConnection(NoServerPrepare):
         except Exception as exc:
             raise self._wrap(exc) from exc
         return [], affected
+
+    async def fetch_limited(
+        self,
+        text: str,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        max_rows: int,
+        timeout: float | None,
+    ) -> Rows:
+        """Run one statement, a query with at most ``max_rows + 1`` rows sent.
+
+        On MariaDB, one round trip: ``SET STATEMENT sql_select_limit=max_rows+1 FOR``
+        the query (no session state is changed). Elsewhere, and for a query with its own
+        ``LIMIT`` (which wins over sql_select_limit), an unbuffered cursor whose unread
+        rows are drained past the limit (bounded memory, not time).
+        """
+        if not is_query(text):
+            return await self.fetch(text, args, mode, size, timeout)
+        if not self.mariadb or _LIMIT.search(text):
+            return await read_limited(self, text, args, mode, size, max_rows, timeout)
+        limited = f"SET STATEMENT sql_select_limit={int(max_rows) + 1} FOR {text}"
+        rows, count = await self.fetch(limited, args, "all", size, timeout)
+        if count > max_rows:
+            raise too_large(max_rows)
+        if not isinstance(rows, list):  # not a query after all (fetch's "all" shape)
+            return rows, count
+        if mode == "one":
+            return (rows[0] if rows else None), min(count, 1)
+        if mode == "many":
+            rows = rows[:size]
+        return rows, len(rows)
+
+    async def open_cursor(
+        self, text: str, args: tuple[Any, ...], timeout: float | None
+    ) -> MySQLCursor:
+        """Send ``text`` on an unbuffered cursor (``SSDictCursor``): rows stay on the wire
+        until fetched. Raises QueryError, ConnectionFailed or ParameterError."""
+        _check_args(args)
+        cur = await self._conn.cursor(aiomysql.SSDictCursor)
+        try:
+            async with asyncio.timeout(timeout):
+                await cur.execute(text, args)
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        return MySQLCursor(self, cur)
 
     def in_transaction(self) -> bool:
         """Return the server status flag from the last reply (no round trip)."""
@@ -137,6 +193,49 @@ class MySQLConnection(NoServerPrepare):
         if self._conn.closed:
             return ConnectionFailed(f"MySQL connection failed: {exc}")
         return QueryError(str(exc), error_type=type(exc).__name__)
+
+
+class MySQLCursor:
+    """An unbuffered result: each batch is read off the wire as it is asked for."""
+
+    __slots__ = ("_cur", "_owner")
+
+    def __init__(self, owner: MySQLConnection, cur: Any) -> None:
+        self._owner = owner
+        self._cur = cur
+
+    async def fetch(self, size: int, timeout: float | None) -> list[dict[str, Any]]:
+        """Return up to ``size`` next rows."""
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await self._cur.fetchmany(size))
+        except Exception as exc:
+            raise self._owner._wrap(exc) from exc
+
+    async def close(self, timeout: float | None, *, commit: bool) -> None:
+        """Read and drop the rows still on the wire (MySQL cannot stop a result midway
+        without killing the statement), so the connection is in step again; ``commit``
+        does not apply (no transaction was opened)."""
+        if self._owner._conn.closed:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._cur.close()
+        except Exception as exc:
+            raise self._owner._wrap(exc) from exc
+
+
+def _check_args(args: tuple[Any, ...]) -> None:
+    """Refuse a parameter pymysql would silently send as ``str(value)``."""
+    for i, value in enumerate(args):
+        if type(value) not in _SENDABLE and not isinstance(value, _SENDABLE_BASES):
+            raise _unsendable(i, value)
+
+
+def _unsendable(i: int, value: Any) -> ParameterError:
+    return ParameterError(
+        f"parameter {i + 1} has type {type(value).__name__}, which MySQL cannot take"
+    )
 
 
 def _tls_context(options: Mapping[str, str]) -> ssl.SSLContext | None:

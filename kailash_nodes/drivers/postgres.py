@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import Rows
+from kailash_nodes.drivers.base import CursorReads, Rows
 from kailash_nodes.errors import (
     ConnectionFailed,
     KailashNodesError,
@@ -31,7 +31,7 @@ from kailash_nodes.errors import (
     TransactionRolledBack,
 )
 
-__all__ = ["DRIVER", "PostgresConnection", "PostgresDriver"]
+__all__ = ["DRIVER", "PostgresConnection", "PostgresCursor", "PostgresDriver"]
 
 # Clears everything a caller may have left on the session (run only when a release is
 # dirty): DISCARD ALL is SET SESSION AUTHORIZATION DEFAULT (which also resets the role;
@@ -70,7 +70,7 @@ _RETURNS_ROWS = re.compile(
 _COUNT_MISMATCH = re.compile(r"the server expects \d+ arguments? for this query")
 
 
-class PostgresConnection:
+class PostgresConnection(CursorReads):
     """An asyncpg connection with its own bounded cache of prepared statements.
 
     ``behind_proxy`` says the connect-time check found a proxy between client and server;
@@ -81,6 +81,7 @@ class PostgresConnection:
 
     __slots__ = (
         "_conn",
+        "_cursors",
         "_max",
         "_prefix",
         "_settings",
@@ -102,6 +103,7 @@ class PostgresConnection:
         self.named_statements = not behind_proxy
         self.server_prepare = cache_size > 0 and self.named_statements
         self.statements_prepared = 0
+        self._cursors = 0
         # Random per connection: a name can never match another client's statement (or a
         # statement left by an earlier connection object at the same address) on a server
         # connection shared through a proxy.
@@ -248,6 +250,37 @@ class PostgresConnection:
             _check_commit(status, text.rstrip().rstrip(";").rpartition(";")[2])
         return [], _affected(status)
 
+    async def open_cursor(
+        self, text: str, args: tuple[Any, ...], timeout: float | None
+    ) -> PostgresCursor:
+        """Declare a server-side cursor for ``text``, in a transaction of its own (BEGIN)
+        when none is open; every batch is one ``FETCH``.
+
+        SQL-level cursors rather than protocol portals: they run as unnamed statements
+        (safe behind a transaction-pooling proxy, which keeps the transaction on one server
+        connection) and ``CLOSE`` ends one inside a caller's transaction. Raises QueryError
+        (the transaction this opened is rolled back), ConnectionFailed or ParameterError.
+        """
+        conn = self._conn
+        own = not conn.is_in_transaction()
+        self._cursors += 1
+        name = f"{self._prefix}c{self._cursors}"
+        try:
+            if own:
+                await conn.execute("BEGIN", timeout=timeout)
+            await conn.execute(
+                f'DECLARE "{name}" NO SCROLL CURSOR FOR {text}', *args, timeout=timeout
+            )
+        except Exception as exc:
+            error = self._wrap(exc)
+            if own and not isinstance(error, ConnectionFailed) and conn.is_in_transaction():
+                try:
+                    await conn.execute("ROLLBACK", timeout=timeout)
+                except Exception as again:
+                    raise self._wrap(again) from exc
+            raise error from exc
+        return PostgresCursor(self, name, own=own)
+
     def in_transaction(self) -> bool:
         """Return asyncpg's client-side view of the transaction status."""
         return bool(self._conn.is_in_transaction())
@@ -358,6 +391,45 @@ class PostgresConnection:
         if isinstance(exc, OSError | asyncpg.InterfaceError) or self._conn.is_closed():
             return ConnectionFailed(f"PostgreSQL connection failed: {exc}")
         return QueryError(str(exc), error_type=type(exc).__name__)
+
+
+class PostgresCursor:
+    """A ``DECLARE``d cursor: each batch is ``FETCH FORWARD n``; ``close`` ends it."""
+
+    __slots__ = ("_name", "_open", "_own", "_owner")
+
+    def __init__(self, owner: PostgresConnection, name: str, *, own: bool) -> None:
+        self._owner = owner
+        self._name = name
+        self._own = own  # the cursor opened the transaction it runs in
+        self._open = True
+
+    async def fetch(self, size: int, timeout: float | None) -> list[dict[str, Any]]:
+        """Return up to ``size`` next rows (one round trip)."""
+        owner = self._owner
+        try:
+            records = await owner._conn.fetch(
+                f'FETCH FORWARD {int(size)} FROM "{self._name}"', timeout=timeout
+            )
+        except Exception as exc:
+            raise owner._wrap(exc) from exc
+        return [dict(r) for r in records]
+
+    async def close(self, timeout: float | None, *, commit: bool) -> None:
+        """End the transaction the cursor opened (COMMIT or ROLLBACK), or ``CLOSE`` it in
+        the caller's transaction (nothing to close when that transaction has failed)."""
+        conn = self._owner._conn
+        if not self._open or conn.is_closed():
+            self._open = False
+            return
+        self._open = False
+        sql = ("COMMIT" if commit else "ROLLBACK") if self._own else f'CLOSE "{self._name}"'
+        try:
+            await conn.execute(sql, timeout=timeout)
+        except asyncpg.InFailedSQLTransactionError:
+            return  # the caller's transaction failed: its ROLLBACK drops the cursor
+        except Exception as exc:
+            raise self._owner._wrap(exc) from exc
 
 
 def _check_commit(status: str, text: str) -> None:

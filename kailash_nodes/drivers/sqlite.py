@@ -17,10 +17,10 @@ import aiosqlite
 from aiosqlite.core import _STOP_RUNNING_SENTINEL
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import NoServerPrepare, Rows
+from kailash_nodes.drivers.base import CursorReads, NoServerPrepare, Rows
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
-__all__ = ["DRIVER", "SQLiteConnection", "SQLiteDriver"]
+__all__ = ["DRIVER", "SQLiteConnection", "SQLiteCursor", "SQLiteDriver"]
 
 _T = TypeVar("_T")
 
@@ -37,7 +37,7 @@ def _interrupt(raw: sqlite3.Connection | None, fired: list[bool]) -> None:
         raw.interrupt()
 
 
-class SQLiteConnection(NoServerPrepare):
+class SQLiteConnection(CursorReads, NoServerPrepare):
     """An aiosqlite connection in autocommit mode (``isolation_level=None``)."""
 
     __slots__ = ("_closed", "_conn", "server_prepare")
@@ -85,6 +85,27 @@ class SQLiteConnection(NoServerPrepare):
         else:
             await self._timed(self._conn.executescript(text), timeout)
         return [], self._conn.total_changes - before
+
+    async def open_cursor(
+        self, text: str, args: tuple[Any, ...], timeout: float | None
+    ) -> SQLiteCursor:
+        """Start ``text`` on a cursor of its own; rows are stepped out batch by batch.
+
+        Raises QueryError, ConnectionFailed or ParameterError.
+        """
+        return SQLiteCursor(self, await self._call(self._cursor(text, args), timeout))
+
+    async def _cursor(self, text: str, args: tuple[Any, ...]) -> aiosqlite.Cursor:
+        return await self._conn.execute(text, args)
+
+    async def _call(self, call: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
+        """Await one hop to the connection's thread, with ``query_timeout`` when set."""
+        if timeout is not None:
+            return await self._timed(call, timeout)
+        try:
+            return await call
+        except Exception as exc:
+            raise self._wrap(exc) from exc
 
     async def _timed(self, call: Coroutine[Any, Any, _T], timeout: float) -> _T:
         """Await ``call`` with the statement interrupted in its thread after ``timeout``.
@@ -187,6 +208,26 @@ class SQLiteConnection(NoServerPrepare):
             self._closed = True
             return ConnectionFailed("SQLite connection closed")
         return QueryError(str(exc), error_type=type(exc).__name__)
+
+
+class SQLiteCursor:
+    """A statement stepped batch by batch in the connection's thread (one hop a batch)."""
+
+    __slots__ = ("_cur", "_owner")
+
+    def __init__(self, owner: SQLiteConnection, cur: aiosqlite.Cursor) -> None:
+        self._owner = owner
+        self._cur = cur
+
+    async def fetch(self, size: int, timeout: float | None) -> list[dict[str, Any]]:
+        """Return up to ``size`` next rows."""
+        rows = await self._owner._call(self._cur.fetchmany(size), timeout)
+        return [dict(r) for r in rows]
+
+    async def close(self, timeout: float | None, *, commit: bool) -> None:
+        """Reset the statement (``commit`` does not apply: no transaction was opened)."""
+        if not self._owner._closed:
+            await self._owner._call(self._cur.close(), timeout)
 
 
 class SQLiteDriver:

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from kailash_nodes.config import check_number
-from kailash_nodes.drivers import FETCH_MODES
+from kailash_nodes.drivers import FETCH_MODES, DriverConnection, Rows
 from kailash_nodes.errors import (
     ConnectionFailed,
     ParameterError,
@@ -34,6 +34,7 @@ from kailash_nodes.errors import (
 )
 from kailash_nodes.pool.core import CLEANUP_TIMEOUT, PoolCore
 from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
+from kailash_nodes.pool.stream import ResultStream
 from kailash_nodes.sql import bind, rewrite
 
 __all__ = ["ConnectionPool", "QueryResult"]
@@ -261,6 +262,7 @@ class ConnectionPool(PoolCore):
         fetch_mode: str = "all",
         fetch_size: int = 100,
         observe: bool = True,
+        max_rows: int | None = None,
     ) -> QueryResult:
         """Run one statement (or a parameterless multi-statement string) on ``pc``.
 
@@ -297,9 +299,13 @@ class ConnectionPool(PoolCore):
         try:
             if rq.statements > 1:
                 data, count = await conn.execute_script(rq.text, self.config.query_timeout)
-            else:
+            elif max_rows is None:  # the one check the unlimited path pays (stream.py)
                 data, count = await conn.fetch(
                     rq.text, args, fetch_mode, fetch_size, self.config.query_timeout
+                )
+            else:
+                data, count = await self._fetch_limited(
+                    conn, rq, args, fetch_mode, fetch_size, max_rows
                 )
         except QueryError as exc:
             self._record_failure(entry, exc)
@@ -406,3 +412,61 @@ class ConnectionPool(PoolCore):
             return "recycled"
         self._put_back(entry)
         return "released"
+
+    # ------------------------------------------------------------------ big results
+
+    async def _fetch_limited(
+        self,
+        conn: DriverConnection,
+        rq: Any,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        max_rows: Any,
+    ) -> Rows:
+        """Run one statement under ``max_rows`` (the driver's ``fetch_limited``)."""
+        check_number("max_rows", max_rows, low=1, integer=True, error=ParameterError)
+        timeout = self.config.query_timeout
+        return await conn.fetch_limited(rq.text, args, mode, size, max_rows, timeout)
+
+    def stream(
+        self, pc: PooledConnection, query: str, params: Any = None, *, batch_size: int = 1000
+    ) -> ResultStream:
+        """Return the rows of ``query`` in batches: ``async for batch in pool.stream(...)``.
+
+        Each batch is a list of at most ``batch_size`` dict rows; only the batch being read
+        is held in memory (see stream.py for how each backend reads it). The stream opens
+        on the first batch and ends after the last; ``async with`` or ``aclose()`` ends it
+        early (its own transaction rolled back), and so does the next statement or the
+        release of ``pc``. ``query_timeout`` applies to each batch.
+        Raises at once ParameterError (``batch_size``, parameters, several statements),
+        UnsupportedStatement (not a query: SELECT, VALUES, TABLE or WITH, writing nothing),
+        ConnectionReleased; while iterating QueryError or ConnectionFailed.
+        """
+        entry = pc.entry
+        if not isinstance(query, str):
+            raise ParameterError(f"query must be a string (got {type(query).__name__})")
+        check_number("batch_size", batch_size, low=1, integer=True, error=ParameterError)
+        rq = rewrite(query, self._style)
+        args = bind(rq, params)
+        if rq.statements != 1:
+            raise ParameterError(f"stream reads one query (got {rq.statements} statements)")
+        if not entry.conn.can_stream(rq.text):
+            raise UnsupportedStatement(
+                "stream reads queries (SELECT, VALUES, TABLE or WITH that write nothing); "
+                "run other statements with execute"
+            )
+        if rq.session_state:
+            entry.dirty = True
+        return ResultStream(self, pc, query, rq.text, args, batch_size)
+
+    def _stream_done(
+        self, entry: Entry, pc: PooledConnection, query: str, duration: float, rows: int
+    ) -> None:
+        """Count a stream that ended cleanly (maybe as ``pc`` was released) as one statement."""
+        stats = self.stats
+        stats.queries_executed += 1
+        stats.query_time.add(duration)
+        entry.queries += 1
+        if self.observer is not None:
+            self.observer(query, duration, rows, True, pc)
