@@ -688,6 +688,37 @@ async def test_stalled_connections_time_out_typed(
         pytest.xfail(f"{_TIMEOUT_DEFECT} ({counts['misreported']} writes here)")
 
 
+async def test_a_router_started_while_the_server_is_unreachable_serves_once_it_is_back(
+    make_proxy: ProxyFactory, reliability: Figures
+) -> None:
+    """The application starts before its database: the first calls fail typed and fast
+    (connects refused), and once the server is reachable the next call starts the router
+    and its pool with no caller action."""
+    dsn = server_dsn("KN_PG_DSN")
+    proxy = await make_proxy(dsn)
+    await proxy.refuse()
+    runtime = LocalRuntime()
+    pool = WorkflowConnectionPool(
+        name=f"rel_s_{uuid.uuid4().hex[:8]}", connection_string=proxy.dsn(dsn),
+        timeout=ACQUIRE_TIMEOUT, connect_timeout=CONNECT_TIMEOUT,
+    )  # fmt: skip
+    runtime.register_node("db_pool", pool)
+    router = QueryRouterNode(name="router", connection_pool="db_pool")
+    runtime.register_node("router", router)
+    bed = Bed(runtime, router, pool, None, "", dsn)
+    try:
+        for _ in range(TRIES):
+            with pytest.raises(ConnectionFailed):
+                await bed.q("SELECT 1 AS one")
+        await proxy.restore()
+        recovered = await bed.recovery(time.monotonic())
+        await assert_no_leak(bed)
+    finally:
+        await router.close()
+        await pool.close()
+    reliability.add("server unreachable when the router starts", tries=TRIES, recover_s=recovered)
+
+
 # ---------------------------------------------------------------------- backends killed
 
 
