@@ -13,8 +13,8 @@ Put it between a pool and a server (``proxy.dsn(server_dsn)``), then inject a fa
 - :meth:`FaultProxy.cut_after_bytes` -- drop new connections after N bytes in one
   direction (during connect, authentication or the TLS handshake);
 - :meth:`FaultProxy.stall` -- stop forwarding in both directions without closing anything
-  (a black hole: new connections are accepted and hang too); :meth:`stall_on_reply` does
-  it when the server answers with a given command tag (the answer is held);
+  (a black hole: new connections are accepted and hang too); :meth:`stall_on_answer_to`
+  does it when the server answers a given statement (the answer is held);
 - :meth:`FaultProxy.refuse` -- stop listening (new connects get ECONNREFUSED);
 - :meth:`FaultProxy.restore` -- undo every fault (already cut connections stay cut).
 
@@ -267,11 +267,11 @@ class FaultProxy:
         regex = re.compile(pattern, re.I)
         return self.cut_when(S2C, lambda c: bool(regex.search(c.answering)), once=once)
 
-    def stall_on_reply(self, tag: str) -> Rule:
-        """Stall the proxy when the server answers with command tag ``tag``, holding the
-        answer (and everything else) until :meth:`restore`: the server did it, the client
-        waits."""
-        rule = self.cut_when(S2C, lambda c: any(t.startswith(tag) for t in c.tags))
+    def stall_on_answer_to(self, pattern: str) -> Rule:
+        """Stall the proxy when the server answers a statement matching ``pattern`` (a
+        regex, case-insensitive), holding the answer (and everything else) until
+        :meth:`restore`: the server did it, the client waits."""
+        rule = self.cut_on_answer_to(pattern)
         rule.stall = True
         return rule
 
