@@ -349,7 +349,11 @@ class WorkflowConnectionPool(Node):
                 await self.release(pc)
 
     async def close(self, timeout: float = 5.0) -> dict[str, Any]:
-        """Drain (up to ``timeout`` s) and close every connection; later use raises PoolClosed."""
+        """Drain (up to ``timeout`` s) and close every connection; later use raises PoolClosed.
+
+        Raises ParameterError for a ``timeout`` that is not a finite number >= 0.
+        """
+        check_number("timeout", timeout, low=0, error=ParameterError)
         if self.adaptive_controller is not None:
             await self.adaptive_controller.stop()
         if self.pattern_tracker is not None and self.pool_config.pattern_store:

@@ -217,14 +217,15 @@ class LocalRuntime:
         each level (bounded by ``prewarm_timeout``; their failures never fail the run).
         Errors:
 
-        - WorkflowValidationError for a ``parameters`` key that is not a node id, or an
-          upstream result missing a connected output key.
+        - WorkflowValidationError for ``parameters`` that is not a mapping of node id ->
+          mapping, a key that is not a node id, or an upstream result missing a connected
+          output key.
         - A node's NodeExecutionError (or subclass, e.g. PoolTimeout) propagates as is,
           with a note naming the node and run, so callers can catch the typed error.
         - Any other exception becomes ``NodeExecutionError("node 'id' failed: ...")``
           with the original as ``__cause__``. The rest of a failed level is cancelled.
         """
-        params = dict(parameters or {})
+        params = _check_parameters(parameters)
         unknown = [k for k in params if k not in workflow.nodes]
         if unknown:
             raise WorkflowValidationError(
@@ -340,3 +341,18 @@ class LocalRuntime:
                 f"node {node_id!r} returned {type(result).__name__}, expected a dict"
             )
         return result
+
+
+def _check_parameters(parameters: Any) -> dict[str, Mapping[str, Any]]:
+    """Return ``parameters`` as a dict; raise WorkflowValidationError unless it maps node
+    ids to mappings of inputs (None means no parameters)."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, Mapping) or not all(
+        isinstance(v, Mapping) for v in parameters.values()
+    ):
+        raise WorkflowValidationError(
+            "parameters must map node ids to mappings of inputs, e.g. {'db': {'operation': "
+            f"'acquire'}} (got {type(parameters).__name__})"
+        )
+    return dict(parameters)

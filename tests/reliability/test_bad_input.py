@@ -40,7 +40,9 @@ from kailash_nodes.errors import (
     UnknownConnection,
     UnknownOperation,
     UnsupportedStatement,
+    WorkflowValidationError,
 )
+from kailash_nodes.runtime import WorkflowBuilder
 from tests.conftest import server_dsn
 
 ASYNC = pytest.mark.asyncio(loop_scope="module")  # the pools live for the module
@@ -266,6 +268,8 @@ def _api_cases() -> list[tuple[str, Callable[[WorkflowConnectionPool, QueryRoute
         ("execute(fetch_size=0)", lambda p, r: on_conn(p, query="SELECT 1", fetch_size=0)),
         ("invalidate_cache(123)", lambda p, r: r.invalidate_cache(123)),  # type: ignore[arg-type]
         ("invalidate_cache([1])", lambda p, r: r.invalidate_cache([1])),  # type: ignore[list-item]
+        ("close(nan)", lambda p, r: p.close(NAN)),
+        ("close('5')", lambda p, r: p.close("5")),  # type: ignore[arg-type]
     ]
 
 
@@ -278,6 +282,19 @@ async def test_the_python_api_refuses_wrong_types_typed(
     with pytest.raises(KailashNodesError) as info:
         await asyncio.wait_for(call(pool, router), 30)
     assert "got" in str(info.value) or "not checked out" in str(info.value), info.value
+    await bench.healthy("sqlite")
+
+
+@ASYNC
+@pytest.mark.parametrize("parameters", ["x", [("db", {})], {"db": None}, {"db": "acquire"}, 5])
+async def test_workflow_run_parameters_must_map_node_ids_to_mappings(
+    bench: Bench, parameters: Any
+) -> None:
+    wb = WorkflowBuilder()
+    wb.add_node("db", await bench.pool("sqlite"))
+    with pytest.raises(WorkflowValidationError, match="parameters must map node ids") as info:
+        await LocalRuntime().execute_async(wb.build(), parameters)
+    assert type(parameters).__name__ in str(info.value)
     await bench.healthy("sqlite")
 
 
