@@ -268,7 +268,9 @@ class ConnectionPool(PoolCore):
 
         Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted. Raises
         ``observe=False`` keeps the library's own bookkeeping statements out of pattern
-        learning. Raises ParameterError (bad parameters or fetch mode),
+        learning. ``max_rows`` (None: no limit) refuses a query that returns more rows
+        with ResultTooLarge, after reading at most ``max_rows + 1`` of them (stream.py).
+        Raises ParameterError (bad parameters, fetch mode or max_rows),
         UnsupportedStatement (several statements with ``allow_multi_statements=False``),
         QueryError (the database rejected
         the statement; the connection stays usable), ConnectionFailed (the connection
@@ -351,7 +353,10 @@ class ConnectionPool(PoolCore):
     def _record_failure(self, entry: Entry, exc: QueryError) -> None:
         self.stats.queries_executed += 1
         self.stats.query_errors += 1
-        entry.debit(_HEALTH_TIMEOUT if exc.error_type == "QueryTimeout" else _HEALTH_QUERY_ERROR)
+        if exc.error_type != "ResultTooLarge":  # the caller's limit says nothing of the link
+            entry.debit(
+                _HEALTH_TIMEOUT if exc.error_type == "QueryTimeout" else _HEALTH_QUERY_ERROR
+            )
         if entry.conn.is_closed():
             entry.broken = True
 

@@ -149,8 +149,10 @@ async def test_max_rows_returns_a_result_within_the_limit(
         assert [r["n"] for r in res.data] == [1, 2, 3, 4, 5] and res.row_count == 5
         one = await engine.execute(pc, query, params, max_rows=5, fetch_mode="one")
         assert one.data["n"] == 1
-        with pytest.raises(ResultTooLarge, match="max_rows=4"):
-            await engine.execute(pc, query, params, max_rows=4)
+        for _ in range(8):  # the caller's limit is no mark against the connection's health
+            with pytest.raises(ResultTooLarge, match="max_rows=4"):
+                await engine.execute(pc, query, params, max_rows=4)
+        assert pc.health_score == 100
         for bad in (0, -1, 1.5, True, "10"):
             with pytest.raises(ParameterError, match="max_rows"):
                 await engine.execute(pc, "SELECT 1", max_rows=bad)
@@ -199,9 +201,12 @@ async def test_stream_stopped_early_leaves_the_connection_clean(
     engine = pool.engine
     query, params = big(backend)
     pc = await engine.acquire()
-    async for batch in engine.stream(pc, query, params, batch_size=500):
+    stream = engine.stream(pc, query, params, batch_size=500)
+    async for batch in stream:
         assert batch[0]["n"] == 1
         break  # the next statement ends the stream before it runs
+    await guarded(engine.execute(pc, "SELECT 1"))
+    assert stream.closed
     await assert_clean(backend, pool, pc)
 
     pc = await engine.acquire()
@@ -212,9 +217,12 @@ async def test_stream_stopped_early_leaves_the_connection_clean(
     await assert_clean(backend, pool, pc)
 
     pc = await engine.acquire()
-    async for _ in engine.stream(pc, query, params, batch_size=500):
+    stream = engine.stream(pc, query, params, batch_size=500)
+    async for _ in stream:
         break  # released with the stream open: the release ends it, and keeps the connection
+    assert not stream.closed
     assert await guarded(engine.release(pc)) == "released"
+    assert stream.closed
     assert await idle_in_transaction(backend, pool.name) == 0
     await assert_clean(backend, pool, await engine.acquire())
 
@@ -225,10 +233,12 @@ async def test_stream_cancelled_mid_batch_leaves_the_pool_healthy(
     engine = pool.engine
     query, params = big(backend)
     started = asyncio.Event()
+    streams = []
 
     async def consume() -> None:
         async with pool.connection() as pc:
-            async for _ in engine.stream(pc, query, params, batch_size=100):
+            streams.append(engine.stream(pc, query, params, batch_size=100))
+            async for _ in streams[0]:
                 started.set()
 
     task = asyncio.create_task(consume())
@@ -236,6 +246,7 @@ async def test_stream_cancelled_mid_batch_leaves_the_pool_healthy(
     task.cancel()  # the consumer only awaits batches: the cancellation lands in one
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert streams[0].closed
     assert engine.state()["active_connections"] == 0
     await assert_clean(backend, pool, await guarded(engine.acquire()))
 
