@@ -563,11 +563,17 @@ async def test_a_100k_row_result_arrives_whole_and_the_pool_is_fine(
 async def test_multi_statements_are_refused_when_the_pool_says_so(
     bench: Bench, backend: str
 ) -> None:
+    await bench.pool(backend)  # makes the scratch table
     pool = bench.new_pool(backend, allow_multi_statements=False)
     table = bench.tables[backend]
-    await bench.pool(backend)
     query = f"SELECT 1; DROP TABLE {table}"
     await typed(run(pool, query), UnsupportedStatement, "2 statements", "allow_multi_statements")
+    router = QueryRouterNode(connection_pool="multi")
+    router.set_connection_pool(pool)  # the router runs on the pool's rule too
+    try:
+        await typed(router.process({"query": query}), UnsupportedStatement, "2 statements")
+    finally:
+        await router.close()
     res = await run(pool, "SELECT 1 AS one")  # one statement still runs, the table is there
     assert res["success"], res
     assert (await run(pool, f"SELECT COUNT(*) AS n FROM {table}"))["success"]
