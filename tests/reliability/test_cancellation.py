@@ -20,7 +20,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kailash_nodes import WorkflowConnectionPool
+from kailash_nodes import LocalRuntime, WorkflowConnectionPool
+from kailash_nodes.runtime import WorkflowBuilder
 from tests.conftest import server_dsn
 from tests.reliability.conftest import Figures
 from tests.reliability.workload import (
@@ -208,3 +209,33 @@ async def test_a_prewarmed_idle_connection_does_not_block_ddl() -> None:
             await other.execute(f"ALTER TABLE {bed.table} ADD COLUMN extra int")
         finally:
             await other.close()
+
+
+@pytest.mark.postgres
+@_open_defect(
+    "a workflow run that acquires through the pool node and is cancelled (or fails) "
+    "before its release node keeps the connection checked out for good (nothing "
+    "releases a run's leases when the run ends)"
+)
+async def test_a_cancelled_workflow_returns_the_connection_it_acquired() -> None:
+    runtime = LocalRuntime()
+    pool = WorkflowConnectionPool(
+        name="kn_rel_wf", connection_string=server_dsn("KN_PG_DSN"),
+        min_connections=1, max_connections=2,
+    )  # fmt: skip
+    runtime.register_node("db_pool", pool)
+    wf = WorkflowBuilder()
+    wf.add_node("get", pool, operation="acquire")
+    wf.add_node("run", pool, operation="execute", query="SELECT pg_sleep(5)")
+    wf.add_node("put", pool, operation="release")
+    wf.add_connection("get", "connection_id", "run", "connection_id")
+    wf.add_connection("run", "connection_id", "put", "connection_id")
+    async with runtime:
+        run = asyncio.create_task(runtime.execute_async(wf.build()))
+        await asyncio.sleep(0.3)  # in the sleep, holding the connection "get" acquired
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        active = pool.engine.state()["active_connections"]
+        await pool.close(timeout=0.1)  # not the default 5 s wait for the stranded one
+    assert active == 0
