@@ -163,7 +163,7 @@ class PoolConfig:
     """Validated settings of one pool. Build it with :meth:`from_options`.
 
     Durations are float seconds. ``max_waiting=0`` means an unbounded waiting queue;
-    ``max_lifetime``/``max_idle`` of ``None`` disable those limits.
+    ``max_lifetime``/``max_idle``/``max_rows`` of ``None`` disable those limits.
     """
 
     name: str
@@ -184,6 +184,7 @@ class PoolConfig:
     maintenance_interval: float = 1.0
     pattern_store: str | None = None
     allow_multi_statements: bool = True
+    max_rows: int | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PoolConfig:
@@ -238,6 +239,7 @@ class PoolConfig:
             maintenance_interval=num("maintenance_interval", 1.0, low=0.0, strict=True),
             pattern_store=check_str("pattern_store", opts.get("pattern_store")),
             allow_multi_statements=flag("allow_multi_statements", True),
+            max_rows=num("max_rows", None, low=1, integer=True, none_ok=True),
         )
         if "mode=memory" in (connect.database or "") and (
             cfg.min_connections < 1 or cfg.max_connections < 2
@@ -283,6 +285,7 @@ _KNOWN = frozenset(
         "maintenance_interval",
         "pattern_store",
         "allow_multi_statements",
+        "max_rows",
     }
 )
 

@@ -223,16 +223,14 @@ class NoServerPrepare:
 
 
 def too_large(max_rows: int) -> ResultTooLarge:
-    """Return the error for a result past ``max_rows``.
+    """Return the error for a query whose result went past ``max_rows``.
 
-    >>> print(too_large(10))
-    the statement returned more than max_rows=10 rows; no rows were returned and it had no \
-effect. Read big results in batches with the stream operation (ConnectionPool.stream)
+    >>> print(too_large(10))  # doctest: +ELLIPSIS
+    the query returned more than max_rows=10 rows, so none were returned; read big ...
     """
     return ResultTooLarge(
-        f"the statement returned more than max_rows={max_rows} rows; no rows were returned "
-        "and it had no effect. Read big results in batches with the stream operation "
-        "(ConnectionPool.stream)"
+        f"the query returned more than max_rows={max_rows} rows, so none were returned; "
+        "read big results in batches with the stream operation (ConnectionPool.stream)"
     )
 
 

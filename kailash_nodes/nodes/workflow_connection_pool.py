@@ -31,7 +31,7 @@ from kailash_nodes.nodes.operations import (
     show,
 )
 from kailash_nodes.nodes.results import execute_result
-from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.pool import ConnectionPool, PooledConnection, ResultStream
 from kailash_nodes.pool.warm import open_idle
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
 from kailash_nodes.sql import classify
@@ -209,7 +209,12 @@ class WorkflowConnectionPool(Node):
         pc = self._lease(inputs.get("connection_id"), "execute")
         query, params = query_and_params(inputs, "execute")
         return await self._execute(
-            pc, query, params, inputs.get("fetch_mode", "all"), inputs.get("fetch_size", 100)
+            pc,
+            query,
+            params,
+            inputs.get("fetch_mode", "all"),
+            inputs.get("fetch_size", 100),
+            inputs.get("max_rows"),
         )
 
     async def _op_release(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -302,17 +307,38 @@ class WorkflowConnectionPool(Node):
         *,
         fetch_mode: str = "all",
         fetch_size: int = 100,
+        max_rows: int | None = None,
     ) -> dict[str, Any]:
         """Run ``query`` on a checked-out connection; return the execute result dict.
 
         Database errors come back as ``success: False`` with ``error``, ``error_type`` and
-        ``sqlstate``; misuse raises (ParameterError, UnknownConnection, ConnectionFailed).
+        ``sqlstate`` (a query past ``max_rows`` too: ``error_type`` ``"ResultTooLarge"``);
+        misuse raises (ParameterError, UnknownConnection, ConnectionFailed).
         """
         pc = self._lease(_connection_id(conn), "execute")
-        return await self._execute(pc, query, params, fetch_mode, fetch_size)
+        return await self._execute(pc, query, params, fetch_mode, fetch_size, max_rows)
+
+    def stream(
+        self,
+        conn: PooledConnection | str,
+        query: str,
+        params: Any = None,
+        *,
+        batch_size: int = 1000,
+    ) -> ResultStream:
+        """Return the rows of a query in batches of dict rows (``ConnectionPool.stream``):
+        ``async for batch in pool.stream(conn, query, params, batch_size=1000)``."""
+        pc = self._lease(_connection_id(conn), "stream")
+        return self.engine.stream(pc, query, params, batch_size=batch_size)
 
     async def _execute(
-        self, pc: PooledConnection, query: str, params: Any, fetch_mode: Any, fetch_size: Any
+        self,
+        pc: PooledConnection,
+        query: str,
+        params: Any,
+        fetch_mode: Any,
+        fetch_size: Any,
+        max_rows: Any = None,
     ) -> dict[str, Any]:
         check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
         if pc.id in self._running:
@@ -326,7 +352,7 @@ class WorkflowConnectionPool(Node):
         self._running.add(pc.id)
         try:
             res = await self.engine.execute(
-                pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size
+                pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size, max_rows=max_rows
             )
         except QueryError as exc:
             return execute_result(pc.id, None, exc)

@@ -5,5 +5,14 @@ from __future__ import annotations
 from kailash_nodes.pool.engine import ConnectionPool, QueryResult
 from kailash_nodes.pool.entry import PooledConnection
 from kailash_nodes.pool.stats import PoolStats, Window, percentile
+from kailash_nodes.pool.stream import ResultStream
 
-__all__ = ["ConnectionPool", "PoolStats", "PooledConnection", "QueryResult", "Window", "percentile"]
+__all__ = [
+    "ConnectionPool",
+    "PoolStats",
+    "PooledConnection",
+    "QueryResult",
+    "ResultStream",
+    "Window",
+    "percentile",
+]

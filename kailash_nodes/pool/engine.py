@@ -268,8 +268,8 @@ class ConnectionPool(PoolCore):
 
         Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted. Raises
         ``observe=False`` keeps the library's own bookkeeping statements out of pattern
-        learning. ``max_rows`` (None: no limit) refuses a query that returns more rows
-        with ResultTooLarge, after reading at most ``max_rows + 1`` of them (stream.py).
+        learning. ``max_rows`` (None: the pool's ``max_rows``) refuses a query that returns
+        more rows with ResultTooLarge, after reading at most ``max_rows + 1`` (stream.py).
         Raises ParameterError (bad parameters, fetch mode or max_rows),
         UnsupportedStatement (several statements with ``allow_multi_statements=False``),
         QueryError (the database rejected
@@ -301,7 +301,7 @@ class ConnectionPool(PoolCore):
         try:
             if rq.statements > 1:
                 data, count = await conn.execute_script(rq.text, self.config.query_timeout)
-            elif max_rows is None:  # the one check the unlimited path pays (stream.py)
+            elif max_rows is None and self.config.max_rows is None:  # no limit: stream.py
                 data, count = await conn.fetch(
                     rq.text, args, fetch_mode, fetch_size, self.config.query_timeout
                 )
@@ -429,7 +429,10 @@ class ConnectionPool(PoolCore):
         size: int,
         max_rows: Any,
     ) -> Rows:
-        """Run one statement under ``max_rows`` (the driver's ``fetch_limited``)."""
+        """Run one statement under ``max_rows`` or, when None, the pool's (the driver's
+        ``fetch_limited``)."""
+        if max_rows is None:
+            max_rows = self.config.max_rows
         check_number("max_rows", max_rows, low=1, integer=True, error=ParameterError)
         timeout = self.config.query_timeout
         return await conn.fetch_limited(rq.text, args, mode, size, max_rows, timeout)

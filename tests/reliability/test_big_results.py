@@ -20,7 +20,12 @@ import asyncpg
 import pytest
 
 from kailash_nodes import WorkflowConnectionPool
-from kailash_nodes.errors import ParameterError, ResultTooLarge, UnsupportedStatement
+from kailash_nodes.errors import (
+    ConfigError,
+    ParameterError,
+    ResultTooLarge,
+    UnsupportedStatement,
+)
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from tests.conftest import Backend
 
@@ -284,3 +289,31 @@ async def test_stream_refuses_statements_that_are_not_queries(
             engine.stream(pc, "SELECT 1; SELECT 2")
         rows = [b async for b in engine.stream(pc, "SELECT 1 AS x")]
         assert rows == [[{"x": 1}]]
+
+
+async def test_pool_option_max_rows_limits_every_query_of_the_node(backend: Backend) -> None:
+    query, params = big(backend, 500)
+    node = WorkflowConnectionPool(
+        name=f"big{uuid.uuid4().hex[:6]}", connection_string=backend.dsn, max_rows=100
+    )
+    try:
+        conn = await node.process({"operation": "acquire"})
+        cid = conn["connection_id"]
+        request = {"operation": "execute", "connection_id": cid, "query": query, "params": params}
+        refused = await guarded(node.process(request))
+        assert refused["success"] is False
+        assert (refused["error_type"], refused["sqlstate"]) == ("ResultTooLarge", "54000")
+        assert "max_rows=100" in refused["error"]
+        allowed = await guarded(node.process({**request, "max_rows": 500}))
+        assert allowed["success"] and allowed["row_count"] == 500
+        with pytest.raises(ParameterError, match="max_rows"):
+            await node.process({**request, "max_rows": "500"})
+        batches = [len(b) async for b in node.stream(cid, query, params, batch_size=200)]
+        assert batches == [200, 200, 100]
+        released = await node.process({"operation": "release", "connection_id": cid})
+        assert released["status"] == "released"
+    finally:
+        await node.close()
+    for bad in (0, -5, 2.5, "10", True):
+        with pytest.raises(ConfigError, match="max_rows"):
+            WorkflowConnectionPool(connection_string=backend.dsn, max_rows=bad)
