@@ -27,7 +27,7 @@ from kailash_nodes.errors import (
     UnsupportedStatement,
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection
-from tests.conftest import Backend
+from tests.conftest import Backend, server_dsn
 
 HANG_GUARD = 30.0  # seconds; only "it did not hang", never a timing assertion
 ROWS = 200_000
@@ -317,3 +317,28 @@ async def test_pool_option_max_rows_limits_every_query_of_the_node(backend: Back
     for bad in (0, -5, 2.5, "10", True):
         with pytest.raises(ConfigError, match="max_rows"):
             WorkflowConnectionPool(connection_string=backend.dsn, max_rows=bad)
+
+
+async def test_stream_and_max_rows_work_behind_pgbouncer_in_transaction_mode() -> None:
+    dsn = server_dsn("KN_PGBOUNCER_DSN")
+    node = WorkflowConnectionPool(
+        name=f"big{uuid.uuid4().hex[:6]}", connection_string=dsn, max_connections=4
+    )
+    query = "SELECT g AS n FROM generate_series(1, ?) g"
+
+    async def caller(rows: int) -> int:
+        async with node.connection() as pc:
+            with pytest.raises(ResultTooLarge):
+                await node.engine.execute(pc, query, [rows], max_rows=rows - 1)
+            total = 0
+            async for batch in node.stream(pc, query, [rows], batch_size=1000):
+                total += sum(row["n"] for row in batch)
+            return total
+
+    try:
+        sizes = [5000 + i for i in range(4)]
+        totals = await guarded(asyncio.gather(*(caller(n) for n in sizes)))
+        assert totals == [n * (n + 1) // 2 for n in sizes]
+        assert node.engine.state()["active_connections"] == 0
+    finally:
+        await node.close()
