@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import subprocess
 import traceback
 import uuid
 from collections import deque
@@ -34,6 +32,7 @@ from kailash_nodes.errors import ConfigError, ConnectionFailed, KailashNodesErro
 from kailash_nodes.runtime import WorkflowBuilder
 from kailash_nodes.secret import Secret
 from tests.conftest import server_dsn
+from tests.reliability.test_driver_defects import _mariadb_root  # root over db-up's socket
 
 CANARY = f"Kn@c4n:ry/{uuid.uuid4().hex[:8]}%pw"
 NEEDLES = (CANARY, quote(CANARY, safe=""), CANARY.split("/")[1])  # whole, encoded, a piece
@@ -151,15 +150,6 @@ async def pg_canary() -> AsyncIterator[dict[str, Any]]:
         await admin.execute(f"DROP ROLE {role}")
     finally:
         await admin.close()
-
-
-def _mariadb_root(sql: str) -> bool:
-    state = os.environ.get("KN_DB_STATE_DIR")
-    sock = f"{state}/run-mariadb/mariadb.sock" if state else ""
-    if not (sock and os.path.exists(sock) and shutil.which("mysql")):
-        return False
-    done = subprocess.run(["mysql", "-S", sock, "-u", "root", "-e", sql], capture_output=True)
-    return done.returncode == 0
 
 
 @pytest.fixture
