@@ -55,9 +55,15 @@ class LocalRuntime:
         """Register ``node`` as ``name`` and set ``node.runtime`` to this runtime.
 
         Registering the same node under the same name again is a no-op. Raises
-        WorkflowValidationError if the name holds another node or the node belongs to
-        another runtime.
+        WorkflowValidationError if the name is not a non-empty string, ``node`` is not a
+        Node, the name holds another node or the node belongs to another runtime.
         """
+        if not isinstance(name, str) or not name:
+            raise WorkflowValidationError(f"node name must be a non-empty string (got {name!r})")
+        if not isinstance(node, Node):
+            raise WorkflowValidationError(
+                f"register_node needs a Node for {name!r} (got {type(node).__name__})"
+            )
         known = self._nodes.get(name)
         if known is node:
             return

@@ -65,6 +65,14 @@ class WorkflowBuilder:
         values (a pool's password or DSN) are kept redacted (`Node.redact_config`). Raises
         WorkflowValidationError for a duplicate id or an unknown type name.
         """
+        if params is not None and not isinstance(params, Mapping):
+            raise WorkflowValidationError(
+                f"add_node params must be a mapping of inputs (got {type(params).__name__})"
+            )
+        if not isinstance(first, str) or not first:
+            raise WorkflowValidationError(
+                f"add_node needs a node id or type name string first (got {first!r})"
+            )
         static = {**(params or {}), **kwargs}
         if isinstance(second, str):
             node_id, node = second, node_type(first)(name=second, **static)
@@ -88,6 +96,11 @@ class WorkflowBuilder:
         Raises WorkflowValidationError naming the available nodes if either node is
         unknown, or if ``to_input`` is already fed by another connection.
         """
+        for arg in (from_node, from_output, to_node, to_input):
+            if not isinstance(arg, str):
+                raise WorkflowValidationError(
+                    f"add_connection takes four strings (got {arg!r} of type {type(arg).__name__})"
+                )
         for node_id in (from_node, to_node):
             if node_id not in self._nodes:
                 raise WorkflowValidationError(

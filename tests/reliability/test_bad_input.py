@@ -298,6 +298,31 @@ async def test_workflow_run_parameters_must_map_node_ids_to_mappings(
     await bench.healthy("sqlite")
 
 
+_WIRING: list[tuple[str, Callable[[WorkflowConnectionPool], Any]]] = [
+    ("register_node(123, pool)", lambda p: LocalRuntime().register_node(123, p)),  # type: ignore[arg-type]
+    ("register_node('', pool)", lambda p: LocalRuntime().register_node("", p)),
+    ("register_node('x', None)", lambda p: LocalRuntime().register_node("x", None)),  # type: ignore[arg-type]
+    ("register_node('x', 'pool')", lambda p: LocalRuntime().register_node("x", "pool")),  # type: ignore[arg-type]
+    ("add_node('db', pool, [1])", lambda p: WorkflowBuilder().add_node("db", p, [1])),  # type: ignore[arg-type]
+    ("add_node(None, pool)", lambda p: WorkflowBuilder().add_node(None, p)),  # type: ignore[arg-type]
+    ("add_node('db', 5)", lambda p: WorkflowBuilder().add_node("db", 5)),  # type: ignore[arg-type]
+    ("add_node('NoSuchType', 'db')", lambda p: WorkflowBuilder().add_node("NoSuchType", "db")),
+    ("add_connection(1, ...)", lambda p: WorkflowBuilder().add_connection(1, "a", "b", "c")),  # type: ignore[arg-type]
+    ("add_connection([x], ...)", lambda p: WorkflowBuilder().add_connection(["x"], "a", "b", "c")),  # type: ignore[arg-type]
+]
+
+
+@ASYNC
+@pytest.mark.parametrize(("name", "call"), _WIRING, ids=[c[0] for c in _WIRING])
+async def test_runtime_and_workflow_wiring_refuse_wrong_types(
+    bench: Bench, name: str, call: Callable[[WorkflowConnectionPool], Any]
+) -> None:
+    pool = bench.new_pool("sqlite")
+    with pytest.raises(WorkflowValidationError) as info:
+        call(pool)
+    assert "got" in str(info.value) or "unknown node type" in str(info.value), info.value
+
+
 @ASYNC
 @pytest.mark.parametrize(
     ("node", "attribute"),
