@@ -229,6 +229,11 @@ class PoolCore:
                 await entry.conn.close(CLEANUP_TIMEOUT)
             else:
                 entry.conn.terminate()
+        except BaseException:
+            # Cancelled (the pool is closing) while waiting for the replacement: the entry
+            # is no longer among the pool's, so nothing else would ever close it.
+            entry.conn.terminate()
+            raise
         finally:
             self._closing -= 1
             self.stats.connections_closed += 1

@@ -21,9 +21,10 @@ import asyncpg
 import pytest
 
 from kailash_nodes import LocalRuntime, WorkflowConnectionPool
+from kailash_nodes.pool import engine as engine_module
 from kailash_nodes.runtime import WorkflowBuilder
 from tests.conftest import server_dsn
-from tests.reliability.conftest import Figures
+from tests.reliability.conftest import Figures, ProxyFactory
 from tests.reliability.workload import (
     MID_PROTOCOL,
     STORM_BED,
@@ -239,3 +240,28 @@ async def test_a_cancelled_workflow_returns_the_connection_it_acquired() -> None
         active = pool.engine.state()["active_connections"]
         await pool.close(timeout=0.1)  # not the default 5 s wait for the stranded one
     assert active == 0
+
+
+@pytest.mark.postgres
+async def test_closing_the_pool_while_a_replacement_connects_still_closes_the_old_one(
+    make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection retired at the floor waits for its replacement to open before it is
+    closed; when the pool closes meanwhile, that wait is cancelled: the old connection
+    must be closed all the same, not left open outside the pool."""
+    monkeypatch.setattr(engine_module, "CLEANUP_TIMEOUT", 0.2)  # close() waits this long
+    proxy = await make_proxy(server_dsn("KN_PG_DSN"))
+    pool = WorkflowConnectionPool(
+        name="kn_rel_retire", connection_string=proxy.dsn(server_dsn("KN_PG_DSN")),
+        min_connections=1, max_connections=2, connect_timeout=30, max_lifetime=0.3,
+        maintenance_interval=0.05,
+    )  # fmt: skip
+    await pool.initialize()
+    old = pool.engine.idle_entries()[-1]
+    proxy.stall()  # the replacement's connect hangs from here
+    for _ in range(250):  # until it is retired by lifetime, its replacement opening
+        if old not in pool.engine.entries():
+            break
+        await asyncio.sleep(0.02)
+    await pool.close()
+    assert old.conn.is_closed()
