@@ -313,6 +313,10 @@ class ConnectionPool(PoolCore):
             self._record_failure(entry, exc)
             if self.observer is not None and observe:
                 self.observer(query, time.monotonic() - start, 0, False, pc)
+            if exc.error_type == "QueryTimeout" and was_in is not None:
+                late = self._late_answer(entry, query, was_in)
+                if late is not None:
+                    raise late from exc
             raise
         except ConnectionFailed as exc:
             self.stats.queries_executed += 1
@@ -344,6 +348,23 @@ class ConnectionPool(PoolCore):
         if self.observer is not None and observe:
             self.observer(query, duration, count, True, pc)
         return QueryResult(data, count, duration)
+
+    def _late_answer(self, entry: Entry, query: str, was_in: bool) -> ConnectionFailed | None:
+        """Decide what a timed-out statement may have done (sql.outcome.timed_out); when it
+        may have changed something, close the connection at once, so that a transaction
+        it ran in can never be committed afterwards. SQLite is left alone: its driver
+        interrupts the statement, which undoes it (and closing would lose a memory DB)."""
+        backend = self.config.connect.backend
+        if backend == "sqlite":
+            return None
+        from kailash_nodes.sql.outcome import timed_out
+
+        cause = f"no answer within query_timeout={self.config.query_timeout:g}s"
+        late = timed_out(query, backend, was_in, cause)
+        if late is not None:
+            entry.broken = True
+            entry.conn.terminate()
+        return late
 
     def _suspect_idle(self) -> None:
         """After a lost connection (server restart?), check idle ones before lending them."""

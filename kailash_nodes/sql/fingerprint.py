@@ -151,10 +151,11 @@ SAFE_FUNCTIONS: Final = word_set(
     last_value lcase lead least left length like likelihood likely ln localtime
     localtimestamp locate log log10 lower lpad ltrim make_date make_interval make_timestamp max
     md5 min minute mod mode month now nth_value ntile nullif octet_length percent_rank
-    percentile_cont percentile_disc pg_typeof pi plainto_tsquery position power printf quote
+    percentile_cont percentile_disc pg_sleep pg_sleep_for pg_typeof pi plainto_tsquery position
+    power printf quote
     quote_ident quote_literal quote_nullable radians rand random rank regexp_match
     regexp_matches regexp_replace regexp_split_to_array regexp_split_to_table repeat replace
-    reverse right round row_number row_to_json rpad rtrim second sha1 sha2 sha256 sign sin
+    reverse right round row_number row_to_json rpad rtrim second sha1 sha2 sha256 sign sin sleep
     split_part sqlite_version sqrt starts_with statement_timestamp stddev stddev_pop
     stddev_samp str_to_date strftime string_agg string_to_array strpos substr substring
     substring_index sum tan time timeofday timestampadd timestampdiff to_char to_date to_hex
@@ -165,7 +166,8 @@ SAFE_FUNCTIONS: Final = word_set(
 )
 """Functions (lower-case) a plain read may call, besides the builtins sqlglot types itself.
 
-Pure or merely volatile (``random``, ``now``) builtins of PostgreSQL, MySQL and SQLite; the
+Pure or merely volatile (``random``, ``now``, ``pg_sleep``/``sleep``: they wait and change
+nothing) builtins of PostgreSQL, MySQL and SQLite; the
 classifier treats any other function as unknown (fail closed) unless a Classifier adds it.
 """
 

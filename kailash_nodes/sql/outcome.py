@@ -14,7 +14,7 @@ from kailash_nodes.errors import CommitOutcomeUnknown, ConnectionFailed, Outcome
 from kailash_nodes.sql.classify import Category, classify
 from kailash_nodes.sql.fingerprint import dialect_name
 
-__all__ = ["COMMIT_OPS", "lost_in_flight"]
+__all__ = ["COMMIT_OPS", "lost_in_flight", "timed_out"]
 
 # Transaction ops that may commit, and ones that leave nothing behind once the connection
 # is gone (what they opened or kept dies with it).
@@ -62,4 +62,32 @@ def lost_in_flight(
     return OutcomeUnknown(
         f"{head} and before its answer, outside a transaction: it may or may not have taken "
         f"effect, so do not repeat it blindly ({cause})"
+    )
+
+
+def timed_out(
+    query: str, dialect: str, in_transaction: bool, cause: str
+) -> ConnectionFailed | None:
+    """Return the error for ``query`` whose answer did not come within the query timeout.
+
+    A late answer is a lost one: the server may have applied the statement. Outside a
+    transaction that is :func:`lost_in_flight`'s answer (None for a read: the plain
+    timeout stands). Inside one, a statement that may have changed something must not be
+    committed later by a caller told it failed, so the answer is a ``ConnectionFailed``
+    whose caller closes the connection (the server then rolls the transaction back); a
+    provable plain read keeps the plain timeout.
+
+    >>> type(timed_out("INSERT INTO t VALUES (1)", "postgres", False, "late")).__name__
+    'OutcomeUnknown'
+    >>> type(timed_out("INSERT INTO t VALUES (1)", "postgres", True, "late")).__name__
+    'ConnectionFailed'
+    >>> timed_out("SELECT a FROM t", "postgres", True, "late") is None
+    True
+    """
+    lost = lost_in_flight(query, dialect, in_transaction, cause)
+    if lost is not None or not in_transaction or classify(query, dialect).replica_safe:
+        return lost
+    return ConnectionFailed(
+        f"{classify(query, dialect).statement or 'a statement'} got no answer in time inside a "
+        f"transaction: the connection is closed, so the transaction is rolled back ({cause})"
     )
