@@ -47,6 +47,12 @@ _HEALTH_TIMEOUT = 25.0
 _AFFINITY_DEPTH = 8  # idle connections searched for one holding a prepared statement
 
 
+def _terminate_opened(task: asyncio.Task[Entry]) -> None:
+    """Close the connection an abandoned open produced (nothing if it failed)."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().conn.terminate()
+
+
 class QueryResult:
     """What one statement returned: rows (shaped by fetch mode), row count, duration."""
 
@@ -89,9 +95,15 @@ class ConnectionPool(PoolCore):
                 await self._open_floor()
 
     async def _open_floor(self) -> None:
-        results = await asyncio.gather(
-            *(self._connect() for _ in range(self._floor)), return_exceptions=True
-        )
+        opens = [asyncio.ensure_future(self._connect()) for _ in range(self._floor)]
+        try:
+            await asyncio.wait(opens)
+        except BaseException:  # cancelled: what opened, or opens after this, is closed
+            for task in opens:
+                task.add_done_callback(_terminate_opened)
+                task.cancel()
+            raise
+        results = [t.exception() or t.result() for t in opens]
         failures = [r for r in results if isinstance(r, BaseException)]
         entries = [r for r in results if isinstance(r, Entry)]
         if failures:

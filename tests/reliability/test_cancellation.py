@@ -173,10 +173,6 @@ def _open_defect(reason: str) -> pytest.MarkDecorator:
 
 
 @pytest.mark.postgres
-@_open_defect(
-    "a cancelled first acquire drops the connections the pool's opening already made "
-    "(pool/engine.py _open_floor gathers in the caller's task)"
-)
 async def test_cancelling_the_first_acquire_closes_what_the_opening_made() -> None:
     pool = WorkflowConnectionPool(
         name="kn_rel_first", connection_string=server_dsn("KN_PG_DSN"),
