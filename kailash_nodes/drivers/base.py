@@ -27,7 +27,9 @@ __all__ = [
     "NoServerPrepare",
     "Rows",
     "is_query",
+    "read_first",
     "read_limited",
+    "shape",
     "too_large",
 ]
 
@@ -263,8 +265,43 @@ async def read_limited(
     await cursor.close(timeout, commit=fits)
     if not fits:
         raise too_large(max_rows)
+    return shape(rows, len(rows), mode, size)
+
+
+async def read_first(
+    conn: DriverConnection,
+    text: str,
+    args: tuple[Any, ...],
+    mode: str,
+    size: int,
+    timeout: float | None,
+) -> Rows:
+    """Read the first row (``mode`` "one") or the first ``size`` rows ("many") of the query
+    ``text`` through a cursor, then close it: no more rows than that are held (MySQL reads
+    the rest off the wire and drops them)."""
+    cursor = await conn.open_cursor(text, args, timeout)
+    try:
+        rows = await cursor.fetch(1 if mode == "one" else size, timeout)
+    except QueryError:
+        await cursor.close(timeout, commit=False)
+        raise
+    await cursor.close(timeout, commit=True)
+    return shape(rows, len(rows), mode, size)
+
+
+def shape(rows: list[dict[str, Any]], count: int, mode: str, size: int) -> Rows:
+    """Shape an "all" result (``count``: rows returned, or affected when there are none)
+    for ``mode``: the first row or None ("one"), the first ``size`` rows ("many").
+
+    >>> shape([{"a": 1}, {"a": 2}], 2, "one", 9), shape([{"a": 1}, {"a": 2}], 2, "many", 1)
+    (({'a': 1}, 1), ([{'a': 1}], 1))
+    >>> shape([], 3, "one", 9), shape([], 3, "many", 9)
+    ((None, 3), ([], 3))
+    """
+    if not rows:
+        return (None if mode == "one" else []), count
     if mode == "one":
-        return (rows[0] if rows else None), min(len(rows), 1)
+        return rows[0], 1
     if mode == "many":
         rows = rows[:size]
     return rows, len(rows)

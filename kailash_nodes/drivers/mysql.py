@@ -23,7 +23,9 @@ from kailash_nodes.drivers.base import (
     NoServerPrepare,
     Rows,
     is_query,
+    read_first,
     read_limited,
+    shape,
     too_large,
 )
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError, QueryError
@@ -58,11 +60,14 @@ class MySQLConnection(CursorReads, NoServerPrepare):
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
-        """Run one statement; the whole result is read (aiomysql buffers it)."""
+        """Run one statement; the whole result is read (aiomysql buffers it), except for
+        "one" and "many" of a query: an unbuffered cursor, no more rows held than asked."""
         for i, value in enumerate(args):  # inline: a call costs the hot path ~60 ns
             if type(value) not in _SENDABLE and not isinstance(value, _SENDABLE_BASES):
                 # pymysql would silently send str(value): refuse instead.
                 raise _unsendable(i, value)
+        if mode != "all":
+            return await self._fetch_some(text, args, mode, size, timeout)
         cur = self._cursor
         try:
             async with asyncio.timeout(timeout):
@@ -71,11 +76,17 @@ class MySQLConnection(CursorReads, NoServerPrepare):
         except Exception as exc:
             raise self._wrap(exc) from exc
         if rows is None:
-            return (None if mode == "one" else []), max(cur.rowcount, 0)
-        if mode == "one":
-            return (rows[0] if rows else None), min(len(rows), 1)
-        data = list(rows) if mode == "all" else list(rows[:size])
+            return [], max(cur.rowcount, 0)
+        data = list(rows)
         return data, len(data)
+
+    async def _fetch_some(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> Rows:
+        if is_query(text):
+            return await read_first(self, text, args, mode, size, timeout)
+        rows, count = await self.fetch(text, args, "all", size, timeout)
+        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string (the connection allows multi-statements)."""
@@ -114,13 +125,7 @@ class MySQLConnection(CursorReads, NoServerPrepare):
         rows, count = await self.fetch(limited, args, "all", size, timeout)
         if count > max_rows:
             raise too_large(max_rows)
-        if not isinstance(rows, list):  # not a query after all (fetch's "all" shape)
-            return rows, count
-        if mode == "one":
-            return (rows[0] if rows else None), min(count, 1)
-        if mode == "many":
-            rows = rows[:size]
-        return rows, len(rows)
+        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
 
     async def open_cursor(
         self, text: str, args: tuple[Any, ...], timeout: float | None

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import CursorReads, Rows
+from kailash_nodes.drivers.base import CursorReads, Rows, is_query, read_first
 from kailash_nodes.errors import (
     ConnectionFailed,
     KailashNodesError,
@@ -192,6 +192,8 @@ class PostgresConnection(CursorReads):
         if mode == "one":
             row = await stmt.fetchrow(*args, timeout=timeout)
             return (dict(row) if row is not None else None), (0 if row is None else 1)
+        if mode == "many" and is_query(text):  # a cursor: only ``size`` rows are read
+            return await read_first(self, text, args, mode, size, timeout)
         records = await stmt.fetch(*args, timeout=timeout)
         rows = [dict(r) for r in (records if mode == "all" else records[:size])]
         return rows, len(rows)
@@ -229,11 +231,13 @@ class PostgresConnection(CursorReads):
             status = await self._conn.execute(text, *args, timeout=timeout)
             _check_commit(status, text)
             return (None if mode == "one" else []), _affected(status)
+        if mode == "one":  # a portal row limit of 1: only the first row is sent
+            row = await self._conn.fetchrow(text, *args, timeout=timeout)
+            return (dict(row) if row is not None else None), (0 if row is None else 1)
+        if mode == "many" and is_query(text):
+            return await read_first(self, text, args, mode, size, timeout)
         records = await self._conn.fetch(text, *args, timeout=timeout)
-        rows = [dict(r) for r in records]
-        if mode == "one":
-            return (rows[0] if rows else None), min(len(rows), 1)
-        rows = rows if mode == "all" else rows[:size]
+        rows = [dict(r) for r in (records if mode == "all" else records[:size])]
         return rows, len(rows)
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:

@@ -17,7 +17,14 @@ import aiosqlite
 from aiosqlite.core import _STOP_RUNNING_SENTINEL
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import CursorReads, NoServerPrepare, Rows
+from kailash_nodes.drivers.base import (
+    CursorReads,
+    NoServerPrepare,
+    Rows,
+    is_query,
+    read_first,
+    shape,
+)
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
 __all__ = ["DRIVER", "SQLiteConnection", "SQLiteCursor", "SQLiteDriver"]
@@ -50,7 +57,10 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
-        """Run one statement in a single hop to the connection's thread."""
+        """Run one statement in a single hop to the connection's thread ("one" and "many"
+        of a query: through a cursor, reading no more rows than asked for)."""
+        if mode != "all":
+            return await self._fetch_some(text, args, mode, size, timeout)
         conn = self._conn
         before = conn.total_changes
         if timeout is None:
@@ -61,14 +71,17 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         else:
             records = await self._timed(conn.execute_fetchall(text, args), timeout)
         if not records:
-            changed = conn.total_changes - before
-            return (None if mode == "one" else []), changed
-        if mode == "one":
-            return dict(next(iter(records))), 1
+            return [], conn.total_changes - before
         rows = [dict(r) for r in records]
-        if mode == "many":
-            rows = rows[:size]
         return rows, len(rows)
+
+    async def _fetch_some(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> Rows:
+        if is_query(text):
+            return await read_first(self, text, args, mode, size, timeout)
+        rows, count = await self.fetch(text, args, "all", size, timeout)
+        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string with ``executescript``.

@@ -247,7 +247,10 @@ async def test_stream_cancelled_mid_batch_leaves_the_pool_healthy(
                 started.set()
 
     task = asyncio.create_task(consume())
-    await guarded(started.wait())
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiting], timeout=HANG_GUARD, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    assert started.is_set() and not task.done(), task  # a failed stream shows its error here
     task.cancel()  # the consumer only awaits batches: the cancellation lands in one
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -342,3 +345,32 @@ async def test_stream_and_max_rows_work_behind_pgbouncer_in_transaction_mode() -
         assert node.engine.state()["active_connections"] == 0
     finally:
         await node.close()
+
+
+async def test_fetch_modes_one_and_many_read_only_the_rows_they_return(
+    backend: Backend, pool: WorkflowConnectionPool, table: str
+) -> None:
+    engine = pool.engine
+    query, params = big(backend, 20_000)
+    pc = await engine.acquire()
+    whole = await peak_bytes(lambda: engine.execute(pc, query, params))
+    results = []
+
+    async def read(mode: str) -> None:
+        results.append(await engine.execute(pc, query, params, fetch_mode=mode, fetch_size=10))
+
+    many = await peak_bytes(lambda: read("many"))
+    one = await peak_bytes(lambda: read("one"))
+    assert [r["n"] for r in results[0].data] == list(range(1, 11))
+    assert results[0].row_count == 10
+    assert (results[1].data["n"], results[1].row_count) == (1, 1)
+    assert many * 10 < whole and one * 10 < whole, (many, one, whole)
+    await engine.execute(pc, f"CREATE TABLE {table} (id INT)")
+    try:  # a statement that is not a query keeps its row count in every mode
+        await engine.execute(pc, f"INSERT INTO {table} VALUES (1), (2), (3)")
+        for mode in ("one", "many"):
+            res = await engine.execute(pc, f"UPDATE {table} SET id = id + 1", fetch_mode=mode)
+            assert (res.data, res.row_count) == (None if mode == "one" else [], 3)
+    finally:
+        await engine.execute(pc, f"DROP TABLE {table}")
+    await assert_clean(backend, pool, pc)
