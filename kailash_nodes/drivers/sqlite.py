@@ -207,6 +207,11 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         if isinstance(exc, TimeoutError):  # the interrupt did not stop it: replace
             self._closed = True
             return QueryError("query timed out", error_type="QueryTimeout")
+        if isinstance(exc, UnicodeEncodeError):  # the text is checked before: a parameter
+            return ParameterError(
+                f"a query parameter holds a string that cannot be sent as UTF-8 ({exc.reason} "
+                f"at index {exc.start})"
+            )
         if isinstance(exc, sqlite3.ProgrammingError) and (
             "binding" in str(exc) or "supported" in str(exc)
         ):
