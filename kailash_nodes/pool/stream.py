@@ -1,4 +1,4 @@
-"""Big results in bounded memory: streams of batches, and the ``max_rows`` guard.
+"""Big results in bounded memory: a query's rows in batches (``ConnectionPool.stream``).
 
 A :class:`ResultStream` reads a query through a driver cursor (PostgreSQL: a ``DECLARE``d
 cursor, in a transaction of its own when none is open; MySQL: an unbuffered result;
@@ -8,7 +8,9 @@ uses the connection next finds the stream and ends it first: another statement c
 (its own transaction rolled back) before running, a release closes it and keeps the
 connection, and a stream interrupted mid-batch (cancelled, connection lost) leaves the
 connection marked broken, to be replaced on release. A stream therefore never leaves a
-connection with an unread result, an open cursor or a transaction of its own.
+connection with an unread result, an open cursor or a transaction of its own. A stream
+ended that way, by something else than its reader, raises on its next batch rather than
+end as if its result were complete.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ResultStream:
         "_batch_size",
         "_broken",
         "_cursor",
+        "_cut",
         "_done",
         "_entry",
         "_guard",
@@ -71,6 +74,7 @@ class ResultStream:
         self._guard: StreamGuard | None = None
         self._done = False
         self._broken = False
+        self._cut = False  # ended by another use of the connection, not by its reader
         self._start = 0.0
         self.rows = 0  # rows handed out so far
 
@@ -95,6 +99,8 @@ class ResultStream:
         (the connection is replaced on release), ConnectionReleased.
         """
         if self._done:
+            if self._cut or self._broken:
+                raise self._ended()
             raise StopAsyncIteration
         cursor = self._cursor if self._cursor is not None else await self._open()
         try:
@@ -137,6 +143,19 @@ class ResultStream:
         self._entry = entry
         self._guard = entry.conn = StreamGuard(conn, self)
         return cursor
+
+    def _ended(self) -> Exception:
+        """Return the error for reading on after the stream was ended under its reader."""
+        if self._broken:
+            return ConnectionFailed(
+                "the stream was interrupted (cancelled or its connection failed) and cannot "
+                "go on; its connection is replaced on release"
+            )
+        return ParameterError(
+            "the stream was ended before it was read to the end: its connection ran "
+            "another statement or was released; read a stream to the end (or aclose it) "
+            "before using its connection for anything else"
+        )
 
     def _entry_or_raise(self) -> Entry:
         return self._entry if self._entry is not None else self._pc.entry
@@ -207,6 +226,8 @@ class StreamGuard:
                 "the connection was interrupted in the middle of a stream; it is replaced "
                 "on release"
             )
+        if not self.stream._done:
+            self.stream._cut = True
         await self.stream.aclose()
 
     async def fetch(

@@ -374,3 +374,25 @@ async def test_fetch_modes_one_and_many_read_only_the_rows_they_return(
     finally:
         await engine.execute(pc, f"DROP TABLE {table}")
     await assert_clean(backend, pool, pc)
+
+
+async def test_a_stream_ended_under_its_reader_raises_instead_of_ending_short(
+    backend: Backend, pool: WorkflowConnectionPool
+) -> None:
+    engine = pool.engine
+    query, params = big(backend, 5000)
+    async with pool.connection() as pc:
+        first = engine.stream(pc, query, params, batch_size=100)
+        assert len(await anext(first)) == 100
+        second = engine.stream(pc, query, params, batch_size=100)
+        assert (await anext(second))[0]["n"] == 1  # opening it ended the first one
+        with pytest.raises(ParameterError, match="ended before it was read to the end"):
+            await anext(first)
+        await engine.execute(pc, "SELECT 1")  # and this ends the second
+        with pytest.raises(ParameterError, match="ended before"):
+            await anext(second)
+        done = engine.stream(pc, query, params, batch_size=5000)
+        assert [len(b) async for b in done] == [5000]  # read to the end: ends quietly
+        await engine.execute(pc, "SELECT 1")
+        with pytest.raises(StopAsyncIteration):
+            await anext(done)
