@@ -41,6 +41,7 @@ class ResultStream:
         "_args",
         "_batch_size",
         "_broken",
+        "_busy",
         "_cursor",
         "_cut",
         "_done",
@@ -74,6 +75,7 @@ class ResultStream:
         self._guard: StreamGuard | None = None
         self._done = False
         self._broken = False
+        self._busy = False  # a batch is being read right now
         self._cut = False  # ended by another use of the connection, not by its reader
         self._start = 0.0
         self.rows = 0  # rows handed out so far
@@ -102,16 +104,22 @@ class ResultStream:
             if self._cut or self._broken:
                 raise self._ended()
             raise StopAsyncIteration
+        if self._busy:
+            raise ParameterError("a batch of this stream is already being read: await it first")
         cursor = self._cursor if self._cursor is not None else await self._open()
+        self._busy = True
         try:
             rows = await cursor.fetch(self._batch_size, self._pool.config.query_timeout)
         except QueryError as exc:
+            self._busy = False
             self._pool._record_failure(self._entry_or_raise(), exc)
             await self._finish(commit=False)
             raise
         except BaseException:  # cancelled or lost mid-batch: the wire state is unknown
+            self._busy = False
             self._break()
             raise
+        self._busy = False
         self.rows += len(rows)
         if len(rows) < self._batch_size:  # the last batch: end now, not on the next call
             await self._finish(commit=True)
@@ -221,6 +229,11 @@ class StreamGuard:
 
     async def end_stream(self) -> None:
         """End the open stream (rolled back) unless it broke; raise ConnectionFailed then."""
+        if self.stream._busy:  # nothing is sent: two statements would share one wire
+            raise ParameterError(
+                "the connection is reading a batch of a stream: await it before sending "
+                "anything else, or use another connection"
+            )
         if self.stream._broken:
             raise ConnectionFailed(
                 "the connection was interrupted in the middle of a stream; it is replaced "

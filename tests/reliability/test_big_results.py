@@ -396,3 +396,22 @@ async def test_a_stream_ended_under_its_reader_raises_instead_of_ending_short(
         await engine.execute(pc, "SELECT 1")
         with pytest.raises(StopAsyncIteration):
             await anext(done)
+
+
+async def test_a_statement_sent_while_a_batch_is_read_is_refused_before_it_is_sent(
+    backend: Backend, pool: WorkflowConnectionPool
+) -> None:
+    engine = pool.engine
+    query, params = big(backend, 50_000)
+    async with pool.connection() as pc:
+        stream = engine.stream(pc, query, params, batch_size=20_000)
+        assert len(await anext(stream)) == 20_000
+        batch = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0)  # the batch is on its way
+        with pytest.raises(ParameterError, match="reading a batch of a stream"):
+            await engine.execute(pc, "SELECT 1")
+        with pytest.raises(ParameterError, match="already being read"):
+            await anext(stream)
+        assert len(await guarded(batch)) == 20_000
+        assert [len(b) async for b in stream] == [10_000]
+    await assert_clean(backend, pool, await engine.acquire())
