@@ -308,8 +308,8 @@ def shape(rows: list[dict[str, Any]], count: int, mode: str, size: int) -> Rows:
 
 
 class CursorReads:
-    """``can_stream`` and ``fetch_limited`` for a driver whose ``open_cursor`` reads any
-    query (see :func:`is_query`) and that has no cheaper way to limit a result."""
+    """``can_stream``, ``fetch_limited`` and ``fetch_some`` for a driver whose
+    ``open_cursor`` reads any query (see :func:`is_query`)."""
 
     __slots__ = ()
 
@@ -329,3 +329,14 @@ class CursorReads:
         """Run one statement, a query through a cursor (see :func:`read_limited`)."""
         conn = cast(DriverConnection, self)
         return await read_limited(conn, text, args, mode, size, max_rows, timeout)
+
+    async def fetch_some(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> Rows:
+        """Run one statement for ``mode`` "one" or "many": a query through a cursor (see
+        :func:`read_first`), anything else read whole by ``fetch`` and shaped."""
+        conn = cast(DriverConnection, self)
+        if is_query(text):
+            return await read_first(conn, text, args, mode, size, timeout)
+        rows, count = await conn.fetch(text, args, "all", size, timeout)
+        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list

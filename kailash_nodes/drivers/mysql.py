@@ -23,7 +23,6 @@ from kailash_nodes.drivers.base import (
     NoServerPrepare,
     Rows,
     is_query,
-    read_first,
     read_limited,
     shape,
     too_large,
@@ -67,7 +66,7 @@ class MySQLConnection(CursorReads, NoServerPrepare):
                 # pymysql would silently send str(value): refuse instead.
                 raise _unsendable(i, value)
         if mode != "all":
-            return await self._fetch_some(text, args, mode, size, timeout)
+            return await self.fetch_some(text, args, mode, size, timeout)
         cur = self._cursor
         try:
             async with asyncio.timeout(timeout):
@@ -79,14 +78,6 @@ class MySQLConnection(CursorReads, NoServerPrepare):
             return [], max(cur.rowcount, 0)
         data = list(rows)
         return data, len(data)
-
-    async def _fetch_some(
-        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
-    ) -> Rows:
-        if is_query(text):
-            return await read_first(self, text, args, mode, size, timeout)
-        rows, count = await self.fetch(text, args, "all", size, timeout)
-        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string (the connection allows multi-statements)."""

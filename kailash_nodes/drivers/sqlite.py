@@ -21,9 +21,6 @@ from kailash_nodes.drivers.base import (
     CursorReads,
     NoServerPrepare,
     Rows,
-    is_query,
-    read_first,
-    shape,
 )
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
@@ -60,7 +57,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         """Run one statement in a single hop to the connection's thread ("one" and "many"
         of a query: through a cursor, reading no more rows than asked for)."""
         if mode != "all":
-            return await self._fetch_some(text, args, mode, size, timeout)
+            return await self.fetch_some(text, args, mode, size, timeout)
         conn = self._conn
         before = conn.total_changes
         if timeout is None:
@@ -74,14 +71,6 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
             return [], conn.total_changes - before
         rows = [dict(r) for r in records]
         return rows, len(rows)
-
-    async def _fetch_some(
-        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
-    ) -> Rows:
-        if is_query(text):
-            return await read_first(self, text, args, mode, size, timeout)
-        rows, count = await self.fetch(text, args, "all", size, timeout)
-        return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
 
     async def execute_script(self, text: str, timeout: float | None) -> Rows:
         """Run a multi-statement string with ``executescript``.
