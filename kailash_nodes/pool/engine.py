@@ -97,7 +97,8 @@ class ConnectionPool(PoolCore):
     async def _open_floor(self) -> None:
         opens = [asyncio.ensure_future(self._connect()) for _ in range(self._floor)]
         try:
-            await asyncio.wait(opens)
+            if opens:  # min_connections=0 opens nothing
+                await asyncio.wait(opens)
         except BaseException:  # cancelled: what opened, or opens after this, is closed
             for task in opens:
                 task.add_done_callback(_terminate_opened)
