@@ -59,7 +59,6 @@ class WorkflowConnectionPool(Node):
         super().__init__(**{**options, "name": self.pool_config.name})
         self.engine = ConnectionPool(self.pool_config)
         self._leases: dict[str, PooledConnection] = {}
-        self._running: set[str] = set()  # connection ids with a statement in flight
         # Runtime pre-warms (prewarm()): connections opened ahead of an acquire, failures.
         self.prewarm_counts = {"connections_opened": 0, "errors": 0}
         self.pattern_tracker: QueryPatternTracker | None = None
@@ -220,12 +219,9 @@ class WorkflowConnectionPool(Node):
     async def _op_release(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         cid = inputs.get("connection_id")
         pc = self._lease(cid, "release")
-        if pc.id in self._running:  # the next caller would get a connection mid-statement
-            raise ParameterError(
-                f"connection {pc.id!r} is running a statement: release it once that returns"
-            )
+        status = await self.engine.release(pc)  # refuses while a statement is running
         del self._leases[pc.id]
-        return {"status": await self.engine.release(pc), "connection_id": pc.id}
+        return {"status": status, "connection_id": pc.id}
 
     async def _op_stats(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return self.get_stats()
@@ -341,23 +337,12 @@ class WorkflowConnectionPool(Node):
         max_rows: Any = None,
     ) -> dict[str, Any]:
         check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
-        if pc.id in self._running:
-            # A second statement on the same wire would interleave with the first: MySQL
-            # then hands one caller's rows to the next, PostgreSQL refuses it as if the
-            # connection had failed. Refused here, before anything is sent.
-            raise ParameterError(
-                f"connection {pc.id!r} is already running a statement: await it before "
-                "sending the next one, or acquire another connection"
-            )
-        self._running.add(pc.id)
-        try:
+        try:  # the engine refuses a second statement while one is running
             res = await self.engine.execute(
                 pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size, max_rows=max_rows
             )
         except QueryError as exc:
             return execute_result(pc.id, None, exc)
-        finally:
-            self._running.discard(pc.id)
         return execute_result(pc.id, res, None)
 
     async def release(self, conn: PooledConnection | str) -> dict[str, Any]:

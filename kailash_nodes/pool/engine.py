@@ -306,11 +306,19 @@ class ConnectionPool(PoolCore):
                 )
             if args:
                 raise ParameterError("parameters cannot be used with a multi-statement query")
+        if entry.busy:
+            # A second statement on the same wire would interleave with the first: MySQL
+            # then hands one caller's rows to the next. Refused before anything is sent.
+            raise ParameterError(
+                f"connection {pc.id!r} is already running a statement: await it before "
+                "sending the next one, or acquire another connection"
+            )
         if rq.session_state:
             entry.dirty = True
         conn = entry.conn
         start = time.monotonic()
         was_in = None if conn.is_closed() else conn.in_transaction()  # None: cannot be sent
+        entry.busy = True
         try:
             if rq.statements > 1:
                 data, count = await conn.execute_script(rq.text, self.config.query_timeout)
@@ -351,6 +359,8 @@ class ConnectionPool(PoolCore):
         except BaseException:  # cancelled mid-statement: the wire state is unknown
             entry.broken = True
             raise
+        finally:
+            entry.busy = False
         duration = time.monotonic() - start
         stats = self.stats
         stats.queries_executed += 1
@@ -402,8 +412,13 @@ class ConnectionPool(PoolCore):
         A clean connection is back in the pool before this returns, with no round trip.
         An open transaction is rolled back and dirty session state reset first; that work
         is shielded, so a caller cancelled here still never leaks the connection.
-        Raises ConnectionReleased if ``pc`` was already released.
+        Raises ConnectionReleased if ``pc`` was already released, ParameterError (and
+        keeps it checked out) while a statement is running on it.
         """
+        if pc.entry.busy:  # the next caller would get a connection mid-statement
+            raise ParameterError(
+                f"connection {pc.id!r} is running a statement: release it once that returns"
+            )
         entry = pc.detach()
         entry.leased = False
         self._active -= 1

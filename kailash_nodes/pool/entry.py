@@ -20,6 +20,7 @@ class Entry:
 
     __slots__ = (
         "broken",
+        "busy",
         "conn",
         "created",
         "deadline",
@@ -40,6 +41,7 @@ class Entry:
         self.last_used = created
         self.health = MAX_HEALTH
         self.broken = False  # unusable: discard on release
+        self.busy = False  # a statement is on the wire: no second one, no release
         self.dirty = False  # session state may have changed: reset on release
         self.queries = 0
         self.suspect = False  # check before lending: another connection was just lost

@@ -500,3 +500,29 @@ async def test_row_counts_are_right_without_prepared_statements(
     ret = await run(pool, f"DELETE FROM {table} WHERE id = 4 RETURNING id")
     if ret["success"]:  # RETURNING: PostgreSQL, SQLite >= 3.35, MariaDB >= 10.5
         assert ret["data"] == [{"id": 4}] and ret["row_count"] == 1
+
+
+async def test_the_engine_refuses_a_second_statement_or_a_release_on_a_busy_connection(
+    make_pool: PoolFactory, backend: Backend
+) -> None:
+    """Two statements on one wire would interleave (MySQL hands one caller's rows to the
+    other): the engine itself refuses the second, and a release, until the first returns."""
+    pool = make_pool(min_connections=1, max_connections=1)
+    engine = pool.engine
+    slow = {
+        "postgresql": "SELECT pg_sleep(0.3), 1 AS v",
+        "mysql": "SELECT SLEEP(0.3), 1 AS v",
+        "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+        "WHERE x < 2000000) SELECT count(*), 1 AS v FROM c",
+    }[backend.name]
+    pc = await engine.acquire()
+    first = asyncio.create_task(engine.execute(pc, slow))
+    await asyncio.sleep(0.05)
+    with pytest.raises(ParameterError, match="already running a statement"):
+        await engine.execute(pc, "SELECT 2 AS v")
+    with pytest.raises(ParameterError, match="running a statement"):
+        await engine.release(pc)
+    assert (await first).data[0]["v"] == 1  # the first statement's own answer
+    assert (await engine.execute(pc, "SELECT 2 AS v")).data == [{"v": 2}]
+    assert await engine.release(pc) == "released"
+    assert engine.state()["active_connections"] == 0
