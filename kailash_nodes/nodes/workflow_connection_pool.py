@@ -59,6 +59,8 @@ class WorkflowConnectionPool(Node):
         super().__init__(**{**options, "name": self.pool_config.name})
         self.engine = ConnectionPool(self.pool_config)
         self._leases: dict[str, PooledConnection] = {}
+        # connection id -> the workflow run that acquired it (abort_run gives those back)
+        self._lease_runs: dict[str, str] = {}
         # Runtime pre-warms (prewarm()): connections opened ahead of an acquire, failures.
         self.prewarm_counts = {"connections_opened": 0, "errors": 0}
         self.pattern_tracker: QueryPatternTracker | None = None
@@ -135,9 +137,24 @@ class WorkflowConnectionPool(Node):
             success=success,
         )
 
+    def abort_run(self, run_id: str) -> None:
+        """A workflow run failed or was cancelled: the connections it acquired through
+        the ``acquire`` operation and did not release can never be released by anyone
+        (their ids never reached the caller), so they go back to the pool now (rolled
+        back and reset as on any release, in a pool-owned task)."""
+        for cid in [c for c, run in self._lease_runs.items() if run == run_id]:
+            del self._lease_runs[cid]
+            pc = self._leases.pop(cid, None)
+            if pc is not None:
+                self.engine.release_soon(pc)
+
     def end_run(self, run_id: str) -> None:
         """A workflow run finished: its statements count as one finished run for the
-        pattern tracker's run templates (see `QueryPatternTracker.end_session`)."""
+        pattern tracker's run templates (see `QueryPatternTracker.end_session`). A run
+        that succeeded may hand its connection ids on (its results carry them): those
+        stay checked out until released."""
+        for cid in [c for c, run in self._lease_runs.items() if run == run_id]:
+            del self._lease_runs[cid]
         if self.pattern_tracker is not None:
             self.pattern_tracker.end_session(run_id)
 
@@ -198,6 +215,9 @@ class WorkflowConnectionPool(Node):
             await self.initialize()
         pc = await self.engine.acquire(inputs.get("timeout"))
         self._leases[pc.id] = pc
+        run_id = current_run_id()
+        if run_id is not None:
+            self._lease_runs[pc.id] = run_id
         return {
             "connection_id": pc.id,
             "health_score": pc.entry.health,
@@ -221,6 +241,7 @@ class WorkflowConnectionPool(Node):
         pc = self._lease(cid, "release")
         status = await self.engine.release(pc)  # refuses while a statement is running
         del self._leases[pc.id]
+        self._lease_runs.pop(pc.id, None)
         return {"status": status, "connection_id": pc.id}
 
     async def _op_stats(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -444,6 +444,22 @@ class ConnectionPool(PoolCore):
         self._put_back(entry)
         return "released"
 
+    def release_soon(self, pc: PooledConnection) -> None:
+        """Return ``pc`` in a pool-owned task, once a statement still unwinding on it (a
+        cancelled caller) has returned: for an owner that is gone and cannot await."""
+        self._tasks.spawn(self._release_when_idle(pc), "release-abandoned")
+
+    async def _release_when_idle(self, pc: PooledConnection) -> None:
+        deadline = time.monotonic() + CLEANUP_TIMEOUT
+        while not pc.released and pc.entry.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if pc.released:
+            return
+        if pc.entry.busy:  # still on the wire: its state is unknown, close it
+            pc.entry.broken = True
+            pc.entry.busy = False
+        await self.release(pc)
+
     async def _clean(self, entry: Entry) -> str:
         """Roll back and reset a connection before it goes back; replace it on failure."""
         conn = entry.conn

@@ -240,6 +240,7 @@ class LocalRuntime:
         run_id = uuid.uuid4().hex
         token = _run_id.set(run_id)
         warming: LevelPrewarm | None = None
+        failed = True  # until the last level returns: a failure or a cancellation
         try:
             results: Results = {}
             order = workflow.order
@@ -251,17 +252,21 @@ class LocalRuntime:
                     warming = self._start_prewarm(workflow, params, order[index + 1], run_id)
                 outputs = await self._run_level(workflow, level, inputs, run_id)
                 results.update(zip(level, outputs, strict=True))
+            failed = False
         finally:
             if warming is not None:  # the run failed or was cancelled: stop them, await them
                 await warming.cancel()
             _run_id.reset(token)
-            self._end_run(workflow, run_id)
+            self._end_run(workflow, run_id, failed)
         return results, run_id
 
-    def _end_run(self, workflow: Workflow, run_id: str) -> None:
-        """Tell every registered node and every node of ``workflow`` that the run ended."""
+    def _end_run(self, workflow: Workflow, run_id: str, failed: bool) -> None:
+        """Tell every registered node and every node of ``workflow`` that the run ended
+        (``abort_run`` first, when it failed or was cancelled)."""
         for node in dict.fromkeys((*self._nodes.values(), *workflow.nodes.values())):
             try:
+                if failed:
+                    node.abort_run(run_id)
                 node.end_run(run_id)
             except Exception:  # a hook must not fail the run that just finished
                 logger.exception("end_run of %r failed for run %s", node, run_id)

@@ -67,6 +67,12 @@ class Node:
         """
         return 0
 
+    def abort_run(self, run_id: str) -> None:
+        """Give back what a failed or cancelled run holds and nobody can reach any more
+        (its results never reached the caller): ``LocalRuntime`` calls it before
+        ``end_run`` when a run raised or was cancelled. It must not raise or block; the
+        default does nothing."""
+
     def end_run(self, run_id: str) -> None:
         """Forget per-run state: ``LocalRuntime`` calls it when a workflow run finishes
         (completed, failed or cancelled), on every node registered with it and every node

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kailash_nodes import LocalRuntime, WorkflowConnectionPool
+from kailash_nodes import KailashNodesError, LocalRuntime, WorkflowConnectionPool
 from kailash_nodes.pool import engine as engine_module
 from kailash_nodes.runtime import WorkflowBuilder
 from tests.conftest import server_dsn
@@ -209,11 +209,6 @@ async def test_a_prewarmed_idle_connection_does_not_block_ddl() -> None:
 
 
 @pytest.mark.postgres
-@_open_defect(
-    "a workflow run that acquires through the pool node and is cancelled (or fails) "
-    "before its release node keeps the connection checked out for good (nothing "
-    "releases a run's leases when the run ends)"
-)
 async def test_a_cancelled_workflow_returns_the_connection_it_acquired() -> None:
     runtime = LocalRuntime()
     pool = WorkflowConnectionPool(
@@ -236,6 +231,40 @@ async def test_a_cancelled_workflow_returns_the_connection_it_acquired() -> None
         active = pool.engine.state()["active_connections"]
         await pool.close(timeout=0.1)  # not the default 5 s wait for the stranded one
     assert active == 0
+
+
+@pytest.mark.postgres
+async def test_a_failed_run_returns_its_connection_and_a_finished_one_keeps_it() -> None:
+    """A run that fails after its acquire node can never release (the caller never got the
+    id); a run that succeeds hands the id on in its results, so that lease stays."""
+    runtime = LocalRuntime()
+    pool = WorkflowConnectionPool(
+        name="kn_rel_wf2", connection_string=server_dsn("KN_PG_DSN"),
+        min_connections=1, max_connections=2,
+    )  # fmt: skip
+    runtime.register_node("db_pool", pool)
+    failing = WorkflowBuilder()
+    failing.add_node("get", pool, operation="acquire")
+    failing.add_node("run", pool, operation="execute", query="SELECT 1", fetch_mode="bogus")
+    failing.add_connection("get", "connection_id", "run", "connection_id")
+    keeping = WorkflowBuilder()
+    keeping.add_node("get", pool, operation="acquire")
+    async with runtime:
+        with pytest.raises(KailashNodesError, match="fetch_mode"):
+            await runtime.execute_async(failing.build())
+        for _ in range(100):
+            if pool.engine.state()["active_connections"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.engine.state()["active_connections"] == 0
+        results, _ = await runtime.execute_async(keeping.build())
+        cid = results["get"]["connection_id"]
+        assert pool.engine.state()["active_connections"] == 1  # the caller holds it
+        res = await pool.process({"operation": "execute", "connection_id": cid,
+                                  "query": "SELECT 7 AS v"})  # fmt: skip
+        assert res["data"] == [{"v": 7}]
+        await pool.process({"operation": "release", "connection_id": cid})
+        assert pool.engine.state()["active_connections"] == 0
 
 
 @pytest.mark.postgres
