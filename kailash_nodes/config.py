@@ -86,6 +86,7 @@ class ConnectParams:
     user: str | None = None
     password: Secret | None = None  # drivers pass it on as is (asyncpg calls it)
     options: Mapping[str, str] = field(default_factory=dict)
+    ssl_password: Secret | None = None  # the DSN's sslpassword (a client key's passphrase)
     connect_timeout: float = 10.0
     application_name: str = "kailash_nodes"
 
@@ -148,6 +149,7 @@ def _parse_server_dsn(dsn: str, backend: str) -> dict[str, Any]:
                     f"{redact_dsn(dsn)!r}"
                 )
             password = options.pop(key)
+    ssl_password = options.pop("sslpassword", None)  # kept out of the shown options
     return {
         "host": unquote(parts.hostname),
         "port": port,
@@ -155,6 +157,7 @@ def _parse_server_dsn(dsn: str, backend: str) -> dict[str, Any]:
         "user": unquote(parts.username) if parts.username else None,
         "password": None if password is None else Secret(password),
         "options": options,
+        "ssl_password": None if ssl_password is None else Secret(ssl_password),
     }
 
 

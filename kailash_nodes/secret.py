@@ -17,7 +17,7 @@ __all__ = ["REDACTED", "Secret", "redact_dsn", "reveal"]
 REDACTED = "***"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pwd)=)[^&;]*")
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pwd|sslpassword)=)[^&;]*")
 
 
 class Secret:
@@ -105,6 +105,8 @@ def redact_dsn(dsn: str) -> str:
     'postgresql:***'
     >>> redact_dsn("mysql://h/db?user=u&password=pw")
     'mysql://h/db?user=u&password=***'
+    >>> redact_dsn("postgresql://u@h/db?sslkey=k.pem&sslpassword=kp")
+    'postgresql://u@h/db?sslkey=k.pem&sslpassword=***'
     >>> redact_dsn("sqlite:///tmp/x.db")
     'sqlite:///tmp/x.db'
     """

@@ -241,3 +241,13 @@ def test_a_pool_added_by_type_name_keeps_only_redacted_params() -> None:
     for text in (repr(workflow), str(workflow.params), repr(node.config)):
         assert _CANARY not in text and quote(_CANARY, safe="") not in text
     assert "postgresql://u:***@h/db" in repr(workflow.params)
+
+
+def test_a_dsn_sslpassword_is_held_as_a_secret_and_never_shown() -> None:
+    dsn = "postgresql://u:pw@h/db?sslkey=/k.pem&sslpassword=KEY%40SECRET&sslmode=require"
+    pool = WorkflowConnectionPool(name="tls_pw", connection_string=dsn)
+    params = pool.pool_config.connect
+    assert params.ssl_password is not None and params.ssl_password.reveal() == "KEY@SECRET"
+    assert "sslpassword" not in params.options and params.options["sslkey"] == "/k.pem"
+    for shown in (repr(pool.pool_config), repr(pool.config), repr(vars(pool)), str(pool)):
+        assert "SECRET" not in shown, shown

@@ -28,6 +28,7 @@ from kailash_nodes.drivers.base import (
     too_large,
 )
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError, QueryError
+from kailash_nodes.secret import Secret
 
 __all__ = ["DRIVER", "MySQLConnection", "MySQLCursor", "MySQLDriver"]
 
@@ -234,7 +235,9 @@ def _unsendable(i: int, value: Any) -> ParameterError:
     )
 
 
-def _tls_context(options: Mapping[str, str]) -> ssl.SSLContext | None:
+def _tls_context(
+    options: Mapping[str, str], ssl_password: Secret | None = None
+) -> ssl.SSLContext | None:
     """Return the TLS context the DSN's options ask for, with libpq's names (as for
     PostgreSQL): ``sslmode`` ``disable`` (the default; ``allow``/``prefer`` do the same),
     ``require`` (encrypted, not verified), ``verify-ca``, ``verify-full`` (also the host
@@ -262,7 +265,8 @@ def _tls_context(options: Mapping[str, str]) -> ssl.SSLContext | None:
     try:
         ctx = ssl.create_default_context(cafile=options.get("sslrootcert"))
         if "sslcert" in options:
-            ctx.load_cert_chain(options["sslcert"], options.get("sslkey"))
+            key_password = None if ssl_password is None else ssl_password.reveal()
+            ctx.load_cert_chain(options["sslcert"], options.get("sslkey"), key_password)
     except OSError as exc:  # the error itself does not say which file
         files = {k: options[k] for k in ("sslrootcert", "sslcert", "sslkey") if k in options}
         raise OSError(f"TLS files {files} could not be loaded: {exc}") from exc
@@ -293,7 +297,7 @@ class MySQLDriver:
                     client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
                     connect_timeout=params.connect_timeout,
                     program_name=params.application_name,
-                    ssl=_tls_context(params.options),
+                    ssl=_tls_context(params.options, params.ssl_password),
                 )
                 cursor = await conn.cursor(aiomysql.DictCursor)
         except (OSError, TimeoutError, pymysql.MySQLError) as exc:

@@ -478,6 +478,8 @@ class PostgresDriver:
         """
         extra: dict[str, Any] = {}
         tls = {k: v for k, v in params.options.items() if k in _TLS_OPTIONS}
+        if params.ssl_password is not None:  # read from its holder only here
+            tls["sslpassword"] = params.ssl_password.reveal()
         if tls:  # libpq's TLS options, which asyncpg reads from a DSN (the fields below win)
             extra["dsn"] = "postgresql://?" + urlencode(tls)
         conn: Any = None
