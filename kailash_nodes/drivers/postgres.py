@@ -215,6 +215,12 @@ class PostgresConnection(CursorReads):
             return False
         try:
             await self._prepare(text, timeout)
+            # asyncpg's prepare ends with Flush, not Sync: until the next Sync the backend
+            # stays in the implicit transaction its Parse opened, holding locks on the
+            # statement's tables, and an idle pooled connection would make DDL on them
+            # wait. One simple query ends it (inside a transaction, that holds them anyway).
+            if not self._conn.is_in_transaction():
+                await self._conn.execute("SELECT 1", timeout=timeout)
         except Exception as exc:
             if self._rejects_named(exc):
                 self.use_unnamed_statements()

@@ -26,7 +26,6 @@ from kailash_nodes.runtime import WorkflowBuilder
 from tests.conftest import server_dsn
 from tests.reliability.conftest import Figures, ProxyFactory
 from tests.reliability.workload import (
-    MID_PROTOCOL,
     STORM_BED,
     StormReport,
     WriteLedger,
@@ -55,12 +54,6 @@ def _record(reliability: Figures, report: StormReport) -> None:
     )  # fmt: skip
 
 
-def _unexpected(report: StormReport) -> list[str]:
-    # A pre-warmed idle connection sits inside an implicit transaction (asyncpg's prepare
-    # sends no Sync): a known defect, checked on its own below.
-    return [p for p in report.problems() if MID_PROTOCOL not in p]
-
-
 def _phases(report: StormReport) -> set[str]:
     return {phase.split(":")[0] for phase in report.cancelled}
 
@@ -76,7 +69,7 @@ async def test_cancellation_storm_leaks_nothing_and_leaves_no_state_on_postgresq
     ) as bed:  # fmt: skip
         report = await run_storm(bed, cancellations=PG_CANCELLATIONS)
     _record(reliability, report)
-    assert _unexpected(report) == []
+    assert report.problems() == []
     assert report.total >= PG_CANCELLATIONS
     assert {"acquire", "query", "session", "release", "workflow"} <= _phases(report)
     assert report.cancelled["acquire:growing"] and report.cancelled["release:dirty"]
@@ -167,11 +160,6 @@ class _CountingDriver:
         return conn
 
 
-def _open_defect(reason: str) -> pytest.MarkDecorator:
-    """Mark a test of a defect found here and not fixed yet: it must fail until it is."""
-    return pytest.mark.xfail(strict=True, reason=f"defect: {reason}")
-
-
 @pytest.mark.postgres
 async def test_cancelling_the_first_acquire_closes_what_the_opening_made() -> None:
     pool = WorkflowConnectionPool(
@@ -191,10 +179,6 @@ async def test_cancelling_the_first_acquire_closes_what_the_opening_made() -> No
 
 
 @pytest.mark.postgres
-@_open_defect(
-    "a statement prepared ahead leaves its idle connection inside an implicit "
-    "transaction holding its tables' locks (asyncpg's prepare sends Flush, not Sync)"
-)
 async def test_a_prewarmed_idle_connection_does_not_block_ddl() -> None:
     dsn = server_dsn("KN_PG_DSN")
     async with router_bed("postgresql", dsn, min_connections=1, max_connections=1) as bed:
