@@ -104,22 +104,29 @@ class ResultStream:
             if self._cut or self._broken:
                 raise self._ended()
             raise StopAsyncIteration
-        if self._busy:
-            raise ParameterError("a batch of this stream is already being read: await it first")
+        entry = self._entry_or_raise()
+        if self._busy or entry.busy:  # nothing is sent: two reads would share one wire
+            raise ParameterError(
+                "a batch of this stream, or a statement, is already running on its "
+                "connection: await it first"
+            )
+        self._busy = entry.busy = True  # execute and release refuse while it is set
+        try:
+            return await self._next_batch()
+        finally:
+            self._busy = entry.busy = False
+
+    async def _next_batch(self) -> list[dict[str, Any]]:
         cursor = self._cursor if self._cursor is not None else await self._open()
-        self._busy = True
         try:
             rows = await cursor.fetch(self._batch_size, self._pool.config.query_timeout)
         except QueryError as exc:
-            self._busy = False
             self._pool._record_failure(self._entry_or_raise(), exc)
             await self._finish(commit=False)
             raise
         except BaseException:  # cancelled or lost mid-batch: the wire state is unknown
-            self._busy = False
             self._break()
             raise
-        self._busy = False
         self.rows += len(rows)
         if len(rows) < self._batch_size:  # the last batch: end now, not on the next call
             await self._finish(commit=True)

@@ -408,9 +408,11 @@ async def test_a_statement_sent_while_a_batch_is_read_is_refused_before_it_is_se
         assert len(await anext(stream)) == 20_000
         batch = asyncio.create_task(anext(stream))
         await asyncio.sleep(0)  # the batch is on its way
-        with pytest.raises(ParameterError, match="reading a batch of a stream"):
+        with pytest.raises(ParameterError, match="already running a statement"):
             await engine.execute(pc, "SELECT 1")
-        with pytest.raises(ParameterError, match="already being read"):
+        with pytest.raises(ParameterError, match="running a statement"):
+            await engine.release(pc)
+        with pytest.raises(ParameterError, match="already running on its connection"):
             await anext(stream)
         assert len(await guarded(batch)) == 20_000
         assert [len(b) async for b in stream] == [10_000]
