@@ -12,7 +12,8 @@ be sent).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 from kailash_nodes.config import ConnectParams
@@ -26,6 +27,7 @@ __all__ = [
     "DriverCursor",
     "NoServerPrepare",
     "Rows",
+    "connect_failure",
     "is_query",
     "read_first",
     "read_limited",
@@ -340,3 +342,37 @@ class CursorReads:
             return await read_first(conn, text, args, mode, size, timeout)
         rows, count = await conn.fetch(text, args, "all", size, timeout)
         return shape(rows, count, mode, size)  # type: ignore[arg-type]  # "all": a list
+
+
+_TLS_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def connect_failure(where: str, exc: BaseException, options: Mapping[str, str]) -> str:
+    """Return the message for a failed connect: what failed and why, down its causes.
+
+    A driver library's own message may not say why (aiomysql: only "Can't connect"; an
+    unreadable CA file: only "No such file or directory"): the first cause that does (a
+    certificate that did not verify) is added, and a missing file names the TLS files the
+    DSN gave. Paths are not secrets; passwords never reach this text.
+
+    >>> import ssl
+    >>> err = OSError("can't connect")
+    >>> err.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    >>> connect_failure("db", err, {}).partition(" (because: ")[2]
+    'SSLCertVerificationError: certificate verify failed)'
+    >>> missing = FileNotFoundError(2, "No such file")
+    >>> connect_failure("db", missing, {"sslrootcert": "/x.crt"}).partition("(TLS files: ")[2]
+    "sslrootcert='/x.crt')"
+    """
+    message = f"could not connect to {where}: {type(exc).__name__}: {exc}"
+    cause, seen = exc.__cause__ or exc.__context__, 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, ssl.SSLError):
+            message += f" (because: {type(cause).__name__}: {cause})"
+            break
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    if isinstance(exc, FileNotFoundError | PermissionError | ssl.SSLError) and exc.filename is None:
+        files = ", ".join(f"{k}={options[k]!r}" for k in _TLS_FILES if k in options)
+        if files:
+            message += f" (TLS files: {files})"
+    return message

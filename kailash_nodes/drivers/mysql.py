@@ -22,6 +22,7 @@ from kailash_nodes.drivers.base import (
     CursorReads,
     NoServerPrepare,
     Rows,
+    connect_failure,
     is_query,
     read_limited,
     shape,
@@ -301,9 +302,7 @@ class MySQLDriver:
                 )
                 cursor = await conn.cursor(aiomysql.DictCursor)
         except (OSError, TimeoutError, pymysql.MySQLError) as exc:
-            raise ConnectionFailed(
-                f"could not connect to {params.describe()}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConnectionFailed(connect_failure(params.describe(), exc, params.options)) from exc
         return MySQLConnection(conn, cursor)
 
 

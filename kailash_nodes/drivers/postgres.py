@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from kailash_nodes.config import ConnectParams
-from kailash_nodes.drivers.base import CursorReads, Rows, is_query, read_first
+from kailash_nodes.drivers.base import CursorReads, Rows, connect_failure, is_query, read_first
 from kailash_nodes.errors import (
     ConnectionFailed,
     KailashNodesError,
@@ -511,9 +511,7 @@ class PostgresDriver:
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if conn is not None:
                 conn.terminate()
-            raise ConnectionFailed(
-                f"could not connect to {params.describe()}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConnectionFailed(connect_failure(params.describe(), exc, params.options)) from exc
         except BaseException:  # cancelled during the check: do not leak the socket
             if conn is not None:
                 conn.terminate()
