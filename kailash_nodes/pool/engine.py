@@ -279,15 +279,21 @@ class ConnectionPool(PoolCore):
     ) -> QueryResult:
         """Run one statement (or a parameterless multi-statement string) on ``pc``.
 
-        Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted. Raises
+        Placeholders ``?``, ``$1``, ``%s`` and ``:name`` are all accepted.
         ``observe=False`` keeps the library's own bookkeeping statements out of pattern
         learning. ``max_rows`` (None: the pool's ``max_rows``) refuses a query that returns
         more rows with ResultTooLarge, after reading at most ``max_rows + 1`` (stream.py).
-        Raises ParameterError (bad parameters, fetch mode or max_rows),
-        UnsupportedStatement (several statements with ``allow_multi_statements=False``),
-        QueryError (the database rejected
-        the statement; the connection stays usable), ConnectionFailed (the connection
-        broke; it is replaced on release), ConnectionReleased or PoolClosed.
+        Awaits the driver call, bounded by the pool's ``query_timeout``. Raises:
+
+        - ParameterError: bad parameters, fetch mode or max_rows; a statement already
+          running on ``pc``. InvalidQueryText, UnsupportedStatement (COPY ... STDIN, or
+          several statements with ``allow_multi_statements=False``): nothing is sent.
+        - QueryError: the database rejected the statement (TransactionRolledBack for a
+          COMMIT answered with ROLLBACK); the connection stays usable.
+        - ConnectionFailed: the connection broke (it is replaced on release);
+          OutcomeUnknown / CommitOutcomeUnknown when a statement that may change data (or
+          a COMMIT) was sent and its answer was lost or came later than ``query_timeout``.
+        - ConnectionReleased, PoolClosed.
         """
         entry = pc.entry
         if not isinstance(query, str):
