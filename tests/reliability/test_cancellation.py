@@ -35,10 +35,11 @@ from tests.reliability.workload import (
     run_storm,
 )
 
-# The largest count that ran in under 40 s on the 2-vCPU VM with other suites running
-# (10,000 took 81 s there): docs/reliability.md. The long mode runs 10,000 and more.
-PG_CANCELLATIONS = 4000
-SMALL_CANCELLATIONS = 500
+# 10,000 cancellations in all, as the issue asks of the suite: most on PostgreSQL (the
+# router, the replica and pre-warming), 1,000 each on MariaDB and SQLite. About a minute
+# on the 2-vCPU VM (docs/reliability.md); the long mode runs more.
+PG_CANCELLATIONS = 8000
+SMALL_CANCELLATIONS = 1000
 
 
 def _record(reliability: Figures, report: StormReport) -> None:
