@@ -35,7 +35,7 @@ from kailash_nodes.errors import (
 from kailash_nodes.pool.core import CLEANUP_TIMEOUT, PoolCore
 from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
 from kailash_nodes.pool.stream import ResultStream
-from kailash_nodes.sql import bind, rewrite
+from kailash_nodes.sql import bind, calls_routines, rewrite
 
 __all__ = ["ConnectionPool", "QueryResult"]
 
@@ -319,8 +319,8 @@ class ConnectionPool(PoolCore):
                 f"connection {pc.id!r} is already running a statement: await it before "
                 "sending the next one, or acquire another connection"
             )
-        if rq.session_state:
-            entry.dirty = True
+        if rq.session_state or (self._style == "numeric" and calls_routines(query)):
+            entry.dirty = True  # a user function may have set a role: reset on release
         conn = entry.conn
         start = time.monotonic()
         was_in = None if conn.is_closed() else conn.in_transaction()  # None: cannot be sent
@@ -537,7 +537,7 @@ class ConnectionPool(PoolCore):
                 "stream reads queries (SELECT, VALUES, TABLE or WITH that write nothing); "
                 "run other statements with execute"
             )
-        if rq.session_state:
+        if rq.session_state or (self._style == "numeric" and calls_routines(query)):
             entry.dirty = True
         return ResultStream(self, pc, query, rq.text, args, batch_size)
 

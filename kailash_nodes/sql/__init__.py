@@ -7,6 +7,7 @@ from kailash_nodes.sql.classify import (
     Category,
     Classification,
     Classifier,
+    calls_routines,
     classify,
 )
 from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuery, bind, rewrite
@@ -21,6 +22,7 @@ __all__ = [
     "Classifier",
     "RewrittenQuery",
     "bind",
+    "calls_routines",
     "classify",
     "rewrite",
 ]

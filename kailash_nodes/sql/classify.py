@@ -68,7 +68,14 @@ from kailash_nodes.sql.fingerprint import (
     word_set,
 )
 
-__all__ = ["SAFE_FUNCTIONS", "Category", "Classification", "Classifier", "classify"]
+__all__ = [
+    "SAFE_FUNCTIONS",
+    "Category",
+    "Classification",
+    "Classifier",
+    "calls_routines",
+    "classify",
+]
 
 log = logging.getLogger("kailash_nodes.sql")
 
@@ -387,6 +394,38 @@ def _function_name(func: exp.Func) -> str:
         qualifier = parent.this.sql().lower()
         return name if qualifier == "pg_catalog" else f"{qualifier}.{name}"
     return name
+
+
+@lru_cache(maxsize=4096)
+def calls_routines(query: str, dialect: str = "postgres") -> bool:
+    """Return whether ``query`` calls a function that is not a known builtin.
+
+    A user function may change the session where the text shows nothing (``SET ROLE`` or
+    ``set_config`` inside it), so the pool resets a connection that ran one. Fails closed:
+    a text with a call that does not parse counts. Cached per (query, dialect).
+
+    >>> calls_routines("SELECT my_fn($1)"), calls_routines("SELECT s.f()")
+    (True, True)
+    >>> calls_routines("SELECT count(*) FROM t WHERE id IN ($1, $2)")
+    False
+    >>> calls_routines("INSERT INTO t (a, b) VALUES ($1, lower($2))")
+    False
+    """
+    if "(" not in query:
+        return False
+    name = dialect_name(dialect)
+    text = parseable_text(query, name)[1]
+    ctx = _Ctx(text, name, ENGINES[name], SAFE_FUNCTIONS)
+    try:
+        trees = [_parse(s, ctx) for s in split_statements(tokenize(text, name))]
+    except Exception:  # sqlglot raises more than ParseError on odd input
+        return True
+    for tree in trees:
+        for func in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc):
+            called = _function_name(func)
+            if "." in called or called not in SAFE_FUNCTIONS:
+                return True
+    return False
 
 
 def _function_problem(

@@ -25,8 +25,9 @@ session state to the next caller. Besides the leading keywords and calls in
 TEMP[ORARY]``, ``INTO TEMP``, any ``@user_variable``, ``@@session.``/``@@local.`` (a plain
 ``@@version`` read is not) and MySQL's executable ``/*! ... */`` comments; the calls also
 count when written as quoted identifiers (``"set_config"(...)``). Routines are opaque, so
-``CALL`` and ``DO`` count; ``SELECT my_function()`` does not (on PostgreSQL the pool also
-compares the settings the server reports, which catches a function's ``set_config``).
+``CALL`` and ``DO`` count; ``SELECT my_function()`` does not here (on PostgreSQL the pool
+also marks a call of a function that is not a known builtin, ``classify.calls_routines``,
+and compares the identity the server reports on release).
 
 The same scan refuses, once per distinct text, what must never be sent:
 :class:`~kailash_nodes.errors.InvalidQueryText` for a NUL character or a lone surrogate in

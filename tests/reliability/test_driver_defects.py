@@ -286,6 +286,33 @@ async def test_a_role_set_inside_a_function_is_reset_before_the_next_caller(low_
 
 
 @pytest.mark.postgres
+async def test_a_role_set_inside_a_function_on_a_non_superuser_pool_is_reset(
+    low_role: str,
+) -> None:
+    """The server reports nothing here (neither role is a superuser) and the text shows no
+    SET: a call of a user function marks the connection for a reset (fail closed)."""
+    fn = f"kn_become_{uuid.uuid4().hex[:6]}"
+    pool = one_connection_pool(server_dsn("KN_PG_DSN"))
+    runtime, router = router_bed(server_dsn("KN_PG_DSN"))
+    try:
+        user = (await run(pool, "SELECT current_user AS u"))["data"][0]["u"]
+        await run(
+            pool,
+            f"CREATE FUNCTION {fn}(r text) RETURNS text LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM set_config('role', r, false); RETURN current_user; END $$",
+        )
+        assert (await run(pool, f"SELECT {fn}($1) AS r", [low_role]))["data"] == [{"r": low_role}]
+        assert (await run(pool, "SELECT current_user AS u"))["data"] == [{"u": user}]
+        async with runtime:
+            assert (await route(router, f"SELECT {fn}($1) AS r", [low_role]))["success"]
+            for _ in range(3):  # whichever connection comes next
+                assert (await route(router, "SELECT current_user AS u"))["data"] == [{"u": user}]
+    finally:
+        await run(pool, f"DROP FUNCTION IF EXISTS {fn}(text)")
+        await pool.close()
+
+
+@pytest.mark.postgres
 async def test_session_authorization_does_not_reach_the_next_caller() -> None:
     pool = one_connection_pool(server_dsn("KN_PG_ADMIN_DSN"))  # needs a superuser
     user = server_dsn("KN_PG_DSN").split("//", 1)[1].split(":", 1)[0]
