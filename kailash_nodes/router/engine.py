@@ -304,9 +304,10 @@ class QueryRouter:
                 pinning = True
             elif session.expired:
                 raise SessionError(
-                    f"session {sid!r} lost its transaction (rolled back after "
-                    f"{self.sessions.timeout:g}s idle, or its connection failed); "
-                    "BEGIN starts a new one"
+                    f"session {sid!r} lost its transaction or its session state (SET, temp "
+                    f"tables...) with its connection (rolled back after "
+                    f"{self.sessions.timeout:g}s idle, or the connection failed); BEGIN or a "
+                    "session-state statement starts again, end_session forgets it"
                 )
             elif op:
                 raise SessionError(f"{cls.statement}: no open transaction in session {sid!r}")
@@ -340,11 +341,13 @@ class QueryRouter:
     ) -> None:
         """Unpin a session whose connection died under ``cls``; tombstone a lost transaction.
 
-        A transaction that this statement did not end died with the connection, so what
-        follows is refused until a new BEGIN. After an end (its COMMIT's outcome unknown,
-        or a ROLLBACK) the transaction is over either way and nothing is refused.
+        A transaction that this statement did not end died with the connection, and so did
+        session state pinned by a SET (a later statement would silently run without it):
+        what follows is refused until a new BEGIN or session-state statement, or
+        end_session. After an end (its COMMIT's outcome unknown, or a ROLLBACK) of a
+        session with no state, the transaction is over either way and nothing is refused.
         """
-        lost = session.in_transaction and cls.transaction_op not in _ENDS
+        lost = (session.in_transaction and cls.transaction_op not in _ENDS) or session.sticky
         if unknown:  # it may have committed: reads must see it if it did
             self.consistency.note_unknown_write(session)
         await self.sessions.unpin(sid, session)

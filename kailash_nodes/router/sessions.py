@@ -152,10 +152,11 @@ class SessionTable:
         return int(pinned)
 
     async def _drop(self, sid: str, session: Session, now: float) -> None:
-        """Unpin; a transaction left open gets a tombstone for one more timeout."""
-        lost_transaction = session.in_transaction
+        """Unpin; a transaction left open, or session state, gets a tombstone for one more
+        timeout (a later statement would run without it)."""
+        lost_transaction = session.in_transaction or session.sticky
         await self.unpin(sid, session)
-        if lost_transaction:  # later statements fail until a BEGIN
+        if lost_transaction:  # later statements fail until a BEGIN, a SET or end_session
             session.expired = True
             session.last_used = now
             self.sessions[sid] = session

@@ -526,6 +526,30 @@ async def test_a_session_is_unpinned_when_its_connection_dies_between_statements
     assert res["data"] == [{"n": 0}]
 
 
+async def test_a_session_whose_set_state_died_with_its_connection_is_refused_not_run_without_it(
+    bed: Bed, pg_admin_dsn: str
+) -> None:
+    """SET pins the session's connection; if that connection dies, the next statement would
+    run on another one without the setting (a silently different answer): refused instead,
+    until end_session (or a new SET/BEGIN)."""
+    from kailash_nodes import ConnectionFailed
+
+    assert (await bed.q("SET TimeZone = 'Asia/Tokyo'", session="tz"))["success"]
+    shown = await bed.q("SELECT current_setting('TimeZone') AS tz", session="tz")
+    assert shown["data"] == [{"tz": "Asia/Tokyo"}]
+    await _terminate_session_backend(bed, "tz", pg_admin_dsn)
+    await asyncio.sleep(0.1)
+    with pytest.raises((ConnectionFailed, SessionError)):
+        await bed.q("SELECT current_setting('TimeZone') AS tz", session="tz")
+    with pytest.raises(SessionError, match="session state"):
+        await bed.q("SELECT current_setting('TimeZone') AS tz", session="tz")
+    metrics = await bed.router.get_metrics()
+    assert metrics["pinned_sessions"] == 0
+    await bed.router.process({"operation": "end_session", "session_id": "tz"})
+    again = await bed.q("SELECT 1 AS one", session="tz")
+    assert again["success"] and again["data"] == [{"one": 1}]
+
+
 async def test_a_commit_the_server_refuses_ends_the_transaction_and_unpins(bed: Bed) -> None:
     t = bed.table
     deferred = f"ALTER TABLE {t} ADD CONSTRAINT {t}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED"
