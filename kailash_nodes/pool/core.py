@@ -42,6 +42,8 @@ class PoolCore:
         self.stats = PoolStats()
         self.started_at = time.monotonic()
         self._style = self.driver.placeholder_style
+        # PostgreSQL: a user function may set a role the server does not report (engine.py)
+        self._routines_dirty = self._style == "numeric"
         self._idle: list[Entry] = []
         self._waiters: deque[asyncio.Future[Entry]] = deque()
         self._wait_since: dict[asyncio.Future[Entry], float] = {}  # when each waiter began

@@ -319,7 +319,7 @@ class ConnectionPool(PoolCore):
                 f"connection {pc.id!r} is already running a statement: await it before "
                 "sending the next one, or acquire another connection"
             )
-        if rq.session_state or (self._style == "numeric" and calls_routines(query)):
+        if rq.session_state or (self._routines_dirty and calls_routines(query)):
             entry.dirty = True  # a user function may have set a role: reset on release
         conn = entry.conn
         start = time.monotonic()
@@ -537,7 +537,7 @@ class ConnectionPool(PoolCore):
                 "stream reads queries (SELECT, VALUES, TABLE or WITH that write nothing); "
                 "run other statements with execute"
             )
-        if rq.session_state or (self._style == "numeric" and calls_routines(query)):
+        if rq.session_state or (self._routines_dirty and calls_routines(query)):
             entry.dirty = True
         return ResultStream(self, pc, query, rq.text, args, batch_size)
 
