@@ -164,6 +164,13 @@ _DENIED_PREFIXES: Final = (
     ("dblink", _C.UNKNOWN, "{}() runs SQL on another server"),
     ("lo_", _C.WRITE_SIMPLE, "{}() is a large-object function"),
 )
+# Builtins that read server or session state (not all may run on a standby, so routing
+# still sends them to the primary); none can change who the session runs as.
+_BUILTIN_READERS: Final = word_set(
+    "current_setting has_database_privilege has_schema_privilege has_table_privilege"
+    " inet_client_addr inet_client_port inet_server_addr inet_server_port"
+    " txid_current_snapshot txid_snapshot_xmin txid_snapshot_xmax"
+)
 # No plain read holds these outside strings and comments (a column named "lock" pays with a
 # trip to the primary); sqlglot's leniency lets "SELECT DELETE FROM t" parse as a read.
 _NOT_IN_READS: Final = word_set(
@@ -410,6 +417,8 @@ def calls_routines(query: str, dialect: str = "postgres") -> bool:
     False
     >>> calls_routines("INSERT INTO t (a, b) VALUES ($1, lower($2))")
     False
+    >>> calls_routines("SELECT pg_last_wal_replay_lsn(), current_setting('x'), nextval('s')")
+    False
     """
     if "(" not in query:
         return False
@@ -420,12 +429,29 @@ def calls_routines(query: str, dialect: str = "postgres") -> bool:
         trees = [_parse(s, ctx) for s in split_statements(tokenize(text, name))]
     except Exception:  # sqlglot raises more than ParseError on odd input
         return True
-    for tree in trees:
-        for func in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc):
-            called = _function_name(func)
-            if "." in called or called not in SAFE_FUNCTIONS:
-                return True
-    return False
+    return any(
+        _user_routine(_function_name(func))
+        for tree in trees
+        for func in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc)
+    )
+
+
+def _user_routine(name: str) -> bool:
+    """Tell whether a call of ``name`` (lower-cased, qualified unless pg_catalog) may be a
+    user-defined routine rather than a builtin, whose effects are known (listed here or
+    in the text scan: ``set_config`` and the like mark a connection dirty by themselves).
+    A user function named ``pg_*`` passes for a builtin."""
+    if "." in name:
+        return True
+    known = name in SAFE_FUNCTIONS or name in _BUILTIN_READERS or name.startswith("pg_")
+    return not known and _known_effect(name) is None
+
+
+def _known_effect(name: str) -> tuple[Category, str] | None:
+    """Return (category, reason) of a builtin with a known side effect, else None."""
+    return _DENIED.get(name) or next(
+        ((c, r) for p, c, r in _DENIED_PREFIXES if name.startswith(p)), None
+    )
 
 
 def _function_problem(
@@ -438,9 +464,7 @@ def _function_problem(
     unknown = ""
     for func in funcs:
         name = _function_name(func)
-        denied = _DENIED.get(name) or next(
-            ((c, r) for p, c, r in _DENIED_PREFIXES if name.startswith(p)), None
-        )
+        denied = _known_effect(name)
         if denied is not None:
             return denied[0], denied[1].format(name), False
         opaque = isinstance(func, exp.Anonymous | exp.AnonymousAggFunc) or "." in name

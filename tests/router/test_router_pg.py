@@ -550,6 +550,23 @@ async def test_a_session_whose_set_state_died_with_its_connection_is_refused_not
     assert again["success"] and again["data"] == [{"one": 1}]
 
 
+async def test_the_routers_own_bookkeeping_never_resets_a_connection(bed: Bed) -> None:
+    """Replica lag checks, WAL positions after writes and replay polls call builtins
+    (pg_last_wal_replay_lsn, pg_current_wal_insert_lsn...): none of them is a user routine
+    that could leave a role behind, so none costs a reset (and an emptied statement cache)."""
+    t = bed.table
+    for i in range(5):
+        for sql in ("BEGIN", f"INSERT INTO {t} VALUES ({i}, 'w')", "COMMIT"):
+            assert (await bed.q(sql, session="rw"))["success"]
+        res = await bed.q(f"SELECT v FROM {t} WHERE id = $1", [i], session="rw")
+        assert res["data"] == [{"v": "w"}]
+    await asyncio.sleep(0.5)  # the replica monitor checks every 0.2 s
+    engine = bed.router.engine
+    assert engine is not None
+    replica = engine.replicas.states[0].pool
+    assert (engine.primary.stats.resets, replica.stats.resets) == (0, 0)
+
+
 async def test_a_commit_the_server_refuses_ends_the_transaction_and_unpins(bed: Bed) -> None:
     t = bed.table
     deferred = f"ALTER TABLE {t} ADD CONSTRAINT {t}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED"
