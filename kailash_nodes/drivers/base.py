@@ -257,15 +257,8 @@ async def read_limited(
     """
     if not conn.can_stream(text):
         return await conn.fetch(text, args, mode, size, timeout)
-    cursor = await conn.open_cursor(text, args, timeout)
-    try:
-        rows = await cursor.fetch(max_rows + 1, timeout)
-    except QueryError:
-        await cursor.close(timeout, commit=False)
-        raise
-    fits = len(rows) <= max_rows
-    await cursor.close(timeout, commit=fits)
-    if not fits:
+    rows = await _read_head(conn, text, args, max_rows + 1, timeout, keep=max_rows)
+    if len(rows) > max_rows:
         raise too_large(max_rows)
     return shape(rows, len(rows), mode, size)
 
@@ -281,14 +274,30 @@ async def read_first(
     """Read the first row (``mode`` "one") or the first ``size`` rows ("many") of the query
     ``text`` through a cursor, then close it: no more rows than that are held (MySQL reads
     the rest off the wire and drops them)."""
+    count = 1 if mode == "one" else size
+    rows = await _read_head(conn, text, args, count, timeout, keep=count)
+    return shape(rows, len(rows), mode, size)
+
+
+async def _read_head(
+    conn: DriverConnection,
+    text: str,
+    args: tuple[Any, ...],
+    count: int,
+    timeout: float | None,
+    *,
+    keep: int,
+) -> list[dict[str, Any]]:
+    """Open a cursor over ``text``, read up to ``count`` rows and close it: its own
+    transaction commits when at most ``keep`` rows came, else (and on an error) rolls back."""
     cursor = await conn.open_cursor(text, args, timeout)
     try:
-        rows = await cursor.fetch(1 if mode == "one" else size, timeout)
+        rows = await cursor.fetch(count, timeout)
     except QueryError:
         await cursor.close(timeout, commit=False)
         raise
-    await cursor.close(timeout, commit=True)
-    return shape(rows, len(rows), mode, size)
+    await cursor.close(timeout, commit=len(rows) <= keep)
+    return rows
 
 
 def shape(rows: list[dict[str, Any]], count: int, mode: str, size: int) -> Rows:

@@ -471,6 +471,9 @@ def _affected(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+_CONNECT_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 class PostgresDriver:
     """Opens asyncpg connections; asyncpg's own statement cache is off (ours replaces it)."""
 
@@ -508,13 +511,12 @@ class PostgresDriver:
             backend_pid = await conn.fetchval(
                 "SELECT pg_backend_pid()", timeout=params.connect_timeout
             )
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except BaseException as exc:  # cancelled during the check too: never leak the socket
             if conn is not None:
                 conn.terminate()
-            raise ConnectionFailed(connect_failure(params.describe(), exc, params.options)) from exc
-        except BaseException:  # cancelled during the check: do not leak the socket
-            if conn is not None:
-                conn.terminate()
+            if isinstance(exc, _CONNECT_ERRORS):
+                message = connect_failure(params.describe(), exc, params.options)
+                raise ConnectionFailed(message) from exc
             raise
         proxied = backend_pid != conn.get_server_pid()
         return PostgresConnection(conn, statement_cache_size, behind_proxy=proxied)
