@@ -29,6 +29,7 @@ __all__ = [
     "check_str",
     "parse_dsn",
     "redact_options",
+    "short_repr",
 ]
 
 logger = logging.getLogger("kailash_nodes.config")
@@ -388,6 +389,16 @@ def _or(value: Any, default: Any) -> Any:
 
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 60
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 4
+
+
+def short_repr(value: Any) -> str:
+    """Return ``repr(value)`` cut to a readable length, for an error message.
+
+    >>> short_repr("x" * 100)[-6:], short_repr(list(range(9)))
+    ("xxxxx'", '[0, 1, 2, 3, ...]')
+    """
+    return _SHOW.repr(value)
 
 
 def check_number(
@@ -423,7 +434,7 @@ def check_number(
     rule = _rule(low, high, strict, integer, none_ok)
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
         raise error(
-            f"{key} must be {rule} (got {_SHOW.repr(value)} of type {type(value).__name__})"
+            f"{key} must be {rule} (got {short_repr(value)} of type {type(value).__name__})"
         )
     if not math.isfinite(value):
         raise error(f"{key} must be {rule} (got {key}={value!r}, not finite)")
@@ -455,7 +466,7 @@ def check_bool(key: str, value: Any, *, error: type[KailashNodesError] = ConfigE
     """
     if not isinstance(value, bool):
         raise error(
-            f"{key} must be True or False (got {_SHOW.repr(value)} of type {type(value).__name__})"
+            f"{key} must be True or False (got {short_repr(value)} of type {type(value).__name__})"
         )
     return value
 
@@ -481,7 +492,7 @@ def check_str(
         rule = "a string" if empty_ok else "a non-empty string"
         rule += " or None" if none_ok else ""
         raise error(
-            f"{key} must be {rule} (got {_SHOW.repr(value)} of type {type(value).__name__})"
+            f"{key} must be {rule} (got {short_repr(value)} of type {type(value).__name__})"
         )
     return value
 

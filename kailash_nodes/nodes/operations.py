@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from kailash_nodes.config import short_repr
 from kailash_nodes.errors import ParameterError, UnknownOperation
 
 __all__ = ["Handler", "check_inputs", "find_handler", "optional_str", "query_and_params", "show"]
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
-
-_SHOW = reprlib.Repr()
-_SHOW.maxstring = _SHOW.maxother = 60
-_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 4
 
 
 def show(value: Any) -> str:
@@ -23,7 +19,7 @@ def show(value: Any) -> str:
     >>> show(None), show("x" * 100)[-12:]
     ('None (NoneType)', "xxxxx' (str)")
     """
-    return f"{_SHOW.repr(value)} ({type(value).__name__})"
+    return f"{short_repr(value)} ({type(value).__name__})"
 
 
 def check_inputs(inputs: Any, node: str) -> Mapping[str, Any]:
