@@ -190,6 +190,17 @@ class Driver(Protocol):
     name: str
     #: target style for kailash_nodes.sql.rewrite: "numeric", "format" or "qmark"
     placeholder_style: str
+    #: the SQL dialect of kailash_nodes.sql ("postgres", "mysql", "sqlite")
+    dialect: str
+    #: True when statements can be prepared on the server and reused (a connection's own
+    #: ``server_prepare`` says whether it does: not behind a transaction-pooling proxy)
+    can_prepare: bool
+    #: True when a statement that outlived ``query_timeout`` is interrupted and undone by
+    #: the driver itself, so the connection stays usable and nothing was applied (SQLite)
+    undoes_timed_out: bool
+    #: True when the server reports write and replay positions (PostgreSQL's WAL LSN), so
+    #: a replica can be asked whether it has replayed a session's last write
+    tracks_positions: bool
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> DriverConnection:
         """Open one connection; raise ConnectionFailed (or ConfigError) on failure."""

@@ -282,6 +282,10 @@ class MySQLDriver:
 
     name = "mysql"
     placeholder_style = "format"
+    dialect = "mysql"
+    can_prepare = False
+    undoes_timed_out = False
+    tracks_positions = False
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> MySQLConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed."""

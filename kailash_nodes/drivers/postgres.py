@@ -479,6 +479,10 @@ class PostgresDriver:
 
     name = "postgresql"
     placeholder_style = "numeric"
+    dialect = "postgres"
+    can_prepare = True
+    undoes_timed_out = False
+    tracks_positions = True
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> PostgresConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed.

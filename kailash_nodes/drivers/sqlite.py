@@ -236,6 +236,10 @@ class SQLiteDriver:
 
     name = "sqlite"
     placeholder_style = "qmark"
+    dialect = "sqlite"
+    can_prepare = False
+    undoes_timed_out = True
+    tracks_positions = False
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> SQLiteConnection:
         """Open one connection with a busy timeout; raise ConnectionFailed on failure."""

@@ -31,8 +31,7 @@ from kailash_nodes.nodes.operations import (
     show,
 )
 from kailash_nodes.nodes.results import execute_result
-from kailash_nodes.pool import ConnectionPool, PooledConnection, ResultStream
-from kailash_nodes.pool.warm import open_idle
+from kailash_nodes.pool import ConnectionPool, PooledConnection, ResultStream, open_idle
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
 from kailash_nodes.sql import classify
 
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowConnectionPool"]
 
 logger = logging.getLogger("kailash_nodes.nodes")
-
-_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
 
 @register_node_type
@@ -65,7 +62,7 @@ class WorkflowConnectionPool(Node):
         self.prewarm_counts = {"connections_opened": 0, "errors": 0}
         self.pattern_tracker: QueryPatternTracker | None = None
         self._shape_text: LRUCache[str, str] = LRUCache(maxsize=4096)
-        self._dialect = _DIALECTS[self.pool_config.connect.backend]
+        self._dialect = self.engine.driver.dialect
         self.enable_query_routing = self.pool_config.enable_query_routing
         self.adaptive_controller: AdaptivePoolController | None = None
         if self.pool_config.adaptive_sizing:
@@ -220,7 +217,7 @@ class WorkflowConnectionPool(Node):
             self._lease_runs[pc.id] = run_id
         return {
             "connection_id": pc.id,
-            "health_score": pc.entry.health,
+            "health_score": pc.health_score,
             "acquisition_time_ms": pc.wait * 1000.0,
         }
 

@@ -6,6 +6,7 @@ from kailash_nodes.pool.engine import ConnectionPool, QueryResult
 from kailash_nodes.pool.entry import PooledConnection
 from kailash_nodes.pool.stats import PoolStats, Window, percentile
 from kailash_nodes.pool.stream import ResultStream
+from kailash_nodes.pool.warm import checkout_for_warming, open_idle
 
 __all__ = [
     "ConnectionPool",
@@ -14,5 +15,7 @@ __all__ = [
     "QueryResult",
     "ResultStream",
     "Window",
+    "checkout_for_warming",
+    "open_idle",
     "percentile",
 ]

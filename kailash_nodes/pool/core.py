@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kailash_nodes.config import PoolConfig
 from kailash_nodes.drivers import Driver, get_driver
@@ -23,12 +23,13 @@ from kailash_nodes.pool.entry import Entry, PooledConnection
 from kailash_nodes.pool.stats import PoolStats
 from kailash_nodes.pool.tasks import TaskGroup
 
-__all__ = ["CLEANUP_TIMEOUT", "PoolCore"]
+__all__ = ["AFFINITY_DEPTH", "CLEANUP_TIMEOUT", "PoolCore"]
 
 logger = logging.getLogger("kailash_nodes.pool")
 
 _LIFETIME_JITTER = 0.1  # lifetimes spread over [90%, 100%] of max_lifetime
 CLEANUP_TIMEOUT = 5.0
+AFFINITY_DEPTH = 8  # idle connections acquire(prefer=...) searches for a prepared statement
 _CONNECT_EWMA = 0.2  # weight of the newest connect in the recent connect time
 _OWN_OPEN_WAIT = 2.0  # a waiter waits for its own connection up to this × the connect time
 
@@ -371,6 +372,25 @@ class PoolCore:
     def health_scores(self) -> dict[str, float]:
         """Return the health score of every open connection."""
         return {e.name: round(e.health, 1) for e in sorted(self._entries, key=lambda e: e.name)}
+
+    def idle_holds(self, statement: str) -> bool:
+        """Return whether one of the idle connections ``acquire(prefer=statement)`` looks
+        through (the most recently used few) has ``statement`` prepared."""
+        return any(e.conn.has_statement(statement) for e in self._idle[-AFFINITY_DEPTH:])
+
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        """Drop these prepared statements (all when None) on every open connection;
+        return how many were cached."""
+        return sum(e.conn.forget_statements(texts) for e in self._entries)
+
+    def cached_statements(self) -> int:
+        """Return how many statements are prepared on all open connections together."""
+        return sum(e.conn.cached_statements() for e in self._entries)
+
+    def prepares_on_server(self) -> bool:
+        """Return whether an open connection prepares statements on the server (False
+        behind a transaction-pooling proxy, or when the backend cannot)."""
+        return any(e.conn.server_prepare for e in self._entries)
 
     def idle_entries(self) -> list[Entry]:
         """Return the idle stack (coldest first); maintenance may pop from it."""

@@ -32,7 +32,7 @@ from kailash_nodes.errors import (
     TooManyRequests,
     UnsupportedStatement,
 )
-from kailash_nodes.pool.core import CLEANUP_TIMEOUT, PoolCore
+from kailash_nodes.pool.core import AFFINITY_DEPTH, CLEANUP_TIMEOUT, PoolCore
 from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
 from kailash_nodes.pool.stream import ResultStream
 from kailash_nodes.sql import bind, calls_routines, rewrite
@@ -44,7 +44,6 @@ logger = logging.getLogger("kailash_nodes.pool")
 _HEALTH_SUCCESS = 1.0
 _HEALTH_QUERY_ERROR = 10.0
 _HEALTH_TIMEOUT = 25.0
-_AFFINITY_DEPTH = 8  # idle connections searched for one holding a prepared statement
 
 
 def _terminate_opened(task: asyncio.Task[Entry]) -> None:
@@ -186,7 +185,7 @@ class ConnectionPool(PoolCore):
     def _bring_up(self, statement: str) -> None:
         """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
         idle = self._idle
-        for i in range(len(idle) - 2, max(-1, len(idle) - 1 - _AFFINITY_DEPTH), -1):
+        for i in range(len(idle) - 2, max(-1, len(idle) - 1 - AFFINITY_DEPTH), -1):
             if idle[i].conn.has_statement(statement):
                 idle.append(idle.pop(i))
                 self.stats.affinity_picks += 1
@@ -355,8 +354,7 @@ class ConnectionPool(PoolCore):
             # Sent, and no answer: did it take effect? (classification is cached per text)
             from kailash_nodes.sql.outcome import lost_in_flight
 
-            backend = self.config.connect.backend
-            lost = lost_in_flight(query, backend, was_in, str(exc))
+            lost = lost_in_flight(query, self.driver.dialect, was_in, str(exc))
             if lost is None:
                 raise
             raise lost from exc
@@ -381,15 +379,14 @@ class ConnectionPool(PoolCore):
     def _late_answer(self, entry: Entry, query: str, was_in: bool) -> ConnectionFailed | None:
         """Decide what a timed-out statement may have done (sql.outcome.timed_out); when it
         may have changed something, close the connection at once, so that a transaction
-        it ran in can never be committed afterwards. SQLite is left alone: its driver
-        interrupts the statement, which undoes it (and closing would lose a memory DB)."""
-        backend = self.config.connect.backend
-        if backend == "sqlite":
+        it ran in can never be committed afterwards. A driver that interrupts and undoes the
+        statement itself (SQLite; closing would also lose a memory DB) is left alone."""
+        if self.driver.undoes_timed_out:
             return None
         from kailash_nodes.sql.outcome import timed_out
 
         cause = f"no answer within query_timeout={self.config.query_timeout:g}s"
-        late = timed_out(query, backend, was_in, cause)
+        late = timed_out(query, self.driver.dialect, was_in, cause)
         if late is not None:
             entry.broken = True
             entry.conn.terminate()

@@ -93,6 +93,21 @@ class PooledConnection:
         """Return the connection's current health score (0-100)."""
         return self.entry.health
 
+    @property
+    def connection(self) -> DriverConnection:
+        """Return the driver connection (its statement cache, transaction state); raise
+        ConnectionReleased after release."""
+        return self.entry.conn
+
+    @property
+    def broken(self) -> bool:
+        """Return whether the connection is marked unusable (it is discarded on release)."""
+        return self.entry.broken
+
+    def mark_broken(self) -> None:
+        """Mark the connection unusable: release discards and replaces it."""
+        self.entry.broken = True
+
     def detach(self) -> Entry:
         """Take the entry out of the handle (release); raise if already released."""
         entry = self.entry

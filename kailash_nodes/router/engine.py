@@ -45,7 +45,6 @@ from kailash_nodes.sql import Category, Classification, classify, rewrite
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
 logger = logging.getLogger("kailash_nodes.router")
-_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
 _COMMITS = frozenset({"commit", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
@@ -112,12 +111,11 @@ class QueryRouter:
         self.sessions = SessionTable(options.session_timeout)
         self.metrics = RouterMetrics()
         self.split = options.enable_read_write_split
-        backend = primary.config.connect.backend
-        self.dialect = _DIALECTS[backend]
+        self.dialect = primary.driver.dialect
         self._style = primary.driver.placeholder_style
         self.consistency = ReadYourWrites(
             primary,
-            track_lsn=backend == "postgresql" and bool(self.replicas.states),
+            track_lsn=primary.driver.tracks_positions and bool(self.replicas.states),
             replicas=bool(self.replicas.states),
             window=options.replica_lag_threshold,
             timeout=options.consistency_timeout,
@@ -321,16 +319,16 @@ class QueryRouter:
             await self._pinned_lost(sid, session, cls, isinstance(exc, OutcomeUnknown))
             raise
         except BaseException:
-            if pc.entry.broken:  # cancelled mid-statement: the pool discards the connection
+            if pc.broken:  # cancelled mid-statement: the pool discards the connection
                 await self._pinned_lost(sid, session, cls, True)
             raise
         routed.metadata["session_id"] = sid
-        conn = pc.entry.conn
+        conn = pc.connection
         if routed.error is None:
             await self._after_session_statement(sid, session, cls, pool, pc)
         elif pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
             await self.sessions.unpin(sid, session)
-        elif pc.entry.broken or conn.is_closed():  # e.g. a MySQL timeout closes it
+        elif pc.broken or conn.is_closed():  # e.g. a MySQL timeout closes it
             await self._pinned_lost(sid, session, cls, False)
         elif op in _ENDS and not conn.in_transaction():
             await self._end_transaction(sid, session)  # a failed COMMIT ends it too
@@ -403,8 +401,7 @@ class QueryRouter:
         session: Session | None,
     ) -> Routed:
         metrics = self.metrics
-        entry = pc.entry
-        conn = entry.conn
+        conn = pc.connection
         cache_hit = False
         text = ""
         if conn.server_prepare:
@@ -412,9 +409,8 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
-            pending = metrics.prewarm.pending
-            if cache_hit and pending and (src := pending.pop((entry, text), None)) is not None:
-                metrics.prewarm.counts[src].used += 1  # prepared ahead, and this was its use
+            if cache_hit and metrics.prewarm.pending:  # prepared ahead: was this its use?
+                metrics.prewarm.use(conn, text)
         pc.session = session.id if session is not None else None
         decided = time.monotonic()
         metrics.routing_time.add(decided - start)
@@ -457,7 +453,7 @@ class QueryRouter:
         """Prepare the statement predicted to come next on this connection (LIFO: the
         session's next checkout most likely gets it back). Counted: issued and useful."""
         assert self.predictor is not None
-        if pc.entry.conn.in_transaction():  # a failed prepare would abort the transaction
+        if pc.connection.in_transaction():  # a failed prepare would abort the transaction
             return
         query = self.predictor(shape, session.id if session is not None else None)
         if query is None:
@@ -518,9 +514,7 @@ class QueryRouter:
 
     def _server_prepare(self) -> bool:
         return (
-            self.options.prepare
-            and self.options.cache_size > 0
-            and self.primary.config.connect.backend == "postgresql"
+            self.options.prepare and self.options.cache_size > 0 and self.primary.driver.can_prepare
         )
 
     def invalidate(self, tables: frozenset[str] | None) -> int:
@@ -537,8 +531,7 @@ class QueryRouter:
         self.metrics.invalidations += 1
         dropped = 0
         for pool in self._pools():
-            for entry in pool.entries():
-                dropped += entry.conn.forget_statements(None if tables is None else texts)
+            dropped += pool.forget_statements(None if tables is None else texts)
         for text in texts:
             self._statement_tables.pop(text, None)
         return dropped
@@ -548,7 +541,7 @@ class QueryRouter:
 
     def cached_statements(self) -> int:
         """Return the number of statements prepared over every connection of every pool."""
-        return sum(e.conn.cached_statements() for p in self._pools() for e in p.entries())
+        return sum(p.cached_statements() for p in self._pools())
 
     def metrics_report(self) -> dict[str, Any]:
         """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
@@ -557,7 +550,7 @@ class QueryRouter:
         # Measured, not configured: behind a transaction-pooling proxy the driver turns
         # server-side prepare off per connection, so the report reads the connections.
         server_prepare = self._server_prepare() and any(
-            e.conn.server_prepare for p in self._pools() for e in p.entries()
+            p.prepares_on_server() for p in self._pools()
         )
         now = time.monotonic()
         prewarm = m.prewarm.report()

@@ -14,15 +14,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.errors import (
     ConnectionFailed,
     PoolClosed,
     PoolTimeout,
     TooManyRequests,
 )
-from kailash_nodes.pool import ConnectionPool, PooledConnection
-from kailash_nodes.pool.entry import Entry
-from kailash_nodes.pool.warm import checkout_for_warming
+from kailash_nodes.pool import ConnectionPool, PooledConnection, checkout_for_warming
 
 __all__ = [
     "PREDICTOR",
@@ -39,7 +38,6 @@ logger = logging.getLogger("kailash_nodes.router")
 PREDICTOR = "predictor"
 RUNTIME = "runtime"
 PREWARM_TIMEOUT = 2.0  # longest prepare (and checkout) a pre-warm waits for
-_AFFINITY_DEPTH = 8  # idle connections the pool's acquire(prefer=...) looks through
 _MAX_PENDING = 4096
 
 
@@ -61,16 +59,16 @@ class PrewarmLedger:
     def __init__(self) -> None:
         # (connection, text) -> source, oldest first; a plain dict so that the check on a
         # cache hit (``pending.pop``) stays a C call.
-        self.pending: dict[tuple[Entry, str], str] = {}
+        self.pending: dict[tuple[DriverConnection, str], str] = {}
         self.counts = {PREDICTOR: SourceCounts(), RUNTIME: SourceCounts()}
         self.connections_opened = 0  # runtime pre-warms that found nothing idle and opened one
 
-    def prepared(self, entry: Entry, text: str, source: str) -> None:
-        """Record a statement prepared ahead on ``entry``'s connection."""
+    def prepared(self, conn: DriverConnection, text: str, source: str) -> None:
+        """Record a statement prepared ahead on ``conn``."""
         self.counts[source].issued += 1
         pending = self.pending
-        pending.pop((entry, text), None)  # prepared again: the earlier one went unused
-        pending[(entry, text)] = source
+        pending.pop((conn, text), None)  # prepared again: the earlier one went unused
+        pending[(conn, text)] = source
         if len(pending) > _MAX_PENDING:
             self._trim()
 
@@ -86,9 +84,9 @@ class PrewarmLedger:
         while len(pending) > _MAX_PENDING * 3 // 4:
             del pending[next(iter(pending))]  # untracked from now on: counts as wasted
 
-    def use(self, entry: Entry, text: str) -> None:
+    def use(self, conn: DriverConnection, text: str) -> None:
         """Mark a pre-warmed statement used: a statement found it prepared (a cache hit)."""
-        source = self.pending.pop((entry, text), None)
+        source = self.pending.pop((conn, text), None)
         if source is not None:
             self.counts[source].used += 1
 
@@ -109,9 +107,9 @@ class PrewarmLedger:
         return {**totals, "connections_opened": self.connections_opened, "by_source": by_source}
 
 
-def _alive(key: tuple[Entry, str]) -> bool:
-    entry, text = key
-    return not entry.conn.is_closed() and entry.conn.has_statement(text)
+def _alive(key: tuple[DriverConnection, str]) -> bool:
+    conn, text = key
+    return not conn.is_closed() and conn.has_statement(text)
 
 
 def _source_report(counts: SourceCounts, pending: int) -> dict[str, int]:
@@ -132,23 +130,22 @@ async def prepare_on(pc: PooledConnection, text: str, ledger: PrewarmLedger, sou
     debug level and counted, never raised; a connection that failed, or whose prepare was
     interrupted by cancellation, is marked broken so that its release replaces it.
     """
-    entry = pc.entry
-    conn = entry.conn
+    conn = pc.connection
     if conn.in_transaction():
         return False
     try:
         prepared = await conn.prepare(text, PREWARM_TIMEOUT)
     except Exception as exc:  # the statement's own call reports the error, typed
         if isinstance(exc, ConnectionFailed):
-            entry.broken = True
+            pc.mark_broken()
         ledger.failed(source)
-        logger.debug("pre-warming %r on %s failed: %s", text, entry.name, exc)
+        logger.debug("pre-warming %r on %s failed: %s", text, pc.id, exc)
         return False
     except BaseException:  # cancelled mid-prepare: the wire state is unknown
-        entry.broken = True
+        pc.mark_broken()
         raise
     if prepared:
-        ledger.prepared(entry, text, source)
+        ledger.prepared(conn, text, source)
     else:
         ledger.counts[source].already_prepared += 1
     return prepared
@@ -167,7 +164,7 @@ async def prepare_ahead(
     """
     if pool.closed or not pool.statement_cache_size:
         return False
-    if any(e.conn.has_statement(text) for e in pool.idle_entries()[-_AFFINITY_DEPTH:]):
+    if pool.idle_holds(text):
         ledger.counts[source].already_prepared += 1
         return False
     try:

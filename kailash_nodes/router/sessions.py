@@ -164,4 +164,4 @@ class SessionTable:
 
 def _closed(pc: PooledConnection) -> bool:
     """Return whether a pinned connection is known to be closed (no round trip)."""
-    return pc.released or pc.entry.conn.is_closed()
+    return pc.released or pc.connection.is_closed()

@@ -50,6 +50,10 @@ class GateDriver:
 
     name = "postgresql"
     placeholder_style = "numeric"
+    dialect = "postgres"
+    can_prepare = False
+    undoes_timed_out = False
+    tracks_positions = False
 
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kailash_nodes.pool.entry import Entry
 from kailash_nodes.router import prewarm
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, PrewarmLedger
 
@@ -23,12 +22,13 @@ class FakeConn:
         return self.closed
 
 
-def entry(name: str) -> tuple[Entry, FakeConn]:
+def entry(name: str) -> tuple[Any, FakeConn]:
+    """Return the ledger's key for a connection (the driver connection) and the fake."""
     conn = FakeConn()
-    return Entry(conn, name, 0.0, float("inf")), conn  # type: ignore[arg-type]
+    return conn, conn
 
 
-def prepared(ledger: PrewarmLedger, e: Entry, conn: FakeConn, text: str, source: str) -> None:
+def prepared(ledger: PrewarmLedger, e: Any, conn: FakeConn, text: str, source: str) -> None:
     conn.statements.add(text)
     ledger.prepared(e, text, source)
 
