@@ -6,7 +6,7 @@ builds its tracker from them (``persist_path`` is the pool's ``pattern_store``).
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -35,7 +35,7 @@ class LearningSettings(Settings):
     max_sessions: Annotated[int, Field(ge=1)] = 10_000
     session_ttl: Annotated[float, Field(gt=0)] = 300.0
     max_transition_count: Annotated[int, Field(ge=2)] = 1000
-    order: Annotated[Literal[1, 2], Field(json_schema_extra={"rule": "1 or 2"})] = 2
+    order: Annotated[int, Field(ge=1, le=2, json_schema_extra={"rule": "1 or 2"})] = 2
     start_context: bool = True
     loop_contexts: bool = True
     noise_floor: Annotated[

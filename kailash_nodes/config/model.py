@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Mapping
+from dataclasses import FrozenInstanceError
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import annotated_types as at
@@ -42,6 +43,17 @@ class Settings(BaseModel):
     """Who takes these options, for the unknown-option message (e.g. ``QueryRouterNode``)."""
     none_means_default: ClassVar[bool] = False
     """Whether an explicit None for a number option that has no "no limit" means its default."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As a frozen dataclass does (not pydantic's ValidationError, which is no error of
+        # the value): a live change goes to the running object, not to its settings.
+        raise FrozenInstanceError(
+            f"cannot assign to {name!r}: {type(self).__name__} is frozen (the live options, "
+            f"{list(self.live_options())}, are set on the object that uses them)"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        self.__setattr__(name, None)
 
     @classmethod
     def options(cls) -> frozenset[str]:

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, InstanceOf, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from kailash_nodes.config.checks import short_repr
 from kailash_nodes.config.dsn import (
     BACKENDS,
+    SCHEMES,
     ConnectParams,
     backend_named,
     check_port,
@@ -77,14 +79,17 @@ def _dsn(value: Any) -> Secret | None:
     return Secret(value, shown=redact_dsn(value))
 
 
+_ALIASES_OF_BACKENDS = sorted(k for k in SCHEMES if "+" not in k and k not in BACKENDS)
+_BACKEND_RULE = (
+    f"one of {', '.join(map(repr, BACKENDS))} (or an alias: {', '.join(_ALIASES_OF_BACKENDS)})"
+)
+
+
 def _backend(value: Any) -> Any:
-    if isinstance(value, str) and value:
+    if isinstance(value, str):
         backend = backend_named(value)
         if backend is None:
-            raise ConfigError(
-                f"database_type must be one of {', '.join(map(repr, BACKENDS))} "
-                f"(got {short_repr(value)})"
-            )
+            raise ConfigError(f"database_type must be {_BACKEND_RULE} (got {short_repr(value)})")
         return backend
     return value  # a wrong type: the str check names it
 
@@ -108,7 +113,7 @@ class ConnectionSettings(Settings):
     database_type: Annotated[
         str | None,
         BeforeValidator(_backend),
-        Field(min_length=1, json_schema_extra={"allowed": sorted(BACKENDS)}),
+        Field(json_schema_extra={"rule": "a non-empty string or None", "allowed": _BACKEND_RULE}),
     ] = None
     connection_string: Annotated[
         _SecretText, BeforeValidator(_dsn), Field(json_schema_extra=SECRET)
@@ -149,7 +154,8 @@ class PoolConfig(Settings):
     none_means_default: ClassVar[bool] = True
 
     name: str = POOL_OWNER
-    connect: InstanceOf[ConnectParams] = Field(exclude=True)
+    # Resolved from ConnectionSettings, not an option: left out of dumps and the schema.
+    connect: SkipJsonSchema[InstanceOf[ConnectParams]] = Field(exclude=True)
     min_connections: Annotated[int, Field(ge=0)] = 2
     max_connections: Annotated[int, Field(ge=1)] = 10
     health_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0
