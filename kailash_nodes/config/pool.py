@@ -102,6 +102,8 @@ _SecretText = Annotated[
     InstanceOf[Secret] | None, WithJsonSchema({"type": "string", "writeOnly": True})
 ]
 _NonEmpty = Field(min_length=1)
+_DSN_RULE = "a DSN string (postgresql://, mysql://, mariadb://, sqlite:///path) or None"
+_PORT_RULE = "an integer in 1..65535 (or one as a string), or None for the backend's default"
 
 
 class ConnectionSettings(Settings):
@@ -116,14 +118,20 @@ class ConnectionSettings(Settings):
         Field(json_schema_extra={"rule": "a non-empty string or None", "allowed": _BACKEND_RULE}),
     ] = None
     connection_string: Annotated[
-        _SecretText, BeforeValidator(_dsn), Field(json_schema_extra=SECRET)
+        _SecretText,
+        BeforeValidator(_dsn),
+        Field(json_schema_extra={**SECRET, "rule": _DSN_RULE}),
     ] = None
     host: Annotated[str | None, _NonEmpty] = None
-    port: Annotated[int | None, BeforeValidator(check_port)] = None
+    port: Annotated[
+        int | None, BeforeValidator(check_port), Field(json_schema_extra={"rule": _PORT_RULE})
+    ] = None
     database: Annotated[str | None, BeforeValidator(_path)] = None
     user: str | None = None
     password: Annotated[
-        _SecretText, BeforeValidator(_password), Field(json_schema_extra=SECRET)
+        _SecretText,
+        BeforeValidator(_password),
+        Field(json_schema_extra={**SECRET, "rule": "a string or None"}),
     ] = None
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
 
@@ -153,7 +161,9 @@ class PoolConfig(Settings):
     owner: ClassVar[str] = POOL_OWNER
     none_means_default: ClassVar[bool] = True
 
-    name: str = POOL_OWNER
+    name: Annotated[
+        str, Field(json_schema_extra={"rule": "a string (empty or None: the default)"})
+    ] = POOL_OWNER
     # Resolved from ConnectionSettings, not an option: left out of dumps and the schema.
     connect: SkipJsonSchema[InstanceOf[ConnectParams]] = Field(exclude=True)
     min_connections: Annotated[int, Field(ge=0)] = 2

@@ -32,7 +32,11 @@ class RouterSettings(Settings):
 
     owner: ClassVar[str] = ROUTER_OWNER
 
-    name: Annotated[str, BeforeValidator(_default_name)] = ROUTER_OWNER
+    name: Annotated[
+        str,
+        BeforeValidator(_default_name),
+        Field(json_schema_extra={"rule": "a string (empty or None: the default)"}),
+    ] = ROUTER_OWNER
     connection_pool: Annotated[str, Field(min_length=1, json_schema_extra=_POOL_NAME)]
     read_replicas: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...],

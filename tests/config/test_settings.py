@@ -231,13 +231,19 @@ def test_connection_settings_are_the_pools_connection_options() -> None:
     assert "connect" not in PoolConfig.model_json_schema()["properties"]
 
 
-def test_the_docs_list_every_option_with_its_default() -> None:
+def test_the_docs_list_every_option_with_its_default_and_liveness() -> None:
     text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    sections = {part.split("`", 1)[0]: part for part in text.split("\n### `")[1:]}
     for model in MODELS:
-        for key, info in model.model_fields.items():
-            if key == "connect":
-                continue
-            default = "required" if info.is_required() else repr(info.default)
-            assert f"| `{key}` |" in text, key
-            row = next(line for line in text.splitlines() if line.startswith(f"| `{key}` |"))
-            assert f"`{default}`" in row or default in row, (key, default, row)
+        rows = {
+            line.split("|")[1].strip(" `"): line
+            for line in sections[model.__name__].splitlines()
+            if line.startswith("| `")
+        }
+        assert set(rows) == set(model.model_fields) - {"connect"}, model
+        for key in rows:
+            info = model.model_fields[key]
+            default = "required" if info.is_required() else f"`{info.default!r}`"
+            cells = [c.strip() for c in rows[key].split("|")]
+            assert cells[3] == default, (key, cells)
+            assert cells[5].startswith("yes") == (key in model.live_options()), (key, cells)
