@@ -17,13 +17,22 @@ from dataclasses import FrozenInstanceError
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from kailash_nodes.config.checks import rule_text, short_repr
 from kailash_nodes.errors import ConfigError
 
-__all__ = ["LIVE", "SECRET", "Settings", "field_rule", "is_live"]
+__all__ = [
+    "LIVE",
+    "NAME_RULE",
+    "SECRET",
+    "Settings",
+    "config_error",
+    "default_if_empty",
+    "field_rule",
+    "is_live",
+]
 
 LIVE: dict[str, Any] = {"live": True}
 """``json_schema_extra`` of a field changeable live on the running object."""
@@ -76,13 +85,18 @@ class Settings(BaseModel):
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Any:
         """Validate ``data`` keyed by option name and return the model (see from_options)."""
+        cls.refuse_unknown(data)
+        return cls.build(cls._defaults_for_none(data))
+
+    @classmethod
+    def refuse_unknown(cls, data: Mapping[str, Any]) -> None:
+        """Raise ConfigError naming the keys of ``data`` that are not options, and the known."""
         unknown = set(data) - cls.options()
         if unknown:
             raise ConfigError(
                 f"unknown option(s) {sorted(unknown)} for {cls.owner}; "
                 f"known options: {sorted(cls.options())}"
             )
-        return cls.build(cls._defaults_for_none(data))
 
     @classmethod
     def build(cls, data: Mapping[str, Any]) -> Any:
@@ -112,6 +126,15 @@ class Settings(BaseModel):
                 if value is None and _kinds(info) & {int, float} and not _none_ok(info):
                     del out[key]
         return out
+
+
+def default_if_empty(default: str) -> BeforeValidator:
+    """Return a validator that turns None or ``""`` into ``default`` (a name option's rule)."""
+    return BeforeValidator(lambda value: default if value is None or value == "" else value)
+
+
+NAME_RULE: dict[str, Any] = {"rule": "a string (empty or None: the default)"}
+"""``json_schema_extra`` of a name option, whose empty value means the default name."""
 
 
 def is_live(info: FieldInfo) -> bool:

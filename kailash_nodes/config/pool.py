@@ -24,7 +24,7 @@ from kailash_nodes.config.dsn import (
     check_port,
     resolve_connect,
 )
-from kailash_nodes.config.model import LIVE, SECRET, Settings
+from kailash_nodes.config.model import LIVE, NAME_RULE, SECRET, Settings, default_if_empty
 from kailash_nodes.errors import ConfigError
 from kailash_nodes.secret import Secret, redact_dsn
 
@@ -161,9 +161,9 @@ class PoolConfig(Settings):
     owner: ClassVar[str] = POOL_OWNER
     none_means_default: ClassVar[bool] = True
 
-    name: Annotated[
-        str, Field(json_schema_extra={"rule": "a string (empty or None: the default)"})
-    ] = POOL_OWNER
+    name: Annotated[str, default_if_empty(POOL_OWNER), Field(json_schema_extra=NAME_RULE)] = (
+        POOL_OWNER
+    )
     # Resolved from ConnectionSettings, not an option: left out of dumps and the schema.
     connect: SkipJsonSchema[InstanceOf[ConnectParams]] = Field(exclude=True)
     min_connections: Annotated[int, Field(ge=0)] = 2
@@ -204,20 +204,11 @@ class PoolConfig(Settings):
         if ignored:
             logger.warning("options of the original SDK accepted but not used: %s", ignored)
             opts = {k: v for k, v in opts.items() if k not in IGNORED_ORIGINAL}
-        unknown = set(opts) - cls.options()
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {sorted(unknown)} for {cls.owner}; "
-                f"known options: {sorted(cls.options())}"
-            )
+        cls.refuse_unknown(opts)
         conn = {k: v for k, v in opts.items() if k in ConnectionSettings.model_fields}
         own = {k: v for k, v in opts.items() if k not in conn}
-        if not own.get("name"):  # None or "" mean the default name
-            own.pop("name", None)
         connection = ConnectionSettings.from_mapping(conn)
-        name = own.get("name", POOL_OWNER)
-        if not isinstance(name, str):
-            cls.check("name", name)  # raises, naming the option
+        own["name"] = name = cls.check("name", own.get("name"))
         connect = connection.resolve(application_name=name[:63])
         config: PoolConfig = cls.build({**cls._defaults_for_none(own), "connect": connect})
         return config

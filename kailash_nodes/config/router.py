@@ -6,16 +6,12 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field
 
-from kailash_nodes.config.model import LIVE, Settings
+from kailash_nodes.config.model import LIVE, NAME_RULE, Settings, default_if_empty
 
 __all__ = ["RouterSettings"]
 
 ROUTER_OWNER = "QueryRouterNode"
 _POOL_NAME = {"rule": "the name of a pool node (a non-empty string)"}
-
-
-def _default_name(value: Any) -> Any:
-    return ROUTER_OWNER if value is None or value == "" else value
 
 
 def _names(value: Any) -> Any:
@@ -34,8 +30,8 @@ class RouterSettings(Settings):
 
     name: Annotated[
         str,
-        BeforeValidator(_default_name),
-        Field(json_schema_extra={"rule": "a string (empty or None: the default)"}),
+        default_if_empty(ROUTER_OWNER),
+        Field(json_schema_extra=NAME_RULE),
     ] = ROUTER_OWNER
     connection_pool: Annotated[str, Field(min_length=1, json_schema_extra=_POOL_NAME)]
     read_replicas: Annotated[

@@ -247,3 +247,27 @@ def test_the_docs_list_every_option_with_its_default_and_liveness() -> None:
             cells = [c.strip() for c in rows[key].split("|")]
             assert cells[3] == default, (key, cells)
             assert cells[5].startswith("yes") == (key in model.live_options()), (key, cells)
+
+
+@pytest.mark.parametrize("model", [PoolConfig, RouterSettings])
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("n1", "n1")])
+def test_an_empty_name_means_the_default_name(
+    model: type[Settings], value: Any, expected: str | None
+) -> None:
+    base = {"connection_pool": "db"} if model is RouterSettings else {"database_type": "sqlite"}
+    built = model.from_options({**base, "name": value})
+    assert built.name == (expected or model.owner)
+
+
+@pytest.mark.parametrize("model", [PoolConfig, RouterSettings])
+@pytest.mark.parametrize("value", [0, False, 1.5])
+def test_a_falsy_non_string_name_is_refused(model: type[Settings], value: Any) -> None:
+    base = {"connection_pool": "db"} if model is RouterSettings else {"database_type": "sqlite"}
+    with pytest.raises(ConfigError, match=r"^name must be a string"):
+        model.from_options({**base, "name": value})
+
+
+def test_connection_secrets_stay_held_in_a_dump() -> None:
+    dsn = "postgresql://u:Zq7pw@h/db"
+    dumped = ConnectionSettings.from_options({"connection_string": dsn}).model_dump()
+    assert "Zq7pw" not in repr(dumped) and dumped["connection_string"].reveal() == dsn
