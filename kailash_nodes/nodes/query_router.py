@@ -154,9 +154,9 @@ class QueryRouterNode(Node):
         # and the per-query call is saved. (Turn the pool's enable_query_routing on first,
         # as the seed's rollout order does, or set router.pattern_learning again after.)
         learning = self._learning and pool.enable_query_routing
-        self.engine.predictor = pool.predict_next_query if learning else None
-        for state in self.engine.replicas.states:  # reads on replicas are part of the sequence
-            state.pool.observer = pool.engine.observer
+        self.engine.use_learning(
+            pool.predict_next_query if learning else None, pool.engine.observer
+        )
 
     # ------------------------------------------------------------------ wiring
 

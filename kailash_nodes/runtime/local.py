@@ -17,7 +17,7 @@ from kailash_nodes.errors import (
     WorkflowValidationError,
 )
 from kailash_nodes.runtime.node import Node
-from kailash_nodes.runtime.prewarm import LevelPrewarm, PrewarmStats, overrides_prewarm
+from kailash_nodes.runtime.prewarm import LevelLookAhead, PrewarmStats, overrides_prewarm
 from kailash_nodes.runtime.workflow import Workflow
 
 __all__ = ["LocalRuntime", "Results", "current_run_id"]
@@ -239,7 +239,7 @@ class LocalRuntime:
             )
         run_id = uuid.uuid4().hex
         token = _run_id.set(run_id)
-        warming: LevelPrewarm | None = None
+        warming: LevelLookAhead | None = None
         failed = True  # until the last level returns: a failure or a cancellation
         try:
             results: Results = {}
@@ -277,11 +277,11 @@ class LocalRuntime:
         params: Mapping[str, Mapping[str, Any]],
         level: tuple[str, ...],
         run_id: str,
-    ) -> LevelPrewarm | None:
+    ) -> LevelLookAhead | None:
         """Start the pre-warm hooks of ``level`` with the inputs known before it runs."""
         if not self._prewarm:
             return None
-        warming = LevelPrewarm(self.prewarm_stats)
+        warming = LevelLookAhead(self.prewarm_stats)
         for node_id in level:
             node = workflow.nodes[node_id]
             if not overrides_prewarm(node):

@@ -66,6 +66,8 @@ async def test_learned_sequences_survive_a_restart_and_prewarm_the_next_statemen
         await router.invalidate_cache()
         first = await router.process({"query": steps[0], "parameters": [1], "session_id": "new"})
         assert first["success"]
+        assert router.engine is not None
+        await router.engine.wait_prepared_ahead()  # prepared after the call, in the background
         metrics = await router.get_metrics()
         assert metrics["pattern_learning"]["prewarms"] == 1
         second = await router.process({"query": steps[1], "parameters": [1], "session_id": "new"})
