@@ -72,6 +72,9 @@ class RouterOptions:
     consistency_timeout: float = 0.5
     replica_check_interval: float = 1.0
     prepare: bool = True
+    # Prepare the statement the learned patterns predict next, after each statement, in
+    # the background. Off by default: it measured slower end to end (docs/router.md).
+    prepare_predicted: bool = False
 
 
 @dataclass(slots=True)
@@ -190,12 +193,14 @@ class QueryRouter:
     def use_learning(self, predictor: Predictor | None, observer: Observer | None) -> None:
         """Prepare predicted statements ahead with ``predictor`` (None: stop doing so).
 
+        Only with ``RouterOptions.prepare_predicted``; without it ``predictor`` is ignored.
+
         ``predictor(shape, session_id)`` returns the query text likely to follow a
         statement of fingerprint ``shape``, or None. ``observer`` becomes the replica
         pools' observer, so that reads served there are recorded like the primary's (pass
         the primary pool's own observer).
         """
-        self.predictor = predictor
+        self.predictor = predictor if self.options.prepare_predicted else None
         for state in self.replicas.states:
             state.pool.observer = observer
 
@@ -471,7 +476,7 @@ class QueryRouter:
         if text and error is None:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
-            call.predict = self.predictor is not None
+            call.predict = self.predictor is not None  # set only with prepare_predicted
         return Routed(result, error, _metadata(cls, target, pc.id, cache_hit, routing_time), pc.id)
 
     def _look_up(self, conn: DriverConnection, query: str) -> tuple[str, bool]:
@@ -503,17 +508,24 @@ class QueryRouter:
         at most ``_MAX_AHEAD`` run at once (more predictions are dropped).
         """
         if len(self._ahead) < _MAX_AHEAD:
+            session = call.session
+            seen = session.last_used if session is not None else 0.0
             self._ahead.spawn(
-                self._prepare_predicted(call.cls.fingerprint, call.session), "prepare-predicted"
+                self._prepare_predicted(call.cls.fingerprint, session, seen), "prepare-predicted"
             )
 
-    async def _prepare_predicted(self, shape: str, session: Session | None) -> bool:
+    async def _prepare_predicted(self, shape: str, session: Session | None, seen: float) -> bool:
         """Prepare the statement predicted to follow ``shape`` where it will run; return if
         it did. Only on a connection idle now (none is opened for it); never for a session
-        holding a pinned connection (its next statement runs there, maybe in a transaction).
+        holding a pinned connection (its next statement runs there, maybe in a transaction)
+        or one whose next statement has arrived since ``seen`` (too late to help: the
+        prediction is not even computed, so a caller sending statements back to back pays
+        nothing for it).
         """
         predictor = self.predictor
-        if predictor is None or (session is not None and session.pinned):
+        if predictor is None or (
+            session is not None and (session.pinned or session.last_used != seen)
+        ):
             return False
         try:
             query = predictor(shape, session.id if session is not None else None)

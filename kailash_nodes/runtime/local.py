@@ -34,13 +34,14 @@ class LocalRuntime:
     ``async with runtime:`` (or ``start``/``stop``) initializes the registered nodes in
     registration order and closes them in reverse.
 
-    ``prewarm`` (default True, settable live): while a workflow level runs, call
-    ``prewarm(known_inputs)`` of the next level's nodes; ``prewarm_timeout`` (seconds,
-    default 0.05) bounds how long the next level waits for hooks still running before
-    they are cancelled. Raises ConfigError for a bad value.
+    ``prewarm`` (default False, settable live): while a workflow level runs, call
+    ``prewarm(known_inputs)`` of the next level's nodes (look ahead); off by default
+    because it measured slower end to end (docs/runtime.md). ``prewarm_timeout``
+    (seconds, default 0.05) bounds how long the next level waits for hooks still running
+    before they are cancelled. Raises ConfigError for a bad value.
     """
 
-    def __init__(self, *, prewarm: bool = True, prewarm_timeout: float = 0.05) -> None:
+    def __init__(self, *, prewarm: bool = False, prewarm_timeout: float = 0.05) -> None:
         self.prewarm = prewarm
         self.prewarm_timeout = prewarm_timeout
         self.prewarm_stats = PrewarmStats()
