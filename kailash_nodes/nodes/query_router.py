@@ -56,6 +56,7 @@ _KNOWN = frozenset(
         "consistency_timeout",
         "replica_check_interval",
         "prepare_statements",
+        "prepare_predicted",
     }
 )
 
@@ -69,7 +70,8 @@ class QueryRouterNode(Node):
     statements kept per connection), ``pattern_learning``, ``health_threshold``,
     ``read_replicas`` (names of replica pool nodes), ``replica_lag_threshold`` (s), and
     ``reads_on_primary``, ``session_timeout``, ``consistency_timeout``,
-    ``replica_check_interval``, ``prepare_statements`` (see docs/router.md).
+    ``replica_check_interval``, ``prepare_statements``, ``prepare_predicted`` (see
+    docs/router.md).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -106,6 +108,7 @@ class QueryRouterNode(Node):
             consistency_timeout=_number(options, "consistency_timeout", 0.5, low=0),
             replica_check_interval=_number(options, "replica_check_interval", 1.0, low=0.01),
             prepare=_flag(options, "prepare_statements", True),
+            prepare_predicted=_flag(options, "prepare_predicted", False),
         )
         self._split = self.options.enable_read_write_split
         self._pool: WorkflowConnectionPool | None = None
@@ -136,8 +139,8 @@ class QueryRouterNode(Node):
     def pattern_learning(self) -> bool:
         """Return whether predicted statements are prepared ahead (settable live).
 
-        Needs the pool's ``enable_query_routing`` (it records what runs); without it there
-        is nothing to predict from.
+        Needs the pool's ``enable_query_routing`` (it records what runs; without it there
+        is nothing to predict from) and the ``prepare_predicted`` option (off by default).
         """
         return self._learning
 
@@ -154,9 +157,9 @@ class QueryRouterNode(Node):
         # and the per-query call is saved. (Turn the pool's enable_query_routing on first,
         # as the seed's rollout order does, or set router.pattern_learning again after.)
         learning = self._learning and pool.enable_query_routing
-        self.engine.predictor = pool.predict_next_query if learning else None
-        for state in self.engine.replicas.states:  # reads on replicas are part of the sequence
-            state.pool.observer = pool.engine.observer
+        self.engine.use_learning(
+            pool.predict_next_query if learning else None, pool.engine.observer
+        )
 
     # ------------------------------------------------------------------ wiring
 

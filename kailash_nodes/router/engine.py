@@ -19,7 +19,9 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.context import current_run_id
+from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.errors import (
     ConnectionFailed,
     OutcomeUnknown,
@@ -34,9 +36,8 @@ from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.prewarm import (
     PREDICTOR,
     RUNTIME,
-    PrewarmLedger,
+    PreparedAheadLedger,
     prepare_ahead,
-    prepare_on,
 )
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
@@ -53,6 +54,10 @@ _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
 _NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
 # Replica answers that mean "ask the primary instead" (read-only, recovery conflict).
 _RETRY_ON_PRIMARY = frozenset({"25006", "40001"})
+Predictor = Callable[[str, str | None], str | None]  # (shape, session id) -> next query text
+Observer = Callable[[str, float, int, bool, PooledConnection], None]  # a pool's observer
+_NO_TEXT = ("", False)  # no server-side prepare on this connection: no text, no hit
+_MAX_AHEAD = 16  # predicted statements being prepared at once, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,9 @@ class RouterOptions:
     consistency_timeout: float = 0.5
     replica_check_interval: float = 1.0
     prepare: bool = True
+    # Prepare the statement the learned patterns predict next, after each statement, in
+    # the background. Off by default: it measured slower end to end (docs/router.md).
+    prepare_predicted: bool = False
 
 
 @dataclass(slots=True)
@@ -77,6 +85,36 @@ class Routed:
     error: QueryError | None
     metadata: dict[str, Any]
     connection_id: str
+
+
+class _Call:
+    """One statement on its way through the router (a named bundle, not a public type)."""
+
+    __slots__ = ("cls", "params", "predict", "query", "session", "start")
+
+    def __init__(self, cls: Classification, query: str, params: Any, start: float) -> None:
+        self.cls = cls
+        self.query = query
+        self.params = params
+        self.start = start
+        self.session: Session | None = None
+        self.predict = False  # ran prepared and learning is on: prepare what follows
+
+
+def _metadata(
+    cls: Classification, target: str, connection_id: str, cache_hit: bool, routing_time: float
+) -> dict[str, Any]:
+    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md)."""
+    return {
+        "query_type": cls.category.value,
+        "target": target,
+        "connection_id": connection_id,
+        "cache_hit": cache_hit,
+        "routing_time_ms": routing_time * 1000.0,
+        "replica_safe": cls.replica_safe,
+        "fingerprint": cls.fingerprint,
+        "reason": cls.reason,
+    }
 
 
 @dataclass(slots=True)
@@ -92,7 +130,7 @@ class RouterMetrics:
     cache_lookups: int = 0
     cache_hits: int = 0
     invalidations: int = 0
-    prewarm: PrewarmLedger = field(default_factory=PrewarmLedger)
+    prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
     routing_time: Window = field(default_factory=Window)
 
 
@@ -125,8 +163,9 @@ class QueryRouter:
         )
         self._started = False
         self._turn = 0
-        # Pattern learning: shape, session -> the query text predicted next (set by the node)
-        self.predictor: Callable[[str, str | None], str | None] | None = None
+        # Pattern learning: shape, session -> the query text predicted next (use_learning)
+        self.predictor: Predictor | None = None
+        self._ahead = BackgroundTasks("kailash_nodes-router:prepare-ahead")
 
     async def start(self) -> None:
         """Open the pools, size their statement caches, start the monitor and reaper."""
@@ -143,9 +182,31 @@ class QueryRouter:
         self.sessions.start()
 
     async def close(self) -> None:
-        """Stop background tasks and return every session's connection."""
+        """Stop background tasks and return every session's connection.
+
+        Statements being prepared ahead are cancelled; their connections go back.
+        """
+        await self._ahead.cancel_all()
         await self.replicas.stop()
         await self.sessions.stop()
+
+    def use_learning(self, predictor: Predictor | None, observer: Observer | None) -> None:
+        """Prepare predicted statements ahead with ``predictor`` (None: stop doing so).
+
+        Only with ``RouterOptions.prepare_predicted``; without it ``predictor`` is ignored.
+
+        ``predictor(shape, session_id)`` returns the query text likely to follow a
+        statement of fingerprint ``shape``, or None. ``observer`` becomes the replica
+        pools' observer, so that reads served there are recorded like the primary's (pass
+        the primary pool's own observer).
+        """
+        self.predictor = predictor if self.options.prepare_predicted else None
+        for state in self.replicas.states:
+            state.pool.observer = observer
+
+    async def wait_prepared_ahead(self, timeout: float = 5.0) -> None:
+        """Wait up to ``timeout`` s for the predicted statements being prepared ahead."""
+        await self._ahead.wait_all(timeout)
 
     # ------------------------------------------------------------------ routing
 
@@ -160,50 +221,45 @@ class QueryRouter:
             await self.start()
         if not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        start = time.monotonic()
-        cls = classify(query, self.dialect)
+        call = _Call(classify(query, self.dialect), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
             if session_id is None:
                 session_id = current_run_id()  # a workflow run is a session
-            if cls.transaction_op in _OTHER_TRANSACTION:  # ends a prepared transaction:
-                return await self._stateless(cls, query, params, start, None)  # any conn
+            op = call.cls.transaction_op
+            if op in _OTHER_TRANSACTION:  # ends a prepared transaction: any connection
+                return await self._stateless(call)
             if session_id is None:
-                if cls.transaction_op:
+                if op:
                     raise SessionError(
-                        f"{cls.statement} needs a session_id (or a workflow run) so that the "
-                        "statements of the transaction share one connection"
+                        f"{call.cls.statement} needs a session_id (or a workflow run) so that "
+                        "the statements of the transaction share one connection"
                     )
-                return await self._stateless(cls, query, params, start, None)
-            session = self.sessions.get(session_id)
+                return await self._stateless(call)
+            session = call.session = self.sessions.get(session_id)
             async with session.lock:
-                return await self._in_session(session_id, session, cls, query, params, start)
+                return await self._in_session(call, session)
         except BaseException:
             self.metrics.routing_errors += 1
             raise
 
-    async def _stateless(
-        self,
-        cls: Classification,
-        query: str,
-        params: Any,
-        start: float,
-        session: Session | None,
-    ) -> Routed:
+    async def _stateless(self, call: _Call) -> Routed:
+        """Run ``call`` on a replica when it may and one serves it, else on the primary."""
+        session = call.session
         if (
-            cls.replica_safe
+            call.cls.replica_safe
             and self.split
             and self._read_from_replica(session)
             and (session is None or await self.consistency.position_known(session))
         ):
-            routed = await self._try_replica(cls, query, params, start, session)
+            routed = await self._try_replica(call)
             if routed is not None:
                 return routed
         pool = self.primary
-        pc = await pool.acquire(prefer=self._statement_text(query, pool))
+        pc = await pool.acquire(prefer=self._statement_text(call.query, pool))
         try:
-            routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
-            if session is not None and cls.writes:
+            routed = await self._run(pool, pc, call, "primary")
+            if session is not None and call.cls.writes:
                 await self.consistency.note_write(session, pool, pc)
         except OutcomeUnknown:
             if session is not None:  # it may have been applied: reads must be able to see it
@@ -211,6 +267,8 @@ class QueryRouter:
             raise
         finally:
             await pool.release(pc)
+        if call.predict:  # after the release: the caller never waits for it
+            self._prepare_predicted_later(call)
         return routed
 
     def _read_from_replica(self, session: Session | None, *, advance: bool = True) -> bool:
@@ -229,23 +287,17 @@ class QueryRouter:
             return turn != 0
         return True
 
-    async def _try_replica(
-        self,
-        cls: Classification,
-        query: str,
-        params: Any,
-        start: float,
-        session: Session | None,
-    ) -> Routed | None:
+    async def _try_replica(self, call: _Call) -> Routed | None:
+        """Run a plain read on a usable replica; None sends it to the primary instead."""
         state = self.replicas.pick(self.options.replica_lag_threshold)
         if state is None:
             self.metrics.fallbacks += 1
             return None
-        token = session.write_lsn if session is not None else 0
+        token = call.session.write_lsn if call.session is not None else 0
         try:
             pc = await state.pool.acquire(
                 timeout=min(state.pool.config.timeout, 2.0),
-                prefer=self._statement_text(query, state.pool),
+                prefer=self._statement_text(call.query, state.pool),
             )
         except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
             state.ban(time.monotonic(), exc)
@@ -255,9 +307,7 @@ class QueryRouter:
             if token > state.replay_lsn and not await self.consistency.caught_up(state, pc, token):
                 self.consistency.fallbacks += 1
                 return None
-            routed = await self._run(
-                state.pool, pc, cls, query, params, start, f"replica:{state.name}", session
-            )
+            routed = await self._run(state.pool, pc, call, f"replica:{state.name}")
         except ConnectionFailed as exc:  # a plain read on a standby changed nothing: retry
             state.ban(time.monotonic(), exc)
             self.metrics.fallbacks += 1
@@ -272,6 +322,8 @@ class QueryRouter:
             self.metrics.fallbacks += 1
             return None
         state.reads += 1
+        if call.predict:
+            self._prepare_predicted_later(call)
         return routed
 
     def _statement_text(self, query: str, pool: ConnectionPool) -> str | None:
@@ -283,56 +335,65 @@ class QueryRouter:
         except ParameterError:
             return None  # raised again, with context, when the statement runs
 
-    async def _in_session(
-        self,
-        sid: str,
-        session: Session,
-        cls: Classification,
-        query: str,
-        params: Any,
-        start: float,
-    ) -> Routed:
-        op = cls.transaction_op
-        pinning = False
-        if not session.pinned:
-            if op == "begin" or Category.SESSION_STATE in cls.parts:
-                session.conn = await self.primary.acquire()
-                session.pool = self.primary
-                session.expired = False
-                pinning = True
-            elif session.expired:
-                raise SessionError(
-                    f"session {sid!r} lost its transaction or its session state (SET, temp "
-                    f"tables...) with its connection (rolled back after "
-                    f"{self.sessions.timeout:g}s idle, or the connection failed); BEGIN or a "
-                    "session-state statement starts again, end_session forgets it"
-                )
-            elif op:
-                raise SessionError(f"{cls.statement}: no open transaction in session {sid!r}")
-            else:
-                return await self._stateless(cls, query, params, start, session)
+    async def _in_session(self, call: _Call, session: Session) -> Routed:
+        """Run ``call`` on the session's pinned connection, pinning one when it starts a
+        transaction or session state; run it like any other statement otherwise."""
+        pinning = not session.pinned and self._starts_pin(call.cls, session)
+        if not session.pinned and not pinning:
+            return await self._stateless(call)
+        if pinning:
+            session.conn = await self.primary.acquire()
+            session.pool = self.primary
+            session.expired = False
         pool, pc = session.pool, session.conn
         assert pool is not None and pc is not None  # pinned just above or before
         try:
-            routed = await self._run(pool, pc, cls, query, params, start, "primary", session)
+            routed = await self._run(pool, pc, call, "primary")
         except ConnectionFailed as exc:
-            await self._pinned_lost(sid, session, cls, isinstance(exc, OutcomeUnknown))
+            await self._pinned_lost(session.id, session, call.cls, isinstance(exc, OutcomeUnknown))
             raise
         except BaseException:
             if pc.broken:  # cancelled mid-statement: the pool discards the connection
-                await self._pinned_lost(sid, session, cls, True)
+                await self._pinned_lost(session.id, session, call.cls, True)
             raise
-        routed.metadata["session_id"] = sid
-        conn = pc.connection
+        routed.metadata["session_id"] = session.id
         if routed.error is None:
-            await self._after_session_statement(sid, session, cls, pool, pc)
-        elif pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
-            await self.sessions.unpin(sid, session)
-        elif pc.broken or conn.is_closed():  # e.g. a MySQL timeout closes it
-            await self._pinned_lost(sid, session, cls, False)
-        elif op in _ENDS and not conn.in_transaction():
-            await self._end_transaction(sid, session)  # a failed COMMIT ends it too
+            await self._after_session_statement(session.id, session, call.cls, pool, pc)
+        else:
+            await self._after_session_error(session, call.cls, pc, pinning)
         return routed
+
+    def _starts_pin(self, cls: Classification, session: Session) -> bool:
+        """Return whether ``cls`` pins a connection to the unpinned ``session``.
+
+        Raises SessionError for a statement that needs the transaction or session state
+        the session no longer (or never) had.
+        """
+        op = cls.transaction_op
+        if op == "begin" or Category.SESSION_STATE in cls.parts:
+            return True
+        if session.expired:
+            raise SessionError(
+                f"session {session.id!r} lost its transaction or its session state (SET, temp "
+                f"tables...) with its connection (rolled back after "
+                f"{self.sessions.timeout:g}s idle, or the connection failed); BEGIN or a "
+                "session-state statement starts again, end_session forgets it"
+            )
+        if op:
+            raise SessionError(f"{cls.statement}: no open transaction in session {session.id!r}")
+        return False
+
+    async def _after_session_error(
+        self, session: Session, cls: Classification, pc: PooledConnection, pinning: bool
+    ) -> None:
+        """Keep or drop the pin after a statement the database refused."""
+        sid = session.id
+        if pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
+            await self.sessions.unpin(sid, session)
+        elif pc.broken or pc.connection.is_closed():  # e.g. a MySQL timeout closes it
+            await self._pinned_lost(sid, session, cls, False)
+        elif cls.transaction_op in _ENDS and not pc.connection.in_transaction():
+            await self._end_transaction(sid, session)  # a failed COMMIT ends it too
 
     async def _pinned_lost(
         self, sid: str, session: Session, cls: Classification, unknown: bool
@@ -390,81 +451,91 @@ class QueryRouter:
         return True
 
     async def _run(
-        self,
-        pool: ConnectionPool,
-        pc: PooledConnection,
-        cls: Classification,
-        query: str,
-        params: Any,
-        start: float,
-        target: str,
-        session: Session | None,
+        self, pool: ConnectionPool, pc: PooledConnection, call: _Call, target: str
     ) -> Routed:
-        metrics = self.metrics
+        """Execute ``call`` on ``pc`` and count it; a database error is returned, not raised.
+
+        Steps: look the statement up in the connection's cache, count the routing,
+        drop statements a DDL part makes stale, execute, note the tables of a statement
+        prepared now, and mark a successful prepared statement for predicting what follows.
+        """
         conn = pc.connection
-        cache_hit = False
-        text = ""
-        if conn.server_prepare:
-            text = rewrite(query, self._style).text
-            cache_hit = conn.has_statement(text)
-            metrics.cache_lookups += 1
-            metrics.cache_hits += cache_hit
-            if cache_hit and metrics.prewarm.pending:  # prepared ahead: was this its use?
-                metrics.prewarm.use(conn, text)
-        pc.session = session.id if session is not None else None
-        decided = time.monotonic()
-        metrics.routing_time.add(decided - start)
-        if target == "primary":
-            if cls.writes or cls.transaction_op:
-                metrics.writes += 1
-            else:
-                metrics.reads_primary += 1
-        else:
-            metrics.reads_replica += 1
+        cls = call.cls
+        text, cache_hit = self._look_up(conn, call.query) if conn.server_prepare else _NO_TEXT
+        pc.session = call.session.id if call.session is not None else None
+        routing_time = time.monotonic() - call.start
+        self._count(cls, target, routing_time)
         if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
         result: QueryResult | None = None
         try:
-            result = await pool.execute(pc, query, params)
+            result = await pool.execute(pc, call.query, call.params)
         except QueryError as exc:
             error = exc
-        if text and not cache_hit and result is not None and cls.tables:
-            self._statement_tables[text] = cls.tables  # once per prepare, not per query
-        if self.predictor is not None and text and error is None:
-            await self._prewarm(pc, cls.fingerprint, session)
-        return Routed(
-            result,
-            error,
-            {
-                "query_type": cls.category.value,
-                "target": target,
-                "connection_id": pc.id,
-                "cache_hit": cache_hit,
-                "routing_time_ms": (decided - start) * 1000.0,
-                "replica_safe": cls.replica_safe,
-                "fingerprint": cls.fingerprint,
-                "reason": cls.reason,
-            },
-            pc.id,
-        )
+        if text and error is None:
+            if not cache_hit and cls.tables:
+                self._statement_tables[text] = cls.tables  # once per prepare, not per query
+            call.predict = self.predictor is not None  # set only with prepare_predicted
+        return Routed(result, error, _metadata(cls, target, pc.id, cache_hit, routing_time), pc.id)
 
-    async def _prewarm(self, pc: PooledConnection, shape: str, session: Session | None) -> None:
-        """Prepare the statement predicted to come next on this connection (LIFO: the
-        session's next checkout most likely gets it back). Counted: issued and useful."""
-        assert self.predictor is not None
-        if pc.connection.in_transaction():  # a failed prepare would abort the transaction
-            return
-        query = self.predictor(shape, session.id if session is not None else None)
-        if query is None:
-            return
+    def _look_up(self, conn: DriverConnection, query: str) -> tuple[str, bool]:
+        """Return the prepared text of ``query`` and whether ``conn`` has it; count it."""
+        metrics = self.metrics
+        text = rewrite(query, self._style).text
+        hit = conn.has_statement(text)
+        metrics.cache_lookups += 1
+        metrics.cache_hits += hit
+        if hit and metrics.prewarm.pending:  # prepared ahead: was this its first use?
+            metrics.prewarm.use(conn, text)
+        return text, hit
+
+    def _count(self, cls: Classification, target: str, routing_time: float) -> None:
+        """Count one routed statement by target and kind, with its routing time."""
+        metrics = self.metrics
+        metrics.routing_time.add(routing_time)
+        if target != "primary":
+            metrics.reads_replica += 1
+        elif cls.writes or cls.transaction_op:
+            metrics.writes += 1
+        else:
+            metrics.reads_primary += 1
+
+    def _prepare_predicted_later(self, call: _Call) -> None:
+        """Prepare the statement predicted to follow ``call`` in an owned background task.
+
+        Started after ``call``'s connection went back, so the caller never waits for it;
+        at most ``_MAX_AHEAD`` run at once (more predictions are dropped).
+        """
+        if len(self._ahead) < _MAX_AHEAD:
+            session = call.session
+            seen = session.last_used if session is not None else 0.0
+            self._ahead.spawn(
+                self._prepare_predicted(call.cls.fingerprint, session, seen), "prepare-predicted"
+            )
+
+    async def _prepare_predicted(self, shape: str, session: Session | None, seen: float) -> bool:
+        """Prepare the statement predicted to follow ``shape`` where it will run; return if
+        it did. Only on a connection idle now (none is opened for it); never for a session
+        holding a pinned connection (its next statement runs there, maybe in a transaction)
+        or one whose next statement has arrived since ``seen`` (too late to help: the
+        prediction is not even computed, so a caller sending statements back to back pays
+        nothing for it).
+        """
+        predictor = self.predictor
+        if predictor is None or (
+            session is not None and (session.pinned or session.last_used != seen)
+        ):
+            return False
         try:
-            text = rewrite(query, self._style).text
-        except Exception as exc:  # a prediction never fails the statement that ran
+            query = predictor(shape, session.id if session is not None else None)
+        except Exception as exc:  # a prediction never fails anything
             self.metrics.prewarm.failed(PREDICTOR)
-            logger.debug("pre-warming %r failed: %s", query, exc)
-            return
-        await prepare_on(pc, text, self.metrics.prewarm, PREDICTOR)
+            logger.debug("predicting after %r failed: %s", shape, exc)
+            return False
+        if query is None:
+            return False
+        return await self._prepare_ahead(query, session, PREDICTOR, open_connection=False)
 
     async def prewarm(self, query: str, session_id: str | None = None) -> bool:
         """Prepare ``query`` where its next run will check out a connection; return if done.
@@ -487,17 +558,28 @@ class QueryRouter:
         session = self.sessions.sessions.get(sid) if sid is not None else None
         if session is not None and session.pinned:  # it runs on the pinned connection
             return False
+        return await self._prepare_ahead(query, session, RUNTIME, open_connection=True)
+
+    async def _prepare_ahead(
+        self, query: str, session: Session | None, source: str, *, open_connection: bool
+    ) -> bool:
+        """Prepare ``query`` on the connection its target pool's next checkout gets.
+
+        Skips transaction control, session state, DDL and multi-statement strings. A
+        failure is counted for ``source`` and logged at debug level, never raised.
+        """
         try:
             cls = classify(query, self.dialect)
             rq = rewrite(query, self._style)
         except Exception as exc:  # the statement's own call raises it, typed
-            self.metrics.prewarm.failed(RUNTIME)
+            self.metrics.prewarm.failed(source)
             logger.debug("pre-warming %r failed: %s", query, exc)
             return False
         if cls.transaction_op or cls.category in _NOT_PREWARMED or rq.statements != 1:
             return False
+        pool = self._target_pool(cls, session)
         prepared = await prepare_ahead(
-            self._target_pool(cls, session), rq.text, self.metrics.prewarm, RUNTIME
+            pool, rq.text, self.metrics.prewarm, source, open_connection=open_connection
         )
         if prepared and cls.tables:  # so that DDL on its tables drops it
             self._statement_tables[rq.text] = cls.tables

@@ -27,6 +27,7 @@ __all__ = [
     "PREDICTOR",
     "PREWARM_TIMEOUT",
     "RUNTIME",
+    "PreparedAheadLedger",
     "PrewarmLedger",
     "SourceCounts",
     "prepare_ahead",
@@ -51,7 +52,7 @@ class SourceCounts:
     errors: int = 0  # prepares (or checkouts for them) that failed
 
 
-class PrewarmLedger:
+class PreparedAheadLedger:
     """Statements prepared ahead and not yet used, and the counters of each source."""
 
     __slots__ = ("connections_opened", "counts", "pending")
@@ -107,6 +108,9 @@ class PrewarmLedger:
         return {**totals, "connections_opened": self.connections_opened, "by_source": by_source}
 
 
+PrewarmLedger = PreparedAheadLedger  # the earlier name
+
+
 def _alive(key: tuple[DriverConnection, str]) -> bool:
     conn, text = key
     return not conn.is_closed() and conn.has_statement(text)
@@ -123,7 +127,9 @@ def _source_report(counts: SourceCounts, pending: int) -> dict[str, int]:
     }
 
 
-async def prepare_on(pc: PooledConnection, text: str, ledger: PrewarmLedger, source: str) -> bool:
+async def prepare_on(
+    pc: PooledConnection, text: str, ledger: PreparedAheadLedger, source: str
+) -> bool:
     """Prepare ``text`` on the checked-out ``pc``; return whether it was prepared now.
 
     Never inside a transaction (a failed prepare would abort it). A failure is logged at
@@ -152,21 +158,28 @@ async def prepare_on(pc: PooledConnection, text: str, ledger: PrewarmLedger, sou
 
 
 async def prepare_ahead(
-    pool: ConnectionPool, text: str, ledger: PrewarmLedger, source: str
+    pool: ConnectionPool,
+    text: str,
+    ledger: PreparedAheadLedger,
+    source: str,
+    *,
+    open_connection: bool = True,
 ) -> bool:
     """Prepare ``text`` on the connection ``pool``'s next checkout gets; return if it did.
 
     Nothing is done when one of the idle connections that checkout looks through already
     has it, or when every connection is busy (a pre-warm never waits for one in use).
-    With nothing idle and room to grow, a connection is opened for it first. The
-    connection goes back on top of the idle stack, where the next checkout finds it.
-    Failures are counted and logged at debug level, not raised.
+    With nothing idle and room to grow, a connection is opened for it first (only with
+    ``open_connection``). The connection goes back on top of the idle stack, where the
+    next checkout finds it. Failures are counted and logged at debug level, not raised.
     """
     if pool.closed or not pool.statement_cache_size:
         return False
     if pool.idle_holds(text):
         ledger.counts[source].already_prepared += 1
         return False
+    if not open_connection and not pool.state()["idle_connections"]:
+        return False  # nothing idle: the checkout would open one
     try:
         pc, opened = await checkout_for_warming(pool, min(pool.config.timeout, PREWARM_TIMEOUT))
     except (ConnectionFailed, PoolTimeout, PoolClosed, TooManyRequests) as exc:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
+from kailash_nodes.background import Periodic
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 
 __all__ = ["Session", "SessionTable"]
@@ -67,7 +67,11 @@ class SessionTable:
         self.timeout = timeout
         self.sessions: dict[str, Session] = {}
         self.expired = 0
-        self._task: asyncio.Task[None] | None = None
+        self._reaper = Periodic(
+            "kailash_nodes-router:session-reaper",
+            lambda: self.reap(time.monotonic()),
+            lambda: min(self.timeout / 2, 1.0),
+        )
 
     def get(self, session_id: str) -> Session:
         """Return the session, creating it on first use."""
@@ -100,26 +104,15 @@ class SessionTable:
             await pool.release(conn)
 
     def start(self) -> None:
-        """Start the reaper task (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._reap_forever(), name="kailash_nodes-router:session-reaper"
-            )
+        """Start the reaper, every ``min(timeout / 2, 1)`` s ±20% (idempotent)."""
+        self._reaper.start()
 
     async def stop(self) -> None:
         """Stop the reaper and return every pinned connection."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._reaper.stop()
         for sid, session in list(self.sessions.items()):
             await self.unpin(sid, session)
         self.sessions.clear()
-
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(min(self.timeout / 2, 1.0) * random.uniform(0.8, 1.2))
-            await self.reap(time.monotonic())
 
     async def reap(self, now: float) -> int:
         """Roll back and return sessions idle past the timeout; forget stale tokens.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kailash_nodes.runtime.local import LocalRuntime, Results, current_run_id
-from kailash_nodes.runtime.node import Node, node_type, register_node_type
+from kailash_nodes.runtime.node import Node, NodeRegistry, node_type, register_node_type
 from kailash_nodes.runtime.prewarm import PrewarmStats
 from kailash_nodes.runtime.workflow import (
     Connection,
@@ -16,6 +16,7 @@ __all__ = [
     "Connection",
     "LocalRuntime",
     "Node",
+    "NodeRegistry",
     "PrewarmStats",
     "Results",
     "Workflow",

@@ -17,7 +17,7 @@ from kailash_nodes.errors import (
     WorkflowValidationError,
 )
 from kailash_nodes.runtime.node import Node
-from kailash_nodes.runtime.prewarm import LevelPrewarm, PrewarmStats, overrides_prewarm
+from kailash_nodes.runtime.prewarm import LevelLookAhead, PrewarmStats, overrides_prewarm
 from kailash_nodes.runtime.workflow import Workflow
 
 __all__ = ["LocalRuntime", "Results", "current_run_id"]
@@ -34,13 +34,14 @@ class LocalRuntime:
     ``async with runtime:`` (or ``start``/``stop``) initializes the registered nodes in
     registration order and closes them in reverse.
 
-    ``prewarm`` (default True, settable live): while a workflow level runs, call
-    ``prewarm(known_inputs)`` of the next level's nodes; ``prewarm_timeout`` (seconds,
-    default 0.05) bounds how long the next level waits for hooks still running before
-    they are cancelled. Raises ConfigError for a bad value.
+    ``prewarm`` (default False, settable live): while a workflow level runs, call
+    ``prewarm(known_inputs)`` of the next level's nodes (look ahead); off by default
+    because it measured slower end to end (docs/runtime.md). ``prewarm_timeout``
+    (seconds, default 0.05) bounds how long the next level waits for hooks still running
+    before they are cancelled. Raises ConfigError for a bad value.
     """
 
-    def __init__(self, *, prewarm: bool = True, prewarm_timeout: float = 0.05) -> None:
+    def __init__(self, *, prewarm: bool = False, prewarm_timeout: float = 0.05) -> None:
         self.prewarm = prewarm
         self.prewarm_timeout = prewarm_timeout
         self.prewarm_stats = PrewarmStats()
@@ -239,7 +240,7 @@ class LocalRuntime:
             )
         run_id = uuid.uuid4().hex
         token = _run_id.set(run_id)
-        warming: LevelPrewarm | None = None
+        warming: LevelLookAhead | None = None
         failed = True  # until the last level returns: a failure or a cancellation
         try:
             results: Results = {}
@@ -277,11 +278,11 @@ class LocalRuntime:
         params: Mapping[str, Mapping[str, Any]],
         level: tuple[str, ...],
         run_id: str,
-    ) -> LevelPrewarm | None:
+    ) -> LevelLookAhead | None:
         """Start the pre-warm hooks of ``level`` with the inputs known before it runs."""
         if not self._prewarm:
             return None
-        warming = LevelPrewarm(self.prewarm_stats)
+        warming = LevelLookAhead(self.prewarm_stats)
         for node_id in level:
             node = workflow.nodes[node_id]
             if not overrides_prewarm(node):

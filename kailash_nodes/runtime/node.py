@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kailash_nodes.errors import WorkflowValidationError
 
-if TYPE_CHECKING:
-    from kailash_nodes.runtime.local import LocalRuntime
+__all__ = ["Node", "NodeRegistry", "node_type", "register_node_type"]
 
-__all__ = ["Node", "node_type", "register_node_type"]
+
+class NodeRegistry(Protocol):
+    """What a node may ask of the runtime it is registered with (`LocalRuntime` is one)."""
+
+    def get_node(self, name: str) -> Node:
+        """Return the node registered as ``name``; raise UnknownNode if there is none."""
+        ...
 
 
 class Node:
@@ -24,7 +29,7 @@ class Node:
     def __init__(self, name: str | None = None, **config: Any) -> None:
         self.name: str = type(self).__name__ if name is None else name
         self.config: dict[str, Any] = self.redact_config(config)
-        self.runtime: LocalRuntime | None = None
+        self.runtime: NodeRegistry | None = None
 
     @classmethod
     def redact_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kailash_nodes.runtime.node import Node
 
-__all__ = ["LevelPrewarm", "PrewarmStats", "overrides_prewarm"]
+__all__ = ["LevelLookAhead", "LevelPrewarm", "PrewarmStats", "overrides_prewarm"]
 
 logger = logging.getLogger("kailash_nodes.runtime")
 
@@ -52,8 +52,12 @@ def overrides_prewarm(node: Node) -> bool:
     return type(node).prewarm is not Node.prewarm
 
 
-class LevelPrewarm:
-    """The pre-warm hooks of one workflow level, started while the level before it runs."""
+class LevelLookAhead:
+    """The ``prewarm`` hooks of one workflow level, started while the level before it runs.
+
+    "Look ahead": the runtime lets the next level's nodes get ready (a router prepares its
+    statement ahead, a pool opens a connection ahead) while the current level runs.
+    """
 
     __slots__ = ("_stats", "_tasks")
 
@@ -115,3 +119,6 @@ class LevelPrewarm:
                 warmed = task.result()
                 stats.warmed += warmed if isinstance(warmed, int) else 0
         self._tasks.clear()
+
+
+LevelPrewarm = LevelLookAhead  # the earlier name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from tests.conftest import server_dsn
 pytestmark = pytest.mark.postgres
 
 
-def _stack(store: Path, learning: bool) -> tuple[LocalRuntime, QueryRouterNode]:
+def _stack(
+    store: Path, learning: bool, prepare_predicted: bool = True
+) -> tuple[LocalRuntime, QueryRouterNode]:
     runtime = LocalRuntime()
     runtime.register_node(
         "db_pool",
@@ -23,7 +26,10 @@ def _stack(store: Path, learning: bool) -> tuple[LocalRuntime, QueryRouterNode]:
             max_connections=2, enable_query_routing=True, pattern_store=str(store),
         ),
     )  # fmt: skip
-    router = QueryRouterNode(name="router", connection_pool="db_pool", pattern_learning=learning)
+    router = QueryRouterNode(
+        name="router", connection_pool="db_pool", pattern_learning=learning,
+        prepare_predicted=prepare_predicted,
+    )  # fmt: skip
     runtime.register_node("router", router)
     return runtime, router
 
@@ -66,6 +72,10 @@ async def test_learned_sequences_survive_a_restart_and_prewarm_the_next_statemen
         await router.invalidate_cache()
         first = await router.process({"query": steps[0], "parameters": [1], "session_id": "new"})
         assert first["success"]
+        metrics = await router.get_metrics()
+        assert metrics["pattern_learning"]["prewarms"] == 0  # the caller did not wait for it
+        assert router.engine is not None
+        await router.engine.wait_prepared_ahead()  # prepared after the call, in the background
         metrics = await router.get_metrics()
         assert metrics["pattern_learning"]["prewarms"] == 1
         second = await router.process({"query": steps[1], "parameters": [1], "session_id": "new"})
@@ -131,4 +141,50 @@ async def test_ending_router_sessions_teaches_whole_run_templates(
         )[0]
         assert after.order == RUN_TEMPLATE
         assert after.shape in {classify(s, "postgres").fingerprint for s in steps[1:]}
+        await router.process({"query": f"DROP TABLE {table}"})
+
+
+async def _learn(router: QueryRouterNode, steps: list[str], runs: int) -> None:
+    for run in range(runs):
+        for sql in steps:
+            res = await router.process({"query": sql, "parameters": [run], "session_id": f"r{run}"})
+            assert res["success"], res
+
+
+async def test_predicted_statements_are_not_prepared_by_default(tmp_path: Path, table: str) -> None:
+    steps = _steps(table)
+    runtime, router = _stack(tmp_path / "p.json", learning=True, prepare_predicted=False)
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"})
+        await _learn(router, steps, 6)
+        await router.invalidate_cache()
+        await router.process({"query": steps[0], "parameters": [1], "session_id": "new"})
+        assert router.engine is not None
+        await router.engine.wait_prepared_ahead()
+        second = await router.process({"query": steps[1], "parameters": [1], "session_id": "new"})
+        assert second["routing_metadata"]["cache_hit"] is False
+        metrics = await router.get_metrics()
+        assert metrics["pattern_learning"]["enabled"] is False
+        assert metrics["pattern_learning"]["prewarms"] == 0
+        await router.process({"query": f"DROP TABLE {table}"})
+
+
+async def test_closing_the_router_mid_prepare_cancels_it_and_returns_the_connection(
+    tmp_path: Path, table: str
+) -> None:
+    steps = _steps(table)
+    runtime, router = _stack(tmp_path / "p.json", learning=True)
+    async with runtime:
+        await router.process({"query": f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"})
+        await _learn(router, steps, 6)
+        await router.invalidate_cache()
+        await router.process({"query": steps[0], "parameters": [1], "session_id": "new"})
+        engine = router.engine
+        assert engine is not None and len(engine._ahead) == 1  # started, not yet run
+        await asyncio.sleep(0)  # it checks out a connection and starts preparing
+        await router.close()
+        assert len(engine._ahead) == 0
+        state = engine.primary.state()
+        assert state["active_connections"] == 0, state
+        await engine.start()  # close() only stopped the router; the pools stay open
         await router.process({"query": f"DROP TABLE {table}"})

@@ -77,7 +77,7 @@ async def test_next_level_is_prewarmed_while_the_level_before_runs() -> None:
     opened = asyncio.Event()
     wf, steps = chain(log, b={"opens": opened})
     steps["a"].gate = opened  # a finishes only once b's prewarm has run: they overlap
-    rt = LocalRuntime(prewarm_timeout=5.0)
+    rt = LocalRuntime(prewarm=True, prewarm_timeout=5.0)
     results, _ = await rt.execute_async(wf.build())
     assert results["c"] == {"out": "c-out"}
     assert log == [
@@ -97,7 +97,9 @@ async def test_next_level_is_prewarmed_while_the_level_before_runs() -> None:
 async def test_prewarm_gets_static_and_run_parameters_but_not_connected_inputs() -> None:
     log: Log = []
     wf, steps = chain(log, b={"query": "static", "upstream": "overridden", "k": 1})
-    await LocalRuntime().execute_async(wf.build(), parameters={"b": {"k": 2, "extra": True}})
+    await LocalRuntime(prewarm=True).execute_async(
+        wf.build(), parameters={"b": {"k": 2, "extra": True}}
+    )
     assert steps["b"].seen == [{"query": "static", "k": 2, "extra": True}]
     assert steps["a"].seen == []  # the first level is never pre-warmed: nothing runs before it
 
@@ -117,14 +119,14 @@ async def test_prewarm_runs_in_the_run_context() -> None:
     wf.add_node("a", Plain)
     wf.add_node("b", Ctx)
     wf.add_connection("a", "out", "b", "x")
-    _, run_id = await LocalRuntime().execute_async(wf.build())
+    _, run_id = await LocalRuntime(prewarm=True).execute_async(wf.build())
     assert seen == [run_id]
 
 
 async def test_a_slow_prewarm_is_cancelled_at_the_bound_before_its_node_runs() -> None:
     log: Log = []
     wf, _ = chain(log, b={"warm": "hang"})
-    rt = LocalRuntime(prewarm_timeout=0.01)
+    rt = LocalRuntime(prewarm=True, prewarm_timeout=0.01)
     results, _ = await rt.execute_async(wf.build())
     assert results["c"] == {"out": "c-out"}
     assert log.index(("prewarm cancelled", "b")) < log.index(("process", "b"))
@@ -135,7 +137,7 @@ async def test_a_slow_prewarm_is_cancelled_at_the_bound_before_its_node_runs() -
 async def test_a_failing_prewarm_never_fails_the_run_and_is_counted() -> None:
     log: Log = []
     wf, _ = chain(log, b={"warm": "raise"})
-    rt = LocalRuntime()
+    rt = LocalRuntime(prewarm=True)
     results, _ = await rt.execute_async(wf.build())
     assert results["b"] == {"out": "b-out"}
     assert rt.get_prewarm_stats()["errors"] == 1
@@ -150,10 +152,19 @@ async def test_a_prewarm_that_is_not_a_coroutine_is_counted_as_an_error() -> Non
     wf.add_node("a", Plain)
     wf.add_node("b", SyncWarm)
     wf.add_connection("a", "out", "b", "x")
-    rt = LocalRuntime()
+    rt = LocalRuntime(prewarm=True)
     results, _ = await rt.execute_async(wf.build())
     assert results["b"] == {"out": 1}
     assert (rt.get_prewarm_stats()["issued"], rt.get_prewarm_stats()["errors"]) == (1, 1)
+
+
+async def test_prewarm_is_off_by_default() -> None:
+    log: Log = []
+    wf, _ = chain(log)
+    rt = LocalRuntime()
+    await rt.execute_async(wf.build())
+    assert rt.prewarm is False
+    assert [e for e in log if e[0] != "process"] == []
 
 
 async def test_prewarm_off_calls_no_hook_and_can_be_switched_live() -> None:
@@ -172,7 +183,7 @@ async def test_nodes_without_their_own_prewarm_get_no_task() -> None:
     wf.add_node("a", Plain)
     wf.add_node("b", Plain)
     wf.add_connection("a", "out", "b", "x")
-    rt = LocalRuntime()
+    rt = LocalRuntime(prewarm=True)
     await rt.execute_async(wf.build())
     assert rt.get_prewarm_stats()["issued"] == 0
 
@@ -182,7 +193,7 @@ async def test_a_failed_level_cancels_and_awaits_the_next_levels_prewarm() -> No
     started = asyncio.Event()
     wf, steps = chain(log, a={"fail": True}, b={"warm": "hang", "started": started})
     steps["a"].gate = started  # a fails once b's pre-warm is under way
-    rt = LocalRuntime(prewarm_timeout=5.0)
+    rt = LocalRuntime(prewarm=True, prewarm_timeout=5.0)
     with pytest.raises(NodeExecutionError, match="node 'a' failed"):
         await rt.execute_async(wf.build())
     assert ("prewarm cancelled", "b") in log  # already unwound when the error came out
@@ -195,7 +206,7 @@ async def test_a_cancelled_run_cancels_and_awaits_the_prewarms_in_flight() -> No
     started = asyncio.Event()
     wf, steps = chain(log, b={"warm": "hang", "started": started})
     steps["a"].gate = asyncio.Event()  # never set: a runs until cancelled
-    run = asyncio.create_task(LocalRuntime().execute_async(wf.build()))
+    run = asyncio.create_task(LocalRuntime(prewarm=True).execute_async(wf.build()))
     await asyncio.wait_for(started.wait(), 10)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -222,7 +233,7 @@ async def test_a_level_of_two_nodes_is_prewarmed_concurrently() -> None:
     wf.add_node("b2", Pair("b2", log))
     wf.add_connection("a", "out", "b1", "x")
     wf.add_connection("a", "out", "b2", "x")
-    rt = LocalRuntime(prewarm_timeout=5.0)
+    rt = LocalRuntime(prewarm=True, prewarm_timeout=5.0)
     await rt.execute_async(wf.build())
     assert sorted(arrived) == ["b1", "b2"]
     assert rt.get_prewarm_stats()["warmed"] == 2

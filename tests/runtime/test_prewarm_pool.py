@@ -52,7 +52,7 @@ async def test_runtime_prewarm_opens_the_connection_a_later_acquire_gets(
     make_pool: PoolFactory,
 ) -> None:
     pool = make_pool(name="db_pool", min_connections=1, max_connections=3)
-    runtime = LocalRuntime(prewarm_timeout=5.0)
+    runtime = LocalRuntime(prewarm=True, prewarm_timeout=5.0)
     runtime.register_node("db_pool", pool)
     wf = WorkflowBuilder()
     wf.add_node("hold", Hold(pool))
