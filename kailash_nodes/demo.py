@@ -248,7 +248,7 @@ def workflow_section(demo: Demo, last: dict[str, Any], rows: int, runs: int) -> 
         shown = "; ".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in res["data"])
         demo.say(
             f"  {step:<13} on {res['routing_metadata']['target']:<20}"
-            f" row_count={res['row_count']} {_short(shown, 64)}".rstrip()
+            f" row_count={res['row_count']} {_short(shown, 56)}".rstrip()
         )
 
 
@@ -274,15 +274,15 @@ def routing_section(demo: Demo) -> None:
     demo.head("routing decisions (routing_metadata of every statement, grouped)")
     groups: dict[tuple[str, str, str, str], list[int]] = {}
     for query, meta in demo.log:
-        text = _short(query.replace(demo.table, "T"), 44)
+        text = _short(query.replace(demo.table, "T"), 36)
         key = (text, meta["query_type"], meta["target"], meta["reason"])
         counts = groups.setdefault(key, [0, 0])
         counts[0] += 1
         counts[1] += bool(meta["cache_hit"])
     demo.say(f"  (T = {demo.table}; hits = cache_hit true)")
-    demo.say(f"  {'n':>4} {'hits':>4}  {'query_type':<13} {'target':<20} {'reason':<26} statement")
+    demo.say(f"  {'n':>4} {'hits':>4}  {'query_type':<13} {'target':<20} {'reason':<24} statement")
     for (text, qtype, target, reason), (n, hits) in groups.items():
-        demo.say(f"  {n:>4} {hits:>4}  {qtype:<13} {target:<20} {_short(reason, 26):<26} {text}")
+        demo.say(f"  {n:>4} {hits:>4}  {qtype:<13} {target:<20} {_short(reason, 24):<24} {text}")
 
 
 async def cache_section(demo: Demo) -> None:
@@ -297,10 +297,8 @@ async def cache_section(demo: Demo) -> None:
         f" server_side_prepare={cache['server_side_prepare']}"
     )
     if not cache["server_side_prepare"]:
-        demo.say(
-            "  no connection prepares statements on the server (SQLite and MySQL cannot;"
-            " behind PgBouncer it is off), so there is nothing to hit"
-        )
+        demo.say("  no connection prepares statements on the server, so there is nothing to hit")
+        demo.say("  (SQLite and MySQL cannot; behind PgBouncer the driver turns it off)")
 
 
 def prediction_section(demo: Demo) -> None:
@@ -379,9 +377,9 @@ async def router_section(demo: Demo) -> None:
     demo.head("router metrics (router.get_metrics())")
     demo.say(
         f"  {r['queries_routed']} routed: {r['reads_to_replicas']} reads to replicas,"
-        f" {r['reads_to_primary']} reads to primary, {r['writes_to_primary']} writes to"
-        f" primary, {r['replica_fallbacks']} replica fallbacks, {r['routing_errors']} errors"
+        f" {r['reads_to_primary']} reads to primary, {r['writes_to_primary']} writes to primary"
     )
+    demo.say(f"  {r['replica_fallbacks']} replica fallbacks, {r['routing_errors']} errors")
     demo.say(
         f"  routing time avg/p95/p99 {r['avg_routing_time_ms']:.2f}/"
         f"{r['p95_routing_time_ms']:.2f}/{r['p99_routing_time_ms']:.2f} ms"
