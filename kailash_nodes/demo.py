@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowBuilder, WorkflowConnectionPool
 from kailash_nodes.secret import redact_dsn
 
-__all__ = ["Demo", "run_demo"]
+__all__ = ["Demo", "report", "run_demo"]
 
 CUSTOMERS = 20
 STEPS = {  # the workflow: one customer's lookup -> top orders -> mark shipped

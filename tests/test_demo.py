@@ -41,6 +41,13 @@ def test_replica_dsn_without_dsn_is_refused(capsys: pytest.CaptureFixture[str]) 
     assert "--replica-dsn needs --dsn" in capsys.readouterr().err
 
 
+def test_demo_on_a_bad_dsn_prints_the_error_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--dsn", "bogus://x"]) == 1
+    assert "kailash-nodes demo: ConfigError: connection_string" in capsys.readouterr().err
+
+
 async def run(dsn: str, replica_dsn: str | None = None) -> str:
     """Run the demo's report on ``dsn``, check what it printed, return the output."""
     buffer = io.StringIO()
