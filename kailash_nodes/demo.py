@@ -204,7 +204,7 @@ def _short(text: str, width: int) -> str:
 
 async def report(demo: Demo, rows: int, runs: int) -> None:
     """Run the workload and print each section."""
-    replicas = demo.router.read_replicas or "none"
+    replicas = [name for name in demo.pools if name != "db_pool"] or "none"
     demo.say(
         "  pools: min_connections=2, max_connections=8, adaptive_sizing=True,"
         " enable_query_routing=True"
