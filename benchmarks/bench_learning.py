@@ -287,27 +287,19 @@ class Model:
     oracle: bool = False
 
 
-PREVIOUS = {
-    "start_context": False,
-    "loop_contexts": False,
-    "noise_floor": 0,
-    "run_templates": False,
-}  # the old default
-FIXED = {"learn_noise_kind": False, "run_templates": False}  # back-off weights not learned
+ABLATIONS = {  # each component the default enables -> the option that turns it off
+    "run templates": {"run_templates": False},
+    "learned noise kind": {"learn_noise_kind": False},
+    "noise back-off": {"noise_floor": 0},
+    "loop contexts": {"loop_contexts": False},
+    "session-start context": {"start_context": False},
+    "second order (and all above)": {"order": 1},
+}
 MODELS = [
-    Model("global stream, 1st order (the original's model)", {"order": 1}, per_session=False),
-    Model("per session, 1st order", {"order": 1}),
-    Model("per session, 2nd order (the previous default)", {"order": 2, **PREVIOUS}),
-    Model(
-        "per session, 2nd order, min context support 5",
-        {"order": 2, "min_context_support": 5, **PREVIOUS},
-    ),
-    Model("per session, 2nd order + noise back-off", {**PREVIOUS, **FIXED, "noise_floor": 0.025}),
-    Model("  + session-start context", {"loop_contexts": False, **FIXED}),
-    Model("  + loop contexts", FIXED),
-    Model("  + learned noise kind", {"run_templates": False}),
-    Model("  + run templates (the default)", {}),
-    Model("Bayes-optimal, generator known (best possible)", {}, oracle=True),
+    Model("global stream, 1st order (the original)", {"order": 1}, per_session=False),
+    Model("default", {}),
+    *(Model(f"  default minus {name}", off) for name, off in ABLATIONS.items()),
+    Model("Bayes-optimal, generator known", {}, oracle=True),
 ]
 
 
@@ -365,10 +357,16 @@ class Oracle:
 
 
 def evaluate(
-    model: Model, events: list[Event], scored_from: int, noise: float, kind: str = "mixed"
+    model: Model,
+    events: list[Event],
+    scored_from: int,
+    noise: float,
+    kind: str = "mixed",
+    ends: bool = True,
 ) -> Score:
     """Score ``model`` prequentially over ``events`` (made with ``noise`` of ``kind``); runs
-    numbered below ``scored_from`` only train."""
+    numbered below ``scored_from`` only train; ``ends=False``: sessions are never ended
+    (as a caller that does not say when a run finished), so no run template forms."""
     tracker: Any = Oracle(noise, kind) if model.oracle else QueryPatternTracker(**model.options)
     last: dict[str, str] = {}
     score = Score()
@@ -380,7 +378,7 @@ def evaluate(
             score.add(bool(top) and top[0].shape == e.shape, clean=not e.noise)
         tracker.record(e.shape, session=session, duration_s=0.0005, rows=1, is_write=False, at=e.at)
         last[e.run] = e.shape
-        if e.last and model.per_session:
+        if e.last and model.per_session and ends:
             tracker.end_session(session)
     return score
 
@@ -432,14 +430,17 @@ def original_record_cost_us(n: int, seed: int) -> float | None:
 
 
 def accuracy_table(args: argparse.Namespace) -> None:
-    """Print the accuracy of each model, deterministic and noisy, summed over seeds.
+    """Print the accuracy of each model on every workload, summed over seeds, with each
+    cell's difference from the default in points (the ablation: what a component buys).
 
     The headline noise is ``mixed``; the ``replace`` and ``insert`` columns score the same
     models on streams whose noise only replaces steps, or only comes between them.
     """
     others = [k for k in args.noise_kinds if k != "mixed"]
-    header = f"{'model':<50} {'deterministic':>14} {'noisy: all':>11} {'clean targets':>14}"
-    header += "".join(f" {k + ': all':>13}" for k in others)
+    columns = ["deterministic", "mixed", "clean", *others, "no ends", "no ends, det."]
+    titles = ["deterministic", "noisy: all", "clean targets", *(k + ": all" for k in others)]
+    titles += ["no ends: noisy", "no ends: det."]
+    header = f"{'model':<42}" + "".join(f" {t:>14}" for t in titles)
     print(header)
     print("-" * len(header))
     streams = {
@@ -449,6 +450,8 @@ def accuracy_table(args: argparse.Namespace) -> None:
         for noise, kind in [(0.0, "mixed"), (args.noise, "mixed")]
         + [(args.noise, k) for k in others]
     }
+    sessions_never_end = {"no ends": (args.noise, "mixed"), "no ends, det.": (0.0, "mixed")}
+    default: dict[str, float] = {}
     scores: dict[str, Score] = {}
     for model in MODELS:
         for (noise, kind), runs in streams.items():
@@ -456,20 +459,32 @@ def accuracy_table(args: argparse.Namespace) -> None:
             scores[key] = Score()
             for events in runs:
                 scores[key].merge(evaluate(model, events, args.warmup, noise, kind))
-        det, noisy = scores["deterministic"], scores["mixed"]
-        print(
-            f"{model.name:<50} {pct(det.hits, det.n):>14} {pct(noisy.hits, noisy.n):>11} "
-            f"{pct(noisy.clean_hits, noisy.clean_n):>14}"
-            + "".join(f" {pct(scores[k].hits, scores[k].n):>13}" for k in others)
-        )
+        for key, stream in sessions_never_end.items():
+            scores[key] = Score()
+            for events in streams[stream]:
+                scores[key].merge(evaluate(model, events, args.warmup, *stream, ends=False))
+        shares = {k: s.hits / s.n if s.n else 0.0 for k, s in scores.items()}
+        noisy = scores["mixed"]
+        shares["clean"] = noisy.clean_hits / noisy.clean_n if noisy.clean_n else 0.0
+        if model.name == "default":
+            default = shares
+        cells = [_cell(shares[c], default.get(c), model.name == "default") for c in columns]
+        print(f"{model.name:<42}" + "".join(f" {c:>14}" for c in cells))
     det, noisy = scores["deterministic"], scores["mixed"]
     print(
-        f"scored predictions: {det.n} deterministic, {noisy.n} noisy ({noisy.clean_n} with a "
-        f"clean target), seeds {args.seeds}.\nCeiling of 'noisy: all' (share of targets that "
-        f"are workflow steps, not noise): {pct(noisy.clean_n, noisy.n)}"
+        f"(in brackets: points vs the default.) scored predictions: {det.n} deterministic, "
+        f"{noisy.n} noisy ({noisy.clean_n} with a clean target), seeds {args.seeds}.\n"
+        f"Ceiling of 'noisy: all' (share of targets that are workflow steps, not noise): "
+        f"{pct(noisy.clean_n, noisy.n)}"
         + "".join(f"; {k}: {pct(scores[k].clean_n, scores[k].n)}" for k in others)
         + "."
     )
+
+
+def _cell(share: float, default: float | None, is_default: bool) -> str:
+    if default is None or is_default:
+        return f"{100 * share:.1f}%"
+    return f"{100 * share:.1f}% ({100 * (share - default):+.1f})"
 
 
 COLUMNS = ("id", "id, a", "id, a, b")  # A, B, C: point selects, one distinct statement each
@@ -651,11 +666,8 @@ def main() -> None:
         print()
         print(f"== call cost: µs per call, best of 3 passes of {args.record_calls} calls ==")
         for label, options in (
-            ("order=1", {"order": 1}),
-            ("order=2, previous default: no start, loop or back-off", {"order": 2, **PREVIOUS}),
-            ("order=2, noise kind not learned", FIXED),
-            ("order=2, no run templates", {"run_templates": False}),
-            ("order=2, the default", {}),
+            ("the default", {}),
+            *((f"default minus {name}", off) for name, off in ABLATIONS.items()),
         ):
             rec, pred = call_costs_us(options, args.record_calls, 7)
             print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from kailash_nodes.errors import ConfigError
+from kailash_nodes.config import check_number
 
 __all__ = ["Bounds"]
 
@@ -58,11 +58,8 @@ class Bounds:
         for field in fields(self):
             name, value = field.name, getattr(self, field.name)
             if name == "session_ttl":
-                if not isinstance(value, int | float) or not value > 0:
-                    raise ConfigError(
-                        f"session_ttl must be a number > 0 (got session_ttl={value!r})"
-                    )
-                continue
-            least = 2 if name in ("max_transition_count", "loop_window") else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"{name} must be an integer >= {least} (got {name}={value!r})")
+                ttl = check_number(name, value, low=0, strict=True)
+                object.__setattr__(self, name, ttl)
+            else:
+                least = 2 if name in ("max_transition_count", "loop_window") else 1
+                check_number(name, value, low=least, integer=True)
