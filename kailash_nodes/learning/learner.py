@@ -39,10 +39,11 @@ def _no_run() -> str | None:
 class QueryLearner:
     """Record executed statements by shape per session; offer the likely next statement.
 
-    ``dialect`` is the dialect statements are classified in (the driver's ``dialect``:
-    "postgres", "mysql" or "sqlite"); ``run_id`` returns the workflow run in progress, the session of a
-    statement that has none (default: none); ``max_texts`` bounds the shape -> latest text
-    map (least recently stored dropped first). Raises `ConfigError` for a bad option.
+    ``dialect``: the dialect statements are classified in (the driver's ``dialect``:
+    "postgres", "mysql" or "sqlite"); ``run_id``: returns the workflow run in progress,
+    the session of a statement that has none (default: none); ``max_texts``: bounds the
+    shape -> latest text map (least recently stored dropped first). Raises `ConfigError`
+    for a bad option.
 
     >>> learner = QueryLearner(QueryPatternTracker(run_templates=False), dialect="sqlite")
     >>> for _ in range(3):
