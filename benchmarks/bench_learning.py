@@ -1,68 +1,28 @@
-"""Query-sequence learning: top-1 accuracy, record() cost, and what pre-warming saves.
+"""Query-sequence learning: top-1 accuracy with each component removed, call costs, and
+what pre-warming saves on an A -> B -> C workflow end to end.
 
-Workload: six workflow templates (checkout, profile, report, signup, search, settings) of
-4-8 statement shapes over a 24-shape vocabulary. Templates share shapes at different
-positions (``SELECT users`` after three different predecessors, ``INSERT audit_log``
-followed by different statements, a search loop), and two share their first statement, so
-some positions are ambiguous to any model that only sees shapes. ``--random-templates
-SEED`` replaces them with six random templates of 4-9 statements drawn with replacement
-from 24 shapes, a workload this file's author did not pick. Each workflow run is a
-session; ``--concurrency`` runs are in flight at once and their statements interleave in
-the recorded stream, as on a shared pool.
+Workload: six workflow templates of 4-8 statement shapes over a 24-shape vocabulary that
+share shapes at different positions (``--random-templates SEED``: six random templates
+instead). Each workflow run is a session; ``--concurrency`` runs interleave in the recorded
+stream, as on a shared pool. Noise (``--noise``, default 0.2): each step is, with
+probability noise/2, replaced by a random shape and, with probability noise/2, preceded by
+an inserted one ("mixed"); the ``replace`` and ``insert`` columns use one kind only. The
+"no ends" columns never end a session (a caller that does not say when a run finished), so
+no run template forms and the transition tables alone predict.
 
-Noise (``--noise``, default 0.2): each template step is, with probability noise/2, replaced
-by a random other shape and, with probability noise/2, preceded by an inserted random shape
-(drawn from the vocabulary plus 30 ad-hoc shapes). That "mixed" kind is the headline; the
-``replace`` and ``insert`` columns (``--noise-kinds``) score the same models on streams
-where every noise statement replaces a step (then exactly ``noise`` of the statements are
-noise), or comes between two steps.
-
-Accuracy is prequential: before each statement of a run (after its first), the tracker
-predicts from the run's previous statement; top-1 is correct when it equals the statement
-that actually came next. The first ``--warmup`` runs train without scoring. "all" scores
-every next statement (noise included, which nothing can predict); "clean targets" scores
-only positions whose next statement is a template step.
-
-What limits the numbers: with no noise, ~8% of positions are ambiguous to a second-order
-model: a run that starts with ``SELECT sessions`` is a checkout or a profile (~4%, which
-nothing can tell apart), and the search loop's third ``SELECT reviews`` looks like its first
-two (~4%, which the tracker's loop contexts resolve). With noise, ~18% of targets are noise
-(the "ceiling" line) and another ~18% of predictions start from a noise statement or just
-after one. The tracker's noise back-off (`kailash_nodes.learning.history`) weighs "the last
-statement was inserted", "... replaced a step", "the one before it was inserted", "...
-replaced a step" and "both were noise" against "both are steps" and predicts from the
-statements around the noise; with the session-start and loop contexts it lifts "noisy: all"
-from ~60% to ~69% (each row adds one piece). After a noise statement, an inserted one is
-followed by the step it displaced and a replacing one by the step after that, and nothing in
-the run so far tells the two apart; but which kind a workload has can be learned across
-runs, from what followed earlier noise, and the tracker does (the "learned noise kind" row):
-it lifts "replace: all" from ~61% to ~71% and "insert: all" from ~77% to ~78%, while on
-"mixed", where both kinds are as common, it stays a guess between them (~0.2 point worse
-than always "inserted"; the row's net +0.5 there comes from the rest of it: two noise
-statements in a row, and loop counts taken over the history each hypothesis infers). The
-last row is the Bayes-optimal predictor for this generator (templates, shares and noise
-model known; exact posterior over each run's template, step and pending insertion): no model
-can beat it in expectation, so it is the real ceiling of each column: ~70.5% on "noisy:
-all", ~74% on "replace", ~79% on "insert". Up to the "learned noise kind" row the tracker
-predicts from its last three statements, ~1.4, ~2.6 and ~1.1 points below that: mostly
-predictions from a noise statement, where the best predictor knows from the whole run
-which template it is and so which step the noise displaced or replaced. The "run
-templates" row (`kailash_nodes.learning.runs`, the default) does the same with templates
-it learned: each run's session is ended after its last statement
-(``tracker.end_session``, as ``LocalRuntime`` does at the end of a workflow run), the
-statement sequences that repeat become templates, and a session is predicted from the
-posterior over them; it comes within ~0.1-0.3 point of the ceiling.
+Accuracy is prequential: before each statement of a run (after its first) the tracker
+predicts from the run's previous statement; top-1 is correct when it is the statement that
+came next. The first ``--warmup`` runs only train. Rows: the default, then the default
+minus one component (in brackets: points vs the default) - the ablation that decides what
+stays on by default; the last row is the Bayes-optimal predictor for this generator
+(templates, shares and noise model known), the ceiling of each column.
 
 Pre-warming (PostgreSQL, ``--pg-dsn`` or KN_PG_DSN; skipped without): a pool of one
-connection with ``enable_query_routing=True`` and a router; ``--train`` sessions of a
-three-step workflow A -> B -> C (point selects with different column lists) teach the pool
-that B follows A and C follows B. Each trial drops every prepared statement
-(``router.invalidate_cache()``) and runs A, B, C in a fresh session, timing each
-``router.process`` call, so each is its connection's first call of its statement. Trials
-alternate ``router.pattern_learning`` on/off (flipping the order every pair). On, A's call
-prepares B and B's call prepares C before returning (the router awaits the prepare), so B
-and C run prepared (cache_hit is checked) and the Parse round trip moves into the previous
-call; C, the last step, prepares nothing, so its row is the clean first-call saving.
+connection with ``enable_query_routing=True`` and a router; ``--train`` sessions of
+A -> B -> C (point selects with different column lists) teach the pool that B follows A
+and C follows B. Each trial drops every prepared statement and runs A, B, C in a fresh
+session, timing each ``router.process`` call and their sum (the workflow end to end).
+Trials alternate ``router.pattern_learning`` on/off (the order flips every pair).
 
     python benchmarks/bench_learning.py                  # ~40 s on a small VM
     python benchmarks/bench_learning.py --runs 1000 --seeds 1

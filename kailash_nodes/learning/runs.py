@@ -28,7 +28,7 @@ The next statement is most likely the step due in the heaviest templates: its pr
 is the belief's mass on it, times ``1 - replace - insert`` where nothing is pending. This
 is the posterior of the noise model above given the templates, exact but for states
 below a millionth of the belief and beyond the ``max_states`` heaviest, which are
-dropped; benchmarks/bench_learning.py compares it with the generator's own. Costs:
+dropped. Costs:
 ``finish`` is a dict update (a rebuild scans the bounded counts); ``update`` touches each
 state of the belief once (at most ``max_states``).
 """
@@ -275,8 +275,7 @@ class SessionRun:
     the chance of a noise statement) than as steps, by two or more. So a run whose first
     statement was noise keeps its templates, and a run of a workflow no template knows
     hands the prediction back after two surprises. A session that ran past the end of
-    every template stops using them. Measured on bench_learning's mixed noise: deciding
-    by "more explained than surprised" instead cost 0.5 points of top-1 accuracy.
+    every template stops using them.
     """
 
     __slots__ = ("belief", "explained", "fed", "shapes", "surprised")
