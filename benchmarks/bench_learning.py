@@ -373,6 +373,39 @@ def call_costs_us(options: dict[str, Any], n: int, seed: int) -> tuple[float, fl
     return best_record / len(events) * 1e6, best_predict / len(events) * 1e6
 
 
+def worst_case_memory_mb() -> float:
+    """Return the MB (tracemalloc) a default tracker holds when every bound is full:
+    2000 shapes with full duration windows and 8 followers each with full gap windows,
+    ~1000 counted runs of 20 statements, and 10000 live sessions of 64 statements."""
+    import tracemalloc
+
+    tracemalloc.start()
+    tracker = QueryPatternTracker()
+    record = tracker.record
+    shapes = [f"SELECT t{i} WHERE id=?" for i in range(2000)]
+    rng, now = random.Random(1), 0.0
+    for i, shape in enumerate(shapes):
+        for j in range(8):
+            for k in range(16):
+                now += 0.001
+                session = f"w{i}-{j}-{k}"
+                for s in (shape, shapes[(i + j + 1) % len(shapes)]):
+                    record(s, session=session, duration_s=0.001, rows=1, is_write=False, at=now)
+                tracker.end_session(session)
+    for run in range(1000):
+        for s in rng.sample(shapes, 20):
+            now += 0.001
+            record(s, session=f"run{run}", duration_s=0.001, rows=1, is_write=False, at=now)
+        tracker.end_session(f"run{run}")
+    for live in range(10_000):
+        for s in rng.choices(shapes, k=64):
+            now += 0.00001
+            record(s, session=f"live{live}", duration_s=0.001, rows=1, is_write=False, at=now)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / 1e6
+
+
 def original_record_cost_us(n: int, seed: int) -> float | None:
     """Return µs per ``record_execution`` of the kailash SDK's tracker, None if missing."""
     try:
@@ -606,6 +639,9 @@ def main() -> None:
     parser.add_argument(
         "--latency-only", action="store_true", help="only the pre-warming latency section"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="also measure a full tracker's memory (~1 min)"
+    )
     args = parser.parse_args()
     args.noise_kinds = list(dict.fromkeys(["mixed", *args.noise_kinds.split(",")]))
     if unknown := set(args.noise_kinds) - set(NOISE_KINDS):
@@ -639,6 +675,8 @@ def main() -> None:
             "kailash SDK QueryPatternTracker.record_execution: "
             + (f"{original:.2f} µs (one pass)" if original is not None else "not installed")
         )
+        if args.memory:
+            print(f"memory of a default tracker, every bound full: {worst_case_memory_mb():.1f} MB")
         print()
     print("== first-call latency of the predicted statement, with vs without pre-warming ==")
     if not args.pg_dsn:

@@ -30,13 +30,12 @@ class Bounds:
     max_transition_count  1000     a context's counts are halved when its total gets here
     ====================  =======  ==========================================================
 
-    With the defaults a full tracker holds about 2000 x (128 + 8 x 16) packed floats plus
-    ~2000 x 72 small count entries (more for shapes that repeat within a session: up to
-    7 loop contexts of 8 entries each), 10000 sessions of 9 shape references and, with run
-    templates, each session's statements so far (up to ``max_run_length``, 64) and up to
-    1024 counted runs. Measured with tracemalloc at the worst case (2000 shapes with full
-    windows, 10000 live sessions of 64 statements, ~1000 counted runs of 20): 26.6 MB, of
-    which run templates 7 MB.
+    With the defaults a full tracker holds 2000 duration windows of 128 samples, 16,000
+    gap windows of 16, ~2000 x 72 small count entries (more for shapes that repeat
+    within a session: up to 7 loop contexts of 8 entries each), 10000 sessions of 9 shape
+    references and, with run templates, each session's statements so far (up to
+    ``max_run_length``, 64) and up to 1024 counted runs: 37.8 MB measured with
+    tracemalloc (``benchmarks/bench_learning.py --memory``).
 
     >>> Bounds(max_shapes=0)
     Traceback (most recent call last):
