@@ -247,7 +247,8 @@ class Model:
     oracle: bool = False
 
 
-ABLATIONS = {  # each component the default enables -> the option that turns it off
+# Each component the default enables -> the option that turns it off.
+ABLATIONS: dict[str, dict[str, Any]] = {
     "run templates": {"run_templates": False},
     "learned noise kind": {"learn_noise_kind": False},
     "noise back-off": {"noise_floor": 0},

@@ -306,7 +306,7 @@ def test_bad_options_raise_config_error_naming_the_option(
     options: dict[str, int], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        QueryPatternTracker(**options)  # type: ignore[arg-type]
+        QueryPatternTracker(**options)
 
 
 def test_options_object_and_keywords_build_the_same_tracker() -> None:
