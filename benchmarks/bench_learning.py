@@ -1,68 +1,28 @@
-"""Query-sequence learning: top-1 accuracy, record() cost, and what pre-warming saves.
+"""Query-sequence learning: top-1 accuracy with each component removed, call costs, and
+what pre-warming saves on an A -> B -> C workflow end to end.
 
-Workload: six workflow templates (checkout, profile, report, signup, search, settings) of
-4-8 statement shapes over a 24-shape vocabulary. Templates share shapes at different
-positions (``SELECT users`` after three different predecessors, ``INSERT audit_log``
-followed by different statements, a search loop), and two share their first statement, so
-some positions are ambiguous to any model that only sees shapes. ``--random-templates
-SEED`` replaces them with six random templates of 4-9 statements drawn with replacement
-from 24 shapes, a workload this file's author did not pick. Each workflow run is a
-session; ``--concurrency`` runs are in flight at once and their statements interleave in
-the recorded stream, as on a shared pool.
+Workload: six workflow templates of 4-8 statement shapes over a 24-shape vocabulary that
+share shapes at different positions (``--random-templates SEED``: six random templates
+instead). Each workflow run is a session; ``--concurrency`` runs interleave in the recorded
+stream, as on a shared pool. Noise (``--noise``, default 0.2): each step is, with
+probability noise/2, replaced by a random shape and, with probability noise/2, preceded by
+an inserted one ("mixed"); the ``replace`` and ``insert`` columns use one kind only. The
+"no ends" columns never end a session (a caller that does not say when a run finished), so
+no run template forms and the transition tables alone predict.
 
-Noise (``--noise``, default 0.2): each template step is, with probability noise/2, replaced
-by a random other shape and, with probability noise/2, preceded by an inserted random shape
-(drawn from the vocabulary plus 30 ad-hoc shapes). That "mixed" kind is the headline; the
-``replace`` and ``insert`` columns (``--noise-kinds``) score the same models on streams
-where every noise statement replaces a step (then exactly ``noise`` of the statements are
-noise), or comes between two steps.
-
-Accuracy is prequential: before each statement of a run (after its first), the tracker
-predicts from the run's previous statement; top-1 is correct when it equals the statement
-that actually came next. The first ``--warmup`` runs train without scoring. "all" scores
-every next statement (noise included, which nothing can predict); "clean targets" scores
-only positions whose next statement is a template step.
-
-What limits the numbers: with no noise, ~8% of positions are ambiguous to a second-order
-model: a run that starts with ``SELECT sessions`` is a checkout or a profile (~4%, which
-nothing can tell apart), and the search loop's third ``SELECT reviews`` looks like its first
-two (~4%, which the tracker's loop contexts resolve). With noise, ~18% of targets are noise
-(the "ceiling" line) and another ~18% of predictions start from a noise statement or just
-after one. The tracker's noise back-off (`kailash_nodes.learning.history`) weighs "the last
-statement was inserted", "... replaced a step", "the one before it was inserted", "...
-replaced a step" and "both were noise" against "both are steps" and predicts from the
-statements around the noise; with the session-start and loop contexts it lifts "noisy: all"
-from ~60% to ~69% (each row adds one piece). After a noise statement, an inserted one is
-followed by the step it displaced and a replacing one by the step after that, and nothing in
-the run so far tells the two apart; but which kind a workload has can be learned across
-runs, from what followed earlier noise, and the tracker does (the "learned noise kind" row):
-it lifts "replace: all" from ~61% to ~71% and "insert: all" from ~77% to ~78%, while on
-"mixed", where both kinds are as common, it stays a guess between them (~0.2 point worse
-than always "inserted"; the row's net +0.5 there comes from the rest of it: two noise
-statements in a row, and loop counts taken over the history each hypothesis infers). The
-last row is the Bayes-optimal predictor for this generator (templates, shares and noise
-model known; exact posterior over each run's template, step and pending insertion): no model
-can beat it in expectation, so it is the real ceiling of each column: ~70.5% on "noisy:
-all", ~74% on "replace", ~79% on "insert". Up to the "learned noise kind" row the tracker
-predicts from its last three statements, ~1.4, ~2.6 and ~1.1 points below that: mostly
-predictions from a noise statement, where the best predictor knows from the whole run
-which template it is and so which step the noise displaced or replaced. The "run
-templates" row (`kailash_nodes.learning.runs`, the default) does the same with templates
-it learned: each run's session is ended after its last statement
-(``tracker.end_session``, as ``LocalRuntime`` does at the end of a workflow run), the
-statement sequences that repeat become templates, and a session is predicted from the
-posterior over them; it comes within ~0.1-0.3 point of the ceiling.
+Accuracy is prequential: before each statement of a run (after its first) the tracker
+predicts from the run's previous statement; top-1 is correct when it is the statement that
+came next. The first ``--warmup`` runs only train. Rows: the default, then the default
+minus one component (in brackets: points vs the default) - the ablation that decides what
+stays on by default; the last row is the Bayes-optimal predictor for this generator
+(templates, shares and noise model known), the ceiling of each column.
 
 Pre-warming (PostgreSQL, ``--pg-dsn`` or KN_PG_DSN; skipped without): a pool of one
-connection with ``enable_query_routing=True`` and a router; ``--train`` sessions of a
-three-step workflow A -> B -> C (point selects with different column lists) teach the pool
-that B follows A and C follows B. Each trial drops every prepared statement
-(``router.invalidate_cache()``) and runs A, B, C in a fresh session, timing each
-``router.process`` call, so each is its connection's first call of its statement. Trials
-alternate ``router.pattern_learning`` on/off (flipping the order every pair). On, A's call
-prepares B and B's call prepares C before returning (the router awaits the prepare), so B
-and C run prepared (cache_hit is checked) and the Parse round trip moves into the previous
-call; C, the last step, prepares nothing, so its row is the clean first-call saving.
+connection with ``enable_query_routing=True`` and a router; ``--train`` sessions of
+A -> B -> C (point selects with different column lists) teach the pool that B follows A
+and C follows B. Each trial drops every prepared statement and runs A, B, C in a fresh
+session, timing each ``router.process`` call and their sum (the workflow end to end).
+Trials alternate ``router.pattern_learning`` on/off (the order flips every pair).
 
     python benchmarks/bench_learning.py                  # ~40 s on a small VM
     python benchmarks/bench_learning.py --runs 1000 --seeds 1
@@ -287,27 +247,20 @@ class Model:
     oracle: bool = False
 
 
-PREVIOUS = {
-    "start_context": False,
-    "loop_contexts": False,
-    "noise_floor": 0,
-    "run_templates": False,
-}  # the old default
-FIXED = {"learn_noise_kind": False, "run_templates": False}  # back-off weights not learned
+# Each component the default enables -> the option that turns it off.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "run templates": {"run_templates": False},
+    "learned noise kind": {"learn_noise_kind": False},
+    "noise back-off": {"noise_floor": 0},
+    "loop contexts": {"loop_contexts": False},
+    "session-start context": {"start_context": False},
+    "second order (and all above)": {"order": 1},
+}
 MODELS = [
-    Model("global stream, 1st order (the original's model)", {"order": 1}, per_session=False),
-    Model("per session, 1st order", {"order": 1}),
-    Model("per session, 2nd order (the previous default)", {"order": 2, **PREVIOUS}),
-    Model(
-        "per session, 2nd order, min context support 5",
-        {"order": 2, "min_context_support": 5, **PREVIOUS},
-    ),
-    Model("per session, 2nd order + noise back-off", {**PREVIOUS, **FIXED, "noise_floor": 0.025}),
-    Model("  + session-start context", {"loop_contexts": False, **FIXED}),
-    Model("  + loop contexts", FIXED),
-    Model("  + learned noise kind", {"run_templates": False}),
-    Model("  + run templates (the default)", {}),
-    Model("Bayes-optimal, generator known (best possible)", {}, oracle=True),
+    Model("global stream, 1st order (the original)", {"order": 1}, per_session=False),
+    Model("default", {}),
+    *(Model(f"  default minus {name}", off) for name, off in ABLATIONS.items()),
+    Model("Bayes-optimal, generator known", {}, oracle=True),
 ]
 
 
@@ -365,10 +318,16 @@ class Oracle:
 
 
 def evaluate(
-    model: Model, events: list[Event], scored_from: int, noise: float, kind: str = "mixed"
+    model: Model,
+    events: list[Event],
+    scored_from: int,
+    noise: float,
+    kind: str = "mixed",
+    ends: bool = True,
 ) -> Score:
     """Score ``model`` prequentially over ``events`` (made with ``noise`` of ``kind``); runs
-    numbered below ``scored_from`` only train."""
+    numbered below ``scored_from`` only train; ``ends=False``: sessions are never ended
+    (as a caller that does not say when a run finished), so no run template forms."""
     tracker: Any = Oracle(noise, kind) if model.oracle else QueryPatternTracker(**model.options)
     last: dict[str, str] = {}
     score = Score()
@@ -380,7 +339,7 @@ def evaluate(
             score.add(bool(top) and top[0].shape == e.shape, clean=not e.noise)
         tracker.record(e.shape, session=session, duration_s=0.0005, rows=1, is_write=False, at=e.at)
         last[e.run] = e.shape
-        if e.last and model.per_session:
+        if e.last and model.per_session and ends:
             tracker.end_session(session)
     return score
 
@@ -415,6 +374,39 @@ def call_costs_us(options: dict[str, Any], n: int, seed: int) -> tuple[float, fl
     return best_record / len(events) * 1e6, best_predict / len(events) * 1e6
 
 
+def worst_case_memory_mb() -> float:
+    """Return the MB (tracemalloc) a default tracker holds when every bound is full:
+    2000 shapes with full duration windows and 8 followers each with full gap windows,
+    ~1000 counted runs of 20 statements, and 10000 live sessions of 64 statements."""
+    import tracemalloc
+
+    tracemalloc.start()
+    tracker = QueryPatternTracker()
+    record = tracker.record
+    shapes = [f"SELECT t{i} WHERE id=?" for i in range(2000)]
+    rng, now = random.Random(1), 0.0
+    for i, shape in enumerate(shapes):
+        for j in range(8):
+            for k in range(16):
+                now += 0.001
+                session = f"w{i}-{j}-{k}"
+                for s in (shape, shapes[(i + j + 1) % len(shapes)]):
+                    record(s, session=session, duration_s=0.001, rows=1, is_write=False, at=now)
+                tracker.end_session(session)
+    for run in range(1000):
+        for s in rng.sample(shapes, 20):
+            now += 0.001
+            record(s, session=f"run{run}", duration_s=0.001, rows=1, is_write=False, at=now)
+        tracker.end_session(f"run{run}")
+    for live in range(10_000):
+        for s in rng.choices(shapes, k=64):
+            now += 0.00001
+            record(s, session=f"live{live}", duration_s=0.001, rows=1, is_write=False, at=now)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / 1e6
+
+
 def original_record_cost_us(n: int, seed: int) -> float | None:
     """Return µs per ``record_execution`` of the kailash SDK's tracker, None if missing."""
     try:
@@ -432,14 +424,17 @@ def original_record_cost_us(n: int, seed: int) -> float | None:
 
 
 def accuracy_table(args: argparse.Namespace) -> None:
-    """Print the accuracy of each model, deterministic and noisy, summed over seeds.
+    """Print the accuracy of each model on every workload, summed over seeds, with each
+    cell's difference from the default in points (the ablation: what a component buys).
 
     The headline noise is ``mixed``; the ``replace`` and ``insert`` columns score the same
     models on streams whose noise only replaces steps, or only comes between them.
     """
     others = [k for k in args.noise_kinds if k != "mixed"]
-    header = f"{'model':<50} {'deterministic':>14} {'noisy: all':>11} {'clean targets':>14}"
-    header += "".join(f" {k + ': all':>13}" for k in others)
+    columns = ["deterministic", "mixed", "clean", *others, "no ends", "no ends, det."]
+    titles = ["deterministic", "noisy: all", "clean targets", *(k + ": all" for k in others)]
+    titles += ["no ends: noisy", "no ends: det."]
+    header = f"{'model':<42}" + "".join(f" {t:>14}" for t in titles)
     print(header)
     print("-" * len(header))
     streams = {
@@ -449,6 +444,8 @@ def accuracy_table(args: argparse.Namespace) -> None:
         for noise, kind in [(0.0, "mixed"), (args.noise, "mixed")]
         + [(args.noise, k) for k in others]
     }
+    sessions_never_end = {"no ends": (args.noise, "mixed"), "no ends, det.": (0.0, "mixed")}
+    default: dict[str, float] = {}
     scores: dict[str, Score] = {}
     for model in MODELS:
         for (noise, kind), runs in streams.items():
@@ -456,20 +453,32 @@ def accuracy_table(args: argparse.Namespace) -> None:
             scores[key] = Score()
             for events in runs:
                 scores[key].merge(evaluate(model, events, args.warmup, noise, kind))
-        det, noisy = scores["deterministic"], scores["mixed"]
-        print(
-            f"{model.name:<50} {pct(det.hits, det.n):>14} {pct(noisy.hits, noisy.n):>11} "
-            f"{pct(noisy.clean_hits, noisy.clean_n):>14}"
-            + "".join(f" {pct(scores[k].hits, scores[k].n):>13}" for k in others)
-        )
+        for key, stream in sessions_never_end.items():
+            scores[key] = Score()
+            for events in streams[stream]:
+                scores[key].merge(evaluate(model, events, args.warmup, *stream, ends=False))
+        shares = {k: s.hits / s.n if s.n else 0.0 for k, s in scores.items()}
+        noisy = scores["mixed"]
+        shares["clean"] = noisy.clean_hits / noisy.clean_n if noisy.clean_n else 0.0
+        if model.name == "default":
+            default = shares
+        cells = [_cell(shares[c], default.get(c), model.name == "default") for c in columns]
+        print(f"{model.name:<42}" + "".join(f" {c:>14}" for c in cells))
     det, noisy = scores["deterministic"], scores["mixed"]
     print(
-        f"scored predictions: {det.n} deterministic, {noisy.n} noisy ({noisy.clean_n} with a "
-        f"clean target), seeds {args.seeds}.\nCeiling of 'noisy: all' (share of targets that "
-        f"are workflow steps, not noise): {pct(noisy.clean_n, noisy.n)}"
+        f"(in brackets: points vs the default.) scored predictions: {det.n} deterministic, "
+        f"{noisy.n} noisy ({noisy.clean_n} with a clean target), seeds {args.seeds}.\n"
+        f"Ceiling of 'noisy: all' (share of targets that are workflow steps, not noise): "
+        f"{pct(noisy.clean_n, noisy.n)}"
         + "".join(f"; {k}: {pct(scores[k].clean_n, scores[k].n)}" for k in others)
         + "."
     )
+
+
+def _cell(share: float, default: float | None, is_default: bool) -> str:
+    if default is None or is_default:
+        return f"{100 * share:.1f}%"
+    return f"{100 * share:.1f}% ({100 * (share - default):+.1f})"
 
 
 COLUMNS = ("id", "id, a", "id, a, b")  # A, B, C: point selects, one distinct statement each
@@ -631,6 +640,9 @@ def main() -> None:
     parser.add_argument(
         "--latency-only", action="store_true", help="only the pre-warming latency section"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="also measure a full tracker's memory (~1 min)"
+    )
     args = parser.parse_args()
     args.noise_kinds = list(dict.fromkeys(["mixed", *args.noise_kinds.split(",")]))
     if unknown := set(args.noise_kinds) - set(NOISE_KINDS):
@@ -651,11 +663,8 @@ def main() -> None:
         print()
         print(f"== call cost: µs per call, best of 3 passes of {args.record_calls} calls ==")
         for label, options in (
-            ("order=1", {"order": 1}),
-            ("order=2, previous default: no start, loop or back-off", {"order": 2, **PREVIOUS}),
-            ("order=2, noise kind not learned", FIXED),
-            ("order=2, no run templates", {"run_templates": False}),
-            ("order=2, the default", {}),
+            ("the default", {}),
+            *((f"default minus {name}", off) for name, off in ABLATIONS.items()),
         ):
             rec, pred = call_costs_us(options, args.record_calls, 7)
             print(
@@ -667,6 +676,8 @@ def main() -> None:
             "kailash SDK QueryPatternTracker.record_execution: "
             + (f"{original:.2f} µs (one pass)" if original is not None else "not installed")
         )
+        if args.memory:
+            print(f"memory of a default tracker, every bound full: {worst_case_memory_mb():.1f} MB")
         print()
     print("== first-call latency of the predicted statement, with vs without pre-warming ==")
     if not args.pg_dsn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from kailash_nodes.errors import ConfigError
+from kailash_nodes.config import check_number
 
 __all__ = ["Bounds"]
 
@@ -30,13 +30,12 @@ class Bounds:
     max_transition_count  1000     a context's counts are halved when its total gets here
     ====================  =======  ==========================================================
 
-    With the defaults a full tracker holds about 2000 x (128 + 8 x 16) packed floats plus
-    ~2000 x 72 small count entries (more for shapes that repeat within a session: up to
-    7 loop contexts of 8 entries each), 10000 sessions of 9 shape references and, with run
-    templates, each session's statements so far (up to ``max_run_length``, 64) and up to
-    1024 counted runs. Measured with tracemalloc at the worst case (2000 shapes with full
-    windows, 10000 live sessions of 64 statements, ~1000 counted runs of 20): 26.6 MB, of
-    which run templates 7 MB.
+    With the defaults a full tracker holds 2000 duration windows of 128 samples, 16,000
+    gap windows of 16, ~2000 x 72 small count entries (more for shapes that repeat
+    within a session: up to 7 loop contexts of 8 entries each), 10000 sessions of 9 shape
+    references and, with run templates, each session's statements so far (up to
+    ``max_run_length``, 64) and up to 1024 counted runs: 37.8 MB measured with
+    tracemalloc (``benchmarks/bench_learning.py --memory``).
 
     >>> Bounds(max_shapes=0)
     Traceback (most recent call last):
@@ -58,11 +57,8 @@ class Bounds:
         for field in fields(self):
             name, value = field.name, getattr(self, field.name)
             if name == "session_ttl":
-                if not isinstance(value, int | float) or not value > 0:
-                    raise ConfigError(
-                        f"session_ttl must be a number > 0 (got session_ttl={value!r})"
-                    )
-                continue
-            least = 2 if name in ("max_transition_count", "loop_window") else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"{name} must be an integer >= {least} (got {name}={value!r})")
+                ttl = check_number(name, value, low=0, strict=True)
+                object.__setattr__(self, name, ttl)
+            else:
+                least = 2 if name in ("max_transition_count", "loop_window") else 1
+                check_number(name, value, low=least, integer=True)

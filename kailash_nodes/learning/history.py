@@ -1,73 +1,22 @@
 """Predicting from a session's recent statements: contexts, loop counts and noise back-off.
 
-A session keeps its last ``loop_window + 1`` shapes, with `START` before its first one. The
-context that predicts what follows a shape ``b`` preceded by ``a`` is the most confident
-(Wilson lower bound of its best follower; the more specific one on a tie) of:
+A session keeps its last ``loop_window + 1`` shapes, `START` before its first. What follows
+a shape ``b`` preceded by ``a`` is predicted by the most confident (Wilson lower bound of its
+best follower) of: ``b``'s first-order table (order 1); the context (``a``, ``b``) (order
+2) once it has ``min_context_support`` observations; the loop context (``b``, n) (order 3),
+n = `loop_count`, which tells the rounds of a fixed-length loop apart.
 
-- ``b``'s first-order table (order 1);
-- the second-order context (``a``, ``b``) (order 2), ``a`` possibly `START`, once it has
-  ``min_context_support`` observations;
-- the loop context (``b``, n) (order 3), n >= 2 being `loop_count`: how often ``b`` or
-  ``a`` occur among the last ``loop_window`` statements. A loop that runs a fixed number of
-  rounds (the third ``SELECT reviews`` of a search is followed by something other than the
-  first two) is told apart by its count, which no fixed-length context can do.
-
-Noise back-off. Ad-hoc statements interleave with workflow steps: one may be inserted
-between two steps or replace one. With the session's last three shapes ``z, a, b``, the
-prediction mixes what follows under these hypotheses, each weighted by how well it explains
-what was seen (``P(x | y)`` = the share of ``y``'s observed followers that were ``x``, this
-session's own ``y`` -> ``x`` included, as if recorded when it was not yet; for ``z`` and
-the inferred step its first-order table, for ``a`` its context as above; θ =
-``noise_floor``; ι and ρ the learned weights of "inserted" and "replaced", below):
-
-- "``a`` and ``b`` are steps", weight ``P(a | z) · P(b | a)``: predict from the context of
-  ``b`` (above);
-- "``b`` was inserted", weight ``P(a | z) · θ · ι'``: predict from the context of ``a``,
-  the step ``b`` displaced;
-- "``b`` replaced a step", only when ``P(b | a) < 2θ`` and ``P(a | z) >= θ``, weight
-  ``P(a | z) · θ · ρ'``: predict from the context of ``y``, the best follower of ``a``'s
-  context, the step ``b`` most likely replaced. It bets on ``y`` alone, so ``ρ' = ρ ·
-  P(y | a) · s`` and ``ι' = ι · s``, ``s`` scaling the two back to ``ι + ρ`` (without
-  this hypothesis ``ι' = ι``);
-- "``a`` was inserted", weight ``θ · P(b | z) · ι``: predict from the context (``z``,
-  ``b``), skipping ``a``;
-- "``a`` replaced a step", only when ``P(a | z) < θ``, weight ``θ · Σ P(y | z) · P(b | y)
-  · ρ`` over ``z``'s followers ``y``: predict from the context (``y*``, ``b``), ``y*`` the
-  ``y`` with the largest term, the step ``a`` most likely replaced;
-- "both are noise", only when ``P(a | z) < θ`` and that sum is below θ too: ``a`` replaced
-  ``y1``, ``z``'s best follower, and ``b`` came before ``y2``, ``y1``'s best follower
-  (weight ``θ² · ρ · ι'``, predict from the context of ``y1``) or replaced it (weight
-  ``θ² · ρ · ρ'``, predict from the context of ``y2``), ``ι'`` and ``ρ'`` as above with
-  ``P(y2 | y1)``.
-
-Each hypothesis predicts from the history it infers (a noise statement left out, a
-replaced step put back), so its second-order context and loop count are those of that
-history. So θ is the share below which a statement is more likely noise than a step: a
-statement that follows its predecessor often keeps the ordinary prediction, one that rarely
-or never did (an ad-hoc query, a statement out of place) hands the prediction to the
-statements around it. When ``a`` is `START` only the first three hypotheses apply: "``b``
-was inserted" predicts the session's usual first statement, "``b`` replaced a step" what
-follows it. A table with no observations gives no evidence (likelihood 1); a hypothesis
-without a table to predict from is left out; when every weight is 0 the others count
-equally. The "steps" hypothesis comes first on a tie.
-
-Learning the kind of noise. An inserted statement and a replaced step look the same from
-the shapes seen so far: after ``b``, the step ``y`` it displaced comes next if it was
-inserted, the step after ``y`` if it replaced ``y``. Which is more common is a property of
-the workload, so the tracker learns it (`NoiseKinds`, tracker-wide, bounded): when the
-statement ``c`` after a ``b`` that looked like noise (``P(b | a) < θ`` by ``a``'s
-first-order table when ``b`` was recorded) arrives, `Scorer.judge` checks which guess it
-matches, ``y`` (the best follower of ``a``) or the best follower of the context (``a``,
-``y``), and counts a hit for "inserted" or "replaced" when exactly one of them did. ι and
-ρ are then the Laplace-smoothed odds of the two, the more successful at 1 (so a noise
-statement never looks less likely than with fixed weights) and the other at its count + 1
-over the leader's count + 1. Where noise only replaces steps, "replaced" wins and
-"inserted" fades, and the other way round where it only comes between steps; where both
-are as common the two stay close and a prediction after a noise statement stays a guess
-between them, which nothing seen so far can settle. With ``learn_noise_kind=False`` ι = ρ
-= 1, "``b`` replaced a step" and "both are noise" are left out and "``a`` was inserted"
-and "``a`` replaced a step" use no loop count: the back-off as it was before.
-``benchmarks/bench_learning.py`` compares every piece with the best any predictor can do.
+Noise back-off (`Scorer.predict`). With the last three shapes ``z, a, b`` and θ =
+``noise_floor``, the prediction mixes the tables of these hypotheses, each weighted by the
+likelihood of what was seen under it (``P(x | y)``: the share of ``y``'s followers that
+were ``x``): both are steps (``P(a|z)·P(b|a)``, from ``b``'s context); ``b`` was inserted
+(``P(a|z)·θ·ι``, from ``a``'s); ``b`` replaced the step ``y`` (only when ``P(b|a) < 2θ``
+and the noise kind is learned; ``P(a|z)·θ·ρ``, from ``y``'s); ``a`` was inserted
+(``θ·P(b|z)·ι``, from (``z``, ``b``)); ``a`` replaced a step (only when ``P(a|z) < θ``;
+from (``y*``, ``b``), ``y*`` the likeliest replaced step). ι and ρ weigh "inserted"
+against "replaced": 1 each, or learned per workload by `NoiseKinds` (``learn_noise_kind``)
+from which guess the statement after a suspected noise statement matched
+(`Scorer.judge`). ``benchmarks/bench_learning.py`` shows what each part buys.
 """
 
 from __future__ import annotations
@@ -228,7 +177,7 @@ class Scorer:
         la = after_z.share(a) if after_z is not None else 1.0
         hypotheses = [(la * lb, clean, order)]
         y = after_a.lead if after_a is not None else None  # the step b displaced or replaced
-        # b replaced y (when a looks like noise too, see _both_noise)
+        # b replaced y
         if (
             kinds is not None
             and after_a is not None
@@ -255,36 +204,7 @@ class Scorer:
                 path = (*h[:-2], y, b) if loops and kinds is not None else ()
                 table = self.context(b, y, path, m - 1)[0]
                 hypotheses.append((theta * lb_y * replaced, table, BACKOFF))
-            if kinds is not None and lb_y < theta:  # b no likely step after y: noise too?
-                weight = theta * theta * replaced
-                self._both_noise(hypotheses, h, after_z, weight, inserted, replaced)
         return _mix(hypotheses)
-
-    def _both_noise(
-        self,
-        hypotheses: list[Hypothesis],
-        h: History,
-        after_z: Followers,
-        weight: float,
-        inserted: float,
-        replaced: float,
-    ) -> None:
-        """Add "``a`` replaced the step ``y1`` after ``z``, and ``b`` came before
-        (inserted) or instead of (replaced) the step ``y2`` after ``y1``"."""
-        y1 = after_z.lead
-        if y1 is None:
-            return
-        m = len(h)
-        path = (*h[:-2], y1)
-        after_y1 = self.context(y1, h[-3], path if self.loops else (), m - 2)[0]
-        if after_y1 is None or after_y1.lead is None:
-            return
-        y2 = after_y1.lead
-        path = (*path, y2)
-        after_y2 = self.context(y2, y1, path if self.loops else (), m - 1)[0]
-        w_inserted, w_replaced = _split(inserted, replaced, after_y1.top / after_y1.total)
-        hypotheses.append((weight * w_inserted, after_y1, BACKOFF))
-        hypotheses.append((weight * w_replaced, after_y2, BACKOFF))
 
     def judge(self, a: str, c: str) -> bool | None:
         """Return whether ``b``, a statement after ``a`` that looked like noise, replaced a

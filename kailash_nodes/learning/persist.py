@@ -43,10 +43,11 @@ from typing import Any
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.learning.bounds import Bounds
 from kailash_nodes.learning.history import NoiseKinds
+from kailash_nodes.learning.options import StrPath
 from kailash_nodes.learning.runs import NoiseLevel, RunTemplates
 from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Edge, Followers
-from kailash_nodes.learning.window import Window
+from kailash_nodes.measure import Samples
 
 __all__ = [
     "COUNTERS",
@@ -71,8 +72,6 @@ COUNTERS = (
     "sessions_evicted",
     "sessions_expired",
 )
-
-StrPath = str | os.PathLike[str]
 
 
 class PatternFileError(KailashNodesError, ValueError):
@@ -233,7 +232,7 @@ def _decode_shapes(items: list[dict[str, Any]], bounds: Bounds) -> OrderedDict[s
         s.count, s.errors = int(item["count"]), int(item["errors"])
         s.reads, s.writes = int(item["reads"]), int(item["writes"])
         s.rows, s.row_samples = int(item["rows"]), int(item["row_samples"])
-        s.durations = Window(bounds.duration_window, map(float, item["durations_s"]))
+        s.durations = Samples(bounds.duration_window, map(float, item["durations_s"]))
         s.followers = _decode_followers(item["followers"], bounds, kept, with_gaps=True)
         contexts = sorted(
             item["contexts"], key=lambda c: (c[0] not in kept_contexts, -int(c[1]["total"]))
@@ -256,7 +255,7 @@ def _decode_followers(
     edges = sorted(table["edges"], key=lambda e: (e[0] not in kept, -int(e[1])))
     edges = edges[: bounds.max_followers]
     for edge in edges:
-        gaps = Window(bounds.gap_window, map(float, edge[2])) if with_gaps else None
+        gaps = Samples(bounds.gap_window, map(float, edge[2])) if with_gaps else None
         f.edges[str(edge[0])] = Edge(int(edge[1]), gaps)
     f.recount_top()
     return f

@@ -1,36 +1,18 @@
-"""Whole runs that repeat: learned from finished sessions, used to predict a session's next
-statement from everything it ran so far.
+"""Run templates: whole runs that repeat, learned from finished sessions, predicting a
+session's next statement from everything it ran so far.
 
-A workflow issues the same statements in the same order on every run, give or take an
-ad-hoc statement that comes between two steps ("inserted") or instead of one
-("replaced"). The transition tables see a run two or three statements at a time; a
-template sees all of it, so after a noise statement it still knows which step is due.
+Learning: every finished session (ended, expired or evicted) adds its exact statement
+sequence to a bounded count; the sequences seen at least ``min_count`` times and making
+up at least ``min_share`` of the counted runs are the templates, each with the prior
+count / ``clean ** length`` (a long run comes out free of noise less often).
 
-Learning. Every finished session (`QueryPatternTracker.end_session`, or a session that
-expired or was evicted) adds its exact statement sequence to a bounded count. Every
-``rebuild_every`` finished runs, and whenever a sequence first reaches ``min_count``, the
-templates are rebuilt: the sequences seen at least ``min_count`` times and making up at
-least ``min_share`` of the counted runs. A run comes
-out clean only when every step does, with chance ``clean ** length``, so a template's
-prior is its count divided by that: without it, short templates would outweigh long
-ones by how often they happen to come out clean, not by how often they run.
-
-Predicting. A session's belief is a probability over (template, steps done, an inserted
-statement pending). Each statement ``x`` moves it, with the noise rates ``replace`` and
-``insert`` per step and ``shapes`` possible noise statements:
-
-- the step due is ``x``: the template advances, weight ``1 - replace - insert``;
-- the step due is not ``x``: ``x`` replaced it, weight ``replace / (shapes - 1)``;
-- ``x`` was inserted before the step due, weight ``insert / shapes``; then the step must
-  come next.
-
-The next statement is most likely the step due in the heaviest templates: its probability
-is the belief's mass on it, times ``1 - replace - insert`` where nothing is pending. This
-is the posterior of the noise model above given the templates, exact but for states
-below a millionth of the belief and beyond the ``max_states`` heaviest, which are
-dropped; benchmarks/bench_learning.py compares it with the generator's own. Costs:
-``finish`` is a dict update (a rebuild scans the bounded counts); ``update`` touches each
-state of the belief once (at most ``max_states``).
+Predicting: a session's belief is a probability over (template, steps done, an inserted
+statement pending). A statement ``x`` advances a template whose step due is ``x``
+(weight ``1 - replace - insert``), replaces the step due (``replace / (shapes - 1)``),
+or was inserted before it (``insert / shapes``; then that step comes next). The next
+statement's probability is the belief's mass on it as the step due. States below a
+millionth of the belief or beyond the ``max_states`` heaviest are dropped. ``finish`` is
+a dict update (a rebuild scans the bounded counts); ``update`` touches each state once.
 """
 
 from __future__ import annotations
@@ -275,8 +257,7 @@ class SessionRun:
     the chance of a noise statement) than as steps, by two or more. So a run whose first
     statement was noise keeps its templates, and a run of a workflow no template knows
     hands the prediction back after two surprises. A session that ran past the end of
-    every template stops using them. Measured on bench_learning's mixed noise: deciding
-    by "more explained than surprised" instead cost 0.5 points of top-1 accuracy.
+    every template stops using them.
     """
 
     __slots__ = ("belief", "explained", "fed", "shapes", "surprised")

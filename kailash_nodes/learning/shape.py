@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kailash_nodes.learning.transitions import Followers
-from kailash_nodes.learning.window import Window
+from kailash_nodes.measure import Samples
 
 __all__ = ["START", "ShapeStats"]
 
@@ -45,7 +45,7 @@ class ShapeStats:
         self.writes = 0
         self.rows = 0
         self.row_samples = 0
-        self.durations = Window(duration_window)
+        self.durations = Samples(duration_window)
         self.followers = Followers()
         self.contexts: dict[str, Followers] = {}
         self.loops: dict[int, Followers] = {}
@@ -53,7 +53,7 @@ class ShapeStats:
     def observe(self, duration_s: float, rows: int, is_write: bool | None, success: bool) -> None:
         """Count one execution; ``is_write=None`` means the caller did not say."""
         self.count += 1
-        self.durations.append(duration_s)
+        self.durations.add(duration_s)
         if not success:
             self.errors += 1
         if is_write is not None:

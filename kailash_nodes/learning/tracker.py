@@ -1,28 +1,13 @@
 """`QueryPatternTracker`: learn which query shape follows which, per session, and predict.
 
 Sequences are keyed by session (a client session or a workflow run id), never one global
-stream: two callers running side by side do not invent transitions between each other's
-statements. Transitions are aggregated across sessions into first-order counts
-(shape -> next), second-order counts ((previous, shape) -> next, the previous shape
-possibly the session's start) and loop counts ((shape, how often it or its predecessor
-recurred lately) -> next). A prediction uses the most confident of these contexts (Wilson
-lower bound of its best follower), so one stray observation of a rare pair cannot override
-a well-supported first-order transition, and mixes in what the statements around it
-predict when the last one or the one before looks like noise, weighing "it was inserted
-between two steps" against "it replaced a step" by how often each turned out right in this
-workload (`kailash_nodes.learning.history`). Sessions that end (`end_session`, or dropped
-after ``session_ttl`` or past ``max_sessions``) count as finished runs; runs that repeat
-become templates, and a session that looks like one is predicted from everything it ran
-so far (`kailash_nodes.learning.runs`). ``benchmarks/bench_learning.py`` measures what
-each piece buys: on workflow-like runs that share statements, second order lifts top-1
-accuracy from ~82% to ~92%, loop contexts to ~96%; with 20% noise, the noise back-off and
-the rest lift it from ~60% to ~69%, run templates to ~70.4% (the best any predictor can
-do there is ~70.5%), and where every noise statement replaces a step, learning that lifts
-it from ~61% to ~71%, templates to ~73.6% (best possible ~74%).
-
-``record`` runs on the query path: a handful of dict updates, no numpy, no scans. Everything
-is bounded (see `Bounds`). Shapes are already normalised fingerprints; nothing here parses
-SQL. Parameter values are never stored.
+stream, so callers running side by side do not invent transitions between each other's
+statements. Transitions are aggregated across sessions into first-order, second-order
+and loop contexts (`kailash_nodes.learning.history`); finished sessions that repeat become
+run templates (`kailash_nodes.learning.runs`). ``record`` runs on the query path: a few
+dict updates, no numpy, no scans, nothing unbounded (`Bounds`). Shapes are normalised
+fingerprints; nothing here parses SQL; parameter values are never stored.
+``benchmarks/bench_learning.py`` measures what each option buys.
 """
 
 from __future__ import annotations
@@ -30,29 +15,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from kailash_nodes.errors import ConfigError
 from kailash_nodes.learning import persist
-from kailash_nodes.learning.bounds import Bounds
 from kailash_nodes.learning.history import History, NoiseKinds, Scorer
 from kailash_nodes.learning.insights import build_insights
+from kailash_nodes.learning.options import StrPath, TrackerOptions
 from kailash_nodes.learning.prediction import Prediction, as_original_dict
 from kailash_nodes.learning.runs import NoiseLevel, RunTemplates, SessionRun
 from kailash_nodes.learning.shape import START, ShapeStats
 from kailash_nodes.learning.transitions import Followers, wilson_lower_bound
-from kailash_nodes.learning.window import Window
+from kailash_nodes.measure import Samples
 
 __all__ = ["QueryPatternTracker"]
 
 logger = logging.getLogger("kailash_nodes.learning")
-
-StrPath = str | os.PathLike[str]
-
 
 RUN_TEMPLATE = 4
 """`Prediction.order` when a template of whole runs decided (`kailash_nodes.learning.runs`)."""
@@ -71,96 +51,43 @@ class _Session:
 class QueryPatternTracker:
     """Learn query-shape sequences per session; predict the next shapes; report insights.
 
-    Options (keyword-only): the memory bounds, documented with their defaults in `Bounds`;
-    ``order`` 1 or 2 (2: second-order contexts learned and used; 1: first order only, the
-    next four options then have no effect); ``start_context`` (default True), whether the
-    session's start counts as the shape before its first statement, so a session's first
-    statements have second-order contexts; ``loop_contexts`` (default True), whether loop
-    contexts (shape, loop count) are learned and used; ``noise_floor`` (default 0.025,
-    0 turns it off), the share below which a statement is treated as more likely noise
-    than a workflow step, for the noise back-off; ``learn_noise_kind`` (default True, no
-    effect without the back-off), whether the back-off learns how often a statement that
-    looked like noise had been inserted between two steps and how often it had replaced
-    one, and weighs the two accordingly (False: the fixed weights of earlier versions);
-    ``min_context_support``, the observations a second-order or loop context needs before
-    it may decide; ``run_templates`` (default True, order 2 only), whether finished
-    sessions are counted as runs and repeated runs predict (`kailash_nodes.learning.runs`;
-    a prediction from one has ``order`` 4); ``max_run_length`` (default 64), the longest
-    session counted as a run (each session keeps at most that many shape references);
-    ``persist_path``, a JSON file loaded at construction when it exists and
-    written by `save`; ``clock``, the time source when ``record`` gets no ``at`` (default
-    `time.monotonic`). Raises `ConfigError` for a bad option and `PatternFileError` for an
-    unreadable file. How contexts and the back-off work: `kailash_nodes.learning.history`.
+    Built from a `TrackerOptions` (``QueryPatternTracker(options)``) or from its fields as
+    keywords (``QueryPatternTracker(max_shapes=500, run_templates=False)``), not both. A
+    ``persist_path`` that exists is loaded at construction. Raises `ConfigError` for a bad
+    or unknown option and `PatternFileError` for an unreadable file.
     """
 
-    def __init__(
-        self,
-        *,
-        max_shapes: int = 2000,
-        max_followers: int = 8,
-        max_contexts: int = 8,
-        loop_window: int = 8,
-        duration_window: int = 128,
-        gap_window: int = 16,
-        max_sessions: int = 10_000,
-        session_ttl: float = 300.0,
-        max_transition_count: int = 1000,
-        order: int = 2,
-        start_context: bool = True,
-        loop_contexts: bool = True,
-        noise_floor: float = 0.025,
-        learn_noise_kind: bool = True,
-        min_context_support: int = 1,
-        run_templates: bool = True,
-        max_run_length: int = 64,
-        persist_path: StrPath | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if order not in (1, 2):
-            raise ConfigError(f"order must be 1 or 2 (got order={order!r})")
-        if min_context_support < 1:
+    def __init__(self, options: TrackerOptions | None = None, /, **keywords: Any) -> None:
+        if options is None:
+            options = TrackerOptions.from_keywords(**keywords)
+        elif keywords:
             raise ConfigError(
-                f"min_context_support must be >= 1 (got min_context_support={min_context_support})"
+                f"pass a TrackerOptions or keywords, not both (got keywords {sorted(keywords)})"
             )
-        if not isinstance(noise_floor, int | float) or not 0 <= noise_floor < 1:
-            raise ConfigError(f"noise_floor must be >= 0 and < 1 (got noise_floor={noise_floor!r})")
-        self.bounds = Bounds(
-            max_shapes=max_shapes,
-            max_followers=max_followers,
-            max_contexts=max_contexts,
-            loop_window=loop_window,
-            duration_window=duration_window,
-            gap_window=gap_window,
-            max_sessions=max_sessions,
-            session_ttl=session_ttl,
-            max_transition_count=max_transition_count,
-        )
-        self.order = order
-        self.start_context = start_context and order == 2
-        self.loop_contexts = loop_contexts and order == 2
-        self.noise_floor = float(noise_floor) if order == 2 else 0.0
-        self.min_context_support = min_context_support
-        self.persist_path = persist_path
-        self._clock = clock
+        elif not isinstance(options, TrackerOptions):
+            raise ConfigError(f"options must be a TrackerOptions (got {type(options).__name__})")
+        self.options = options
+        self.bounds = options.bounds
+        second = options.order == 2
+        self.order = options.order
+        self.start_context = options.start_context and second
+        self.loop_contexts = options.loop_contexts and second
+        self.noise_floor = options.noise_floor if second else 0.0
+        self.persist_path = options.persist_path
+        self.max_run_length = options.max_run_length
+        self._clock = options.clock
         self._shapes: OrderedDict[str, ShapeStats] = OrderedDict()  # least recent first
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recent first
         self._starts = Followers()  # sessions' first statements (with start_context)
-        self._kinds = (
-            NoiseKinds(max_transition_count) if learn_noise_kind and self.noise_floor else None
-        )
+        learn_kinds = options.learn_noise_kind and self.noise_floor > 0
+        self._kinds = NoiseKinds(self.bounds.max_transition_count) if learn_kinds else None
         self._scorer = self._new_scorer()
-        if isinstance(max_run_length, bool) or not isinstance(max_run_length, int):
-            raise ConfigError(f"max_run_length must be an integer (got {max_run_length!r})")
-        if max_run_length < 1:
-            raise ConfigError(f"max_run_length must be >= 1 (got max_run_length={max_run_length})")
-        self.max_run_length = max_run_length
-        self._runs = (
-            RunTemplates(max_length=max_run_length) if run_templates and order == 2 else None
-        )
+        runs = options.run_templates and second
+        self._runs = RunTemplates(max_length=self.max_run_length) if runs else None
         self._noise_level = NoiseLevel()
         self.counters = dict.fromkeys(persist.COUNTERS, 0)
-        if persist_path is not None and os.path.exists(persist_path):
-            self._restore(persist_path)
+        if self.persist_path is not None and os.path.exists(self.persist_path):
+            self._restore(self.persist_path)
 
     # -- recording (the query path) -----------------------------------------------------
 
@@ -306,8 +233,8 @@ class QueryPatternTracker:
         followers = prev_stats.followers
         edge = followers.add(shape, cap, halve_at, live)
         if edge.gaps is None:
-            edge.gaps = Window(b.gap_window)
-        edge.gaps.append(gap_s)
+            edge.gaps = Samples(b.gap_window)
+        edge.gaps.add(gap_s)
         self.counters["transitions"] += 1
         if self.order == 1:
             return False
@@ -343,7 +270,7 @@ class QueryPatternTracker:
         return Scorer(
             shapes=self._shapes,
             starts=self._starts,
-            min_support=self.min_context_support,
+            min_support=self.options.min_context_support,
             window=self.bounds.loop_window,
             loops=self.loop_contexts,
             noise_floor=self.noise_floor,
@@ -527,14 +454,16 @@ class QueryPatternTracker:
         return target
 
     @classmethod
-    def load(cls, path: StrPath, **options: Any) -> QueryPatternTracker:
-        """Return a tracker built with ``options`` holding what ``path`` holds.
+    def load(
+        cls, path: StrPath, options: TrackerOptions | None = None, /, **keywords: Any
+    ) -> QueryPatternTracker:
+        """Return a tracker built with ``options`` (or ``keywords``) holding what ``path`` holds.
 
-        The bounds in ``options`` apply to the loaded data (the most recent shapes, the
+        The bounds apply to the loaded data (the most recent shapes, the
         strongest followers and the latest samples are kept). Raises `PatternFileError`
         for a missing, corrupt or unknown-version file.
         """
-        tracker = cls(**options)
+        tracker = cls(options, **keywords)
         tracker._restore(path)
         return tracker
 

@@ -15,7 +15,7 @@ import functools
 import math
 from collections.abc import Callable
 
-from kailash_nodes.learning.window import Window
+from kailash_nodes.measure import Samples
 
 __all__ = ["Edge", "Followers", "wilson_lower_bound"]
 
@@ -55,7 +55,7 @@ class Edge:
 
     __slots__ = ("count", "gaps")
 
-    def __init__(self, count: int = 0, gaps: Window | None = None) -> None:
+    def __init__(self, count: int = 0, gaps: Samples | None = None) -> None:
         self.count = count
         self.gaps = gaps
 

@@ -17,7 +17,7 @@ FLOW = ["LOGIN", "USER", "CART", "PAY", "AUDIT"]
 def trained(runs: int = 20, **options: object) -> QueryPatternTracker:
     """A tracker that saw ``runs`` finished runs of FLOW, each with one statement replaced
     by an ad-hoc one seen once (so no transition table ever saw two in a row)."""
-    t = QueryPatternTracker(**options)  # type: ignore[arg-type]
+    t = QueryPatternTracker(**options)
     for i in range(runs):
         shapes = list(FLOW)
         if i % 2:
@@ -73,9 +73,10 @@ def test_after_an_inserted_statement_the_template_predicts_the_step_it_displaced
     assert totals["finished_runs"] == 30 and totals["templates"] == 1
     assert totals["statements_surprised"] == 1 and totals["statements_explained"] == 2
     feed(t, "live", ["CART"])
-    best = t.predict_next("CART", session="live", k=1)[0]
-    assert (best.shape, best.order) == ("PAY", RUN_TEMPLATE) and best.probability > 0.5
-    assert best.support >= 3 and 0 < best.confidence < best.probability
+    (after_cart,) = t.predict_next("CART", session="live", k=1)
+    assert (after_cart.shape, after_cart.order) == ("PAY", RUN_TEMPLATE)
+    assert after_cart.probability > 0.5
+    assert after_cart.support >= 3 and 0 < after_cart.confidence < after_cart.probability
 
 
 def test_a_prediction_before_recording_looks_ahead_without_recording() -> None:

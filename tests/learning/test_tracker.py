@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import fields
 
 import pytest
 
 from kailash_nodes.errors import ConfigError
-from kailash_nodes.learning import Bounds, Prediction, QueryPatternTracker
+from kailash_nodes.learning import Bounds, Prediction, QueryPatternTracker, TrackerOptions
 
 CYCLE = ["SELECT a", "SELECT b", "UPDATE c", "INSERT d", "SELECT e", "DELETE f"]
 
@@ -292,24 +292,45 @@ def test_negative_duration_is_rejected() -> None:
         ({"session_ttl": 0}, "session_ttl must be a number > 0 (got session_ttl=0)"),
         ({"max_transition_count": 1}, "max_transition_count must be an integer >= 2"),
         ({"order": 3}, "order must be 1 or 2 (got order=3)"),
-        ({"min_context_support": 0}, "min_context_support must be >= 1"),
+        ({"min_context_support": 0}, "min_context_support must be an integer >= 1"),
+        ({"noise_floor": "x"}, "noise_floor must be a number between 0 and 1"),
+        ({"run_templates": 1}, "run_templates must be True or False (got 1 of type int)"),
+        ({"max_run_length": 0}, "max_run_length must be an integer >= 1"),
+        ({"max_shape": 5}, "unknown tracker option(s) ['max_shape']"),
         ({"loop_window": 1}, "loop_window must be an integer >= 2 (got loop_window=1)"),
-        ({"noise_floor": -0.1}, "noise_floor must be >= 0 and < 1 (got noise_floor=-0.1)"),
+        ({"noise_floor": -0.1}, "noise_floor must be a number between 0 and 1"),
         ({"noise_floor": 1}, "noise_floor must be >= 0 and < 1 (got noise_floor=1)"),
     ],
 )
 def test_bad_options_raise_config_error_naming_the_option(
     options: dict[str, int], message: str
 ) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        QueryPatternTracker(**options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        QueryPatternTracker(**options)
 
 
-def test_constructor_defaults_match_the_documented_bounds() -> None:
-    params = inspect.signature(QueryPatternTracker).parameters
-    defaults = Bounds()
-    for field in fields(defaults):
-        assert params[field.name].default == getattr(defaults, field.name), field.name
+def test_options_object_and_keywords_build_the_same_tracker() -> None:
+    options = TrackerOptions(bounds=Bounds(max_shapes=2), run_templates=False)
+    by_object = QueryPatternTracker(options)
+    by_keywords = QueryPatternTracker(max_shapes=2, run_templates=False)
+    assert by_object.options == by_keywords.options == options
+    for t in (by_object, by_keywords):
+        for name in ("A", "B", "C"):
+            t.record(name, session=None, duration_s=0.0, rows=0, is_write=False)
+        assert t.insights()["totals"]["shapes"] == 2
+        assert t.insights()["totals"].get("run_templates") is None
+
+
+def test_options_and_keywords_together_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        QueryPatternTracker(TrackerOptions(), max_shapes=3)
+    with pytest.raises(ConfigError, match="must be a TrackerOptions"):
+        QueryPatternTracker({"max_shapes": 3})  # type: ignore[arg-type]
+
+
+def test_default_options_hold_the_documented_bounds() -> None:
+    assert TrackerOptions().bounds == Bounds()
+    assert QueryPatternTracker().bounds == Bounds()
 
 
 def test_prediction_is_frozen() -> None:
