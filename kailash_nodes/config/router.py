@@ -49,6 +49,7 @@ class RouterSettings(Settings):
     consistency_timeout: Annotated[float, Field(ge=0)] = 0.5
     replica_check_interval: Annotated[float, Field(ge=0.01)] = 1.0
     prepare_statements: bool = True
+    prepare_predicted: bool = False
 
     def engine_options(self) -> dict[str, Any]:
         """Return the router engine's options, keyed as ``router.RouterOptions`` fields.
@@ -65,4 +66,5 @@ class RouterSettings(Settings):
             "consistency_timeout": self.consistency_timeout,
             "replica_check_interval": self.replica_check_interval,
             "prepare": self.prepare_statements,
+            "prepare_predicted": self.prepare_predicted,
         }

@@ -15,10 +15,10 @@ class RuntimeSettings(Settings):
     """Validated ``LocalRuntime(prewarm=, prewarm_timeout=)`` options (both live).
 
     >>> RuntimeSettings.from_options({"prewarm_timeout": 0.1})
-    RuntimeSettings(prewarm=True, prewarm_timeout=0.1)
+    RuntimeSettings(prewarm=False, prewarm_timeout=0.1)
     """
 
     owner: ClassVar[str] = "LocalRuntime"
 
-    prewarm: Annotated[bool, Field(json_schema_extra=LIVE)] = True
+    prewarm: Annotated[bool, Field(json_schema_extra=LIVE)] = False
     prewarm_timeout: Annotated[float, Field(ge=0, json_schema_extra=LIVE)] = 0.05

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kailash_nodes.config import check_bool, check_number, check_str
+from kailash_nodes.config import RouterSettings
 from kailash_nodes.errors import ConfigError, ConnectionFailed, ParameterError
 from kailash_nodes.nodes.operations import (
     Handler,
@@ -32,35 +32,6 @@ __all__ = ["QueryRouterNode"]
 logger = logging.getLogger("kailash_nodes.nodes")
 
 
-def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    return check_bool(key, options.get(key, default))
-
-
-def _number(options: Mapping[str, Any], key: str, default: float, **rule: Any) -> float:
-    value: float = check_number(key, options.get(key, default), **rule)
-    return value
-
-
-_KNOWN = frozenset(
-    {
-        "name",
-        "connection_pool",
-        "enable_read_write_split",
-        "cache_size",
-        "pattern_learning",
-        "health_threshold",
-        "read_replicas",
-        "replica_lag_threshold",
-        "reads_on_primary",
-        "session_timeout",
-        "consistency_timeout",
-        "replica_check_interval",
-        "prepare_statements",
-        "prepare_predicted",
-    }
-)
-
-
 @register_node_type
 class QueryRouterNode(Node):
     """Route queries over a primary pool and optional read-replica pools.
@@ -75,41 +46,14 @@ class QueryRouterNode(Node):
     """
 
     def __init__(self, **options: Any) -> None:
-        unknown = set(options) - _KNOWN
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {sorted(unknown)} for QueryRouterNode; "
-                f"known options: {sorted(_KNOWN)}"
-            )
-        pool_name = options.get("connection_pool")
-        if not isinstance(pool_name, str) or not pool_name:
-            raise ConfigError(f"connection_pool must name a pool node (got {show(pool_name)})")
-        replicas = options.get("read_replicas") or []
-        if not isinstance(replicas, list | tuple) or not all(
-            isinstance(r, str) and r for r in replicas
-        ):
-            raise ConfigError(f"read_replicas must be a list of pool names (got {show(replicas)})")
-        name = check_str("name", options.get("name"), empty_ok=True) or "QueryRouterNode"
-        super().__init__(**{**options, "name": name})
-        self.connection_pool = pool_name
-        self.read_replicas = list(replicas)
-        self.health_threshold = _number(options, "health_threshold", 50.0, low=0, high=100)
-        self._learning = _flag(options, "pattern_learning", True)
-        # NaN or infinity here would silently disable what the option bounds (a NaN
-        # session_timeout never reaps, a NaN lag threshold never uses a replica): refused.
-        self.options = RouterOptions(
-            enable_read_write_split=_flag(options, "enable_read_write_split", True),
-            cache_size=check_number(
-                "cache_size", options.get("cache_size", 1000), low=0, integer=True
-            ),
-            replica_lag_threshold=_number(options, "replica_lag_threshold", 5.0, low=0),
-            reads_on_primary=_flag(options, "reads_on_primary", False),
-            session_timeout=_number(options, "session_timeout", 60.0, low=0.001),
-            consistency_timeout=_number(options, "consistency_timeout", 0.5, low=0),
-            replica_check_interval=_number(options, "replica_check_interval", 1.0, low=0.01),
-            prepare=_flag(options, "prepare_statements", True),
-            prepare_predicted=_flag(options, "prepare_predicted", False),
-        )
+        settings = RouterSettings.from_options(options)
+        super().__init__(**{**options, "name": settings.name})
+        self.settings = settings
+        self.connection_pool = settings.connection_pool
+        self.read_replicas = list(settings.read_replicas)
+        self.health_threshold = settings.health_threshold
+        self._learning: bool = settings.pattern_learning
+        self.options = RouterOptions(**settings.engine_options())
         self._split = self.options.enable_read_write_split
         self._pool: WorkflowConnectionPool | None = None
         self.engine: QueryRouter | None = None
@@ -131,7 +75,7 @@ class QueryRouterNode(Node):
 
     @enable_read_write_split.setter
     def enable_read_write_split(self, value: bool) -> None:
-        self._split = check_bool("enable_read_write_split", value)
+        self._split = RouterSettings.check("enable_read_write_split", value)
         if self.engine is not None:
             self.engine.split = self._split
 
@@ -146,7 +90,7 @@ class QueryRouterNode(Node):
 
     @pattern_learning.setter
     def pattern_learning(self, value: bool) -> None:
-        self._learning = check_bool("pattern_learning", value)
+        self._learning = RouterSettings.check("pattern_learning", value)
         self._wire_learning()
 
     def _wire_learning(self) -> None:
@@ -154,11 +98,11 @@ class QueryRouterNode(Node):
             return
         pool = self._find_pool(self.connection_pool)
         # Only when the pool records what runs: otherwise there is nothing to predict from,
-        # and the per-query call is saved. (Turn the pool's enable_query_routing on first,
-        # as the seed's rollout order does, or set router.pattern_learning again after.)
-        learning = self._learning and pool.enable_query_routing
+        # and the per-query call is saved. The pool calls this again whenever its
+        # enable_query_routing changes, so the two toggles work in either order.
+        learner = pool.learner if self._learning and pool.enable_query_routing else None
         self.engine.use_learning(
-            pool.predict_next_query if learning else None, pool.engine.observer
+            learner.next_query if learner is not None else None, pool.engine.observer
         )
 
     # ------------------------------------------------------------------ wiring
@@ -213,6 +157,9 @@ class QueryRouterNode(Node):
             engine.split = self._split
             await engine.start()
             self.engine = engine
+            pool = self._find_pool(self.connection_pool)
+            if self._wire_learning not in pool.learning_listeners:
+                pool.learning_listeners.append(self._wire_learning)
             self._wire_learning()
         return self.engine
 

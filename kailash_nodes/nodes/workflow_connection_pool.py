@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-
-from cachetools import LRUCache
 
 from kailash_nodes.config import PoolConfig, check_bool, check_number, redact_options
 from kailash_nodes.errors import (
@@ -22,7 +20,7 @@ from kailash_nodes.errors import (
     QueryError,
     UnknownConnection,
 )
-from kailash_nodes.learning import QueryPatternTracker
+from kailash_nodes.learning import QueryLearner, QueryPatternTracker
 from kailash_nodes.nodes.operations import (
     Handler,
     check_inputs,
@@ -33,7 +31,6 @@ from kailash_nodes.nodes.operations import (
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.pool import ConnectionPool, PooledConnection, ResultStream, open_idle
 from kailash_nodes.runtime import Node, current_run_id, register_node_type
-from kailash_nodes.sql import classify
 
 if TYPE_CHECKING:
     from kailash_nodes.sizing import AdaptivePoolController
@@ -60,9 +57,10 @@ class WorkflowConnectionPool(Node):
         self._lease_runs: dict[str, str] = {}
         # Runtime pre-warms (prewarm()): connections opened ahead of an acquire, failures.
         self.prewarm_counts = {"connections_opened": 0, "errors": 0}
-        self.pattern_tracker: QueryPatternTracker | None = None
-        self._shape_text: LRUCache[str, str] = LRUCache(maxsize=4096)
-        self._dialect = self.engine.driver.dialect
+        self.learner: QueryLearner | None = None  # created by enable_query_routing
+        # Called after enable_query_routing changes (a router re-wires its predictor and
+        # its replica pools' observers), whichever of the toggles is set first.
+        self.learning_listeners: list[Callable[[], None]] = []
         self.enable_query_routing = self.pool_config.enable_query_routing
         self.adaptive_controller: AdaptivePoolController | None = None
         if self.pool_config.adaptive_sizing:
@@ -108,31 +106,23 @@ class WorkflowConnectionPool(Node):
 
     @enable_query_routing.setter
     def enable_query_routing(self, value: bool) -> None:
-        check_bool("enable_query_routing", value)
-        if value and self.pattern_tracker is None:
-            self.pattern_tracker = QueryPatternTracker(persist_path=self.pool_config.pattern_store)
-        self.engine.observer = self._observe if value else None
+        PoolConfig.check("enable_query_routing", value)
+        learner = self.learner
+        if value and learner is None:
+            learner = self.learner = QueryLearner(
+                QueryPatternTracker(persist_path=self.pool_config.pattern_store),
+                dialect=self.engine.driver.dialect,
+                run_id=current_run_id,
+            )
+        self.engine.observer = learner.observe_lease if value and learner is not None else None
+        for listener in self.learning_listeners:
+            listener()
 
-    def _observe(
-        self, query: str, duration: float, rows: int, success: bool, pc: PooledConnection
-    ) -> None:
-        """Record one execution under its shape, for the run or router session it is in."""
-        tracker = self.pattern_tracker
-        if tracker is None:
-            return
-        try:
-            cls = classify(query, self._dialect)
-        except Exception:  # unclassifiable text: nothing to learn
-            return
-        self._shape_text[cls.fingerprint] = query
-        tracker.record(
-            cls.fingerprint,
-            session=pc.session or current_run_id(),
-            duration_s=duration,
-            rows=rows,
-            is_write=not cls.replica_safe,
-            success=success,
-        )
+    @property
+    def pattern_tracker(self) -> QueryPatternTracker | None:
+        """Return the tracker that learns this pool's statement sequences (None until
+        ``enable_query_routing`` is first set)."""
+        return self.learner.tracker if self.learner is not None else None
 
     def abort_run(self, run_id: str) -> None:
         """A workflow run failed or was cancelled: the connections it acquired through
@@ -152,17 +142,13 @@ class WorkflowConnectionPool(Node):
         stay checked out until released."""
         for cid in [c for c, run in self._lease_runs.items() if run == run_id]:
             del self._lease_runs[cid]
-        if self.pattern_tracker is not None:
-            self.pattern_tracker.end_session(run_id)
+        if self.learner is not None:
+            self.learner.end_session(run_id)
 
     def predict_next_query(self, shape: str, session: str | None) -> str | None:
-        """Return the query text likely to follow ``shape`` in ``session``, if confident."""
-        if self.pattern_tracker is None:
-            return None
-        best = self.pattern_tracker.predict_next(shape, session=session, k=1)
-        if not best or best[0].probability < 0.5 or best[0].support < 3:
-            return None
-        return self._shape_text.get(best[0].shape)
+        """Return the query text likely to follow ``shape`` in ``session``, if confident
+        (`QueryLearner.next_query`); None without ``enable_query_routing``."""
+        return self.learner.next_query(shape, session) if self.learner is not None else None
 
     # ------------------------------------------------------------------ process() surface
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from kailash_nodes.config import check_bool, check_number
+from kailash_nodes.config import RuntimeSettings
 from kailash_nodes.context import current_run_id, run_id_var
 from kailash_nodes.errors import (
     NodeExecutionError,
@@ -42,8 +42,11 @@ class LocalRuntime:
     """
 
     def __init__(self, *, prewarm: bool = False, prewarm_timeout: float = 0.05) -> None:
-        self.prewarm = prewarm
-        self.prewarm_timeout = prewarm_timeout
+        settings = RuntimeSettings.from_options(
+            {"prewarm": prewarm, "prewarm_timeout": prewarm_timeout}
+        )
+        self._prewarm: bool = settings.prewarm
+        self._prewarm_timeout: float = settings.prewarm_timeout
         self.prewarm_stats = PrewarmStats()
         self._nodes: dict[str, Node] = {}
         self._started: list[Node] = []
@@ -96,7 +99,7 @@ class LocalRuntime:
 
     @prewarm.setter
     def prewarm(self, value: bool) -> None:
-        self._prewarm = check_bool("prewarm", value)
+        self._prewarm = RuntimeSettings.check("prewarm", value)
 
     @property
     def prewarm_timeout(self) -> float:
@@ -105,7 +108,7 @@ class LocalRuntime:
 
     @prewarm_timeout.setter
     def prewarm_timeout(self, value: float) -> None:
-        self._prewarm_timeout = float(check_number("prewarm_timeout", value, low=0))
+        self._prewarm_timeout = RuntimeSettings.check("prewarm_timeout", value)
 
     def get_prewarm_stats(self) -> dict[str, float]:
         """Return the pre-warm counters since this runtime was made (docs/runtime.md)."""

@@ -115,3 +115,40 @@ async def test_router_takes_params_or_parameters_but_not_both(backend: Backend) 
         await router.process({"parameters": [1]})
     await router.close()
     await pool.close()
+
+
+@pytest.mark.parametrize("router_first", [True, False])
+async def test_learning_toggles_work_in_either_order(tmp_path: Any, router_first: bool) -> None:
+    """Seed 003 turns pattern_learning (router) and enable_query_routing (pool) on and off
+    separately: whichever is set first, the router predicts exactly when both are on, and
+    a replica pool records exactly when the primary pool does."""
+    connection = {"database_type": "sqlite", "database": str(tmp_path / "t.db")}
+    pool = WorkflowConnectionPool(name="db_pool", **connection)
+    replica = WorkflowConnectionPool(name="replica", **connection)
+    router = QueryRouterNode(
+        name="router", connection_pool="db_pool", read_replicas=["replica"],
+        pattern_learning=False, prepare_predicted=True,
+    )  # fmt: skip
+    runtime = LocalRuntime()
+    for name, node in (("db_pool", pool), ("replica", replica), ("router", router)):
+        runtime.register_node(name, node)
+    await router.process({"query": "SELECT 1 AS x", "parameters": []})
+    engine = router.engine
+    assert engine is not None and engine.predictor is None
+    assert replica.engine.observer is None
+    if router_first:
+        router.pattern_learning = True
+        assert engine.predictor is None  # the pool records nothing yet
+        pool.enable_query_routing = True
+    else:
+        pool.enable_query_routing = True
+        assert engine.predictor is None  # the router does not predict yet
+        assert replica.engine.observer is not None  # but replica reads are recorded
+        router.pattern_learning = True
+    assert engine.predictor is not None
+    assert replica.engine.observer is pool.engine.observer is not None
+    pool.enable_query_routing = False
+    assert engine.predictor is None and replica.engine.observer is None
+    await router.close()
+    await pool.close()
+    await replica.close()
