@@ -187,7 +187,8 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         awaited, behind the running statement. So the stop request goes into aiosqlite's
         queue without a future (its worker accepts None), the thread closes the handle and
         ends by itself, and ``_running``/``_connection`` are set as ``stop()`` sets them, so
-        later calls fail at once and the object's finaliser does not warn.
+        later calls fail at once and the object's finaliser does not warn
+        (tests/drivers/test_sqlite_threads.py fails with ``stop()`` in its place).
         """
         self._closed = True
         if self._stopped:
