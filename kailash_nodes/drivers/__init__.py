@@ -11,6 +11,7 @@ from kailash_nodes.drivers.base import (
     DriverConnection,
     ReplicaStatus,
     Rows,
+    catalog_read,
 )
 from kailash_nodes.errors import ConfigError
 
@@ -21,6 +22,7 @@ __all__ = [
     "DriverConnection",
     "ReplicaStatus",
     "Rows",
+    "catalog_read",
     "get_driver",
 ]
 

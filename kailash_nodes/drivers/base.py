@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.errors import QueryError, ResultTooLarge
@@ -27,10 +27,12 @@ __all__ = [
     "Driver",
     "DriverConnection",
     "DriverCursor",
+    "Lease",
     "NoReplication",
     "NoServerPrepare",
     "ReplicaStatus",
     "Rows",
+    "catalog_read",
     "connect_failure",
     "is_query",
     "read_first",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 FETCH_MODES = ("all", "one", "many")
+T = TypeVar("T")
 
 # What a fetch returns: the data in the requested shape and the row count
 # (rows returned for statements that return rows, rows affected for the others).
@@ -309,6 +312,40 @@ class NoServerPrepare:
 
     def resize_statement_cache(self, size: int) -> None:
         """Do nothing: there is no cache of ours to resize."""
+
+
+class Lease(Protocol):
+    """A connection checked out of a pool (``kailash_nodes.pool.PooledConnection``)."""
+
+    @property
+    def connection(self) -> DriverConnection:
+        """Return the driver connection."""
+        ...
+
+    def mark_broken(self) -> None:
+        """Have the pool replace the connection at release."""
+        ...
+
+
+async def catalog_read(
+    lease: Lease,
+    read: Callable[[DriverConnection, float | None], Awaitable[T]],
+    timeout: float | None,
+) -> T:
+    """Run one of a driver's catalog reads (``replica_status``, ``write_position``, ...)
+    on the checked-out ``lease`` and return its answer.
+
+    A read lost or cancelled midway leaves the wire state unknown: the lease is marked
+    broken, so its release replaces the connection. A refused read (QueryError) says
+    nothing of the connection. Raises what ``read`` raises.
+    """
+    try:
+        return await read(lease.connection, timeout)
+    except QueryError:
+        raise
+    except BaseException:
+        lease.mark_broken()
+        raise
 
 
 class NoReplication:

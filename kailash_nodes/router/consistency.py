@@ -16,9 +16,10 @@ import asyncio
 import logging
 import time
 
+from kailash_nodes.drivers import catalog_read
 from kailash_nodes.errors import ConnectionFailed, PoolTimeout, QueryError, TooManyRequests
 from kailash_nodes.pool import ConnectionPool, PooledConnection
-from kailash_nodes.router.replicas import ReplicaState, read_catalog
+from kailash_nodes.router.replicas import ReplicaState
 from kailash_nodes.router.sessions import Session
 
 __all__ = ["ReadYourWrites"]
@@ -106,7 +107,7 @@ class ReadYourWrites:
         deadline = time.monotonic() + self.timeout
         while True:
             pool = state.pool
-            replayed = await read_catalog(
+            replayed = await catalog_read(
                 pc, pool.driver.replay_position, pool.config.query_timeout
             )
             state.replay_lsn = max(state.replay_lsn, replayed or 0)
@@ -119,4 +120,4 @@ class ReadYourWrites:
 
 async def _write_position(pool: ConnectionPool, pc: PooledConnection) -> int:
     """Read the write position on ``pc``, one of ``pool``'s connections."""
-    return await read_catalog(pc, pool.driver.write_position, pool.config.query_timeout) or 0
+    return await catalog_read(pc, pool.driver.write_position, pool.config.query_timeout) or 0

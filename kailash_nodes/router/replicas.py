@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kailash_nodes.background import Periodic
-from kailash_nodes.drivers import DriverConnection
+from kailash_nodes.drivers import catalog_read
 from kailash_nodes.drivers.postgres_catalog import lsn_to_int  # re-exported: a public name
-from kailash_nodes.errors import KailashNodesError, QueryError
-from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.errors import KailashNodesError
+from kailash_nodes.pool import ConnectionPool
 
-__all__ = ["ReplicaSet", "ReplicaState", "lsn_to_int", "read_catalog"]
+__all__ = ["ReplicaSet", "ReplicaState", "lsn_to_int"]
 
 logger = logging.getLogger("kailash_nodes.router")
-T = TypeVar("T")
 
 _BAN_MIN, _BAN_MAX = 1.0, 30.0
 
@@ -141,7 +139,7 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(bound):
                 async with state.pool.connection() as pc:
-                    status = await read_catalog(pc, state.pool.driver.replica_status, bound)
+                    status = await catalog_read(pc, state.pool.driver.replica_status, bound)
             if status is not None:
                 if not status.standby:
                     raise KailashNodesError("not a standby (the server is not in recovery)")
@@ -153,21 +151,3 @@ class ReplicaSet:
             state.ban(time.monotonic(), exc)
             return
         state.healthy_again()
-
-
-async def read_catalog(
-    pc: PooledConnection,
-    read: Callable[[DriverConnection, float | None], Awaitable[T]],
-    timeout: float | None,
-) -> T:
-    """Run one of the driver's catalog reads (``replica_status``, ``write_position``...) on
-    the checked-out ``pc``. A connection lost or cancelled mid-read is marked broken (its
-    wire state is unknown), so its release replaces it; a refused read (QueryError) is not.
-    """
-    try:
-        return await read(pc.connection, timeout)
-    except QueryError:
-        raise
-    except BaseException:
-        pc.mark_broken()
-        raise

@@ -18,11 +18,11 @@ import logging
 import math
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 from kailash_nodes.background import Periodic
-from kailash_nodes.drivers import ConnectionLimit
-from kailash_nodes.errors import QueryError
+from kailash_nodes.drivers import ConnectionLimit, catalog_read
 from kailash_nodes.pool import ConnectionPool
 from kailash_nodes.sizing.policy import Decision, PolicySettings, SizingPolicy, observe
 
@@ -182,15 +182,9 @@ class AdaptivePoolController:
         """Run ``Driver.connection_limit`` on one of the pool's connections."""
         pool = self.pool
         async with pool.connection() as pc:
-            try:
-                return await pool.driver.connection_limit(
-                    pc.connection,
-                    pool.config.query_timeout,
-                    application_name=pool.config.connect.application_name,
-                    own_connections=len(pool.entries()),
-                )
-            except QueryError:
-                raise
-            except BaseException:  # lost or cancelled mid-read: the wire state is unknown
-                pc.mark_broken()
-                raise
+            read = partial(  # counted now: the checkout may have opened one more
+                pool.driver.connection_limit,
+                application_name=pool.config.connect.application_name,
+                own_connections=len(pool.entries()),
+            )
+            return await catalog_read(pc, read, pool.config.query_timeout)

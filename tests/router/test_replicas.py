@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from kailash_nodes.config import PoolConfig
-from kailash_nodes.drivers import DriverConnection
+from kailash_nodes.drivers import DriverConnection, catalog_read
 from kailash_nodes.errors import QueryError
 from kailash_nodes.pool import ConnectionPool
 from kailash_nodes.router.consistency import ReadYourWrites
-from kailash_nodes.router.replicas import ReplicaSet, read_catalog
+from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session
 from tests.conftest import server_dsn
 
@@ -94,11 +94,11 @@ async def test_a_catalog_read_cancelled_midway_leaves_its_connection_to_be_repla
 
     async with pool.connection() as pc:
         with pytest.raises(QueryError):
-            await read_catalog(pc, refused, 1.0)
+            await catalog_read(pc, refused, 1.0)
         assert not pc.broken  # a refused read says nothing of the connection
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
-                await read_catalog(pc, slow, 1.0)
+                await catalog_read(pc, slow, 1.0)
         assert pc.broken
 
 
