@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import importlib
 
-from kailash_nodes.drivers.base import FETCH_MODES, Driver, DriverConnection, Rows
+from kailash_nodes.drivers.base import (
+    FETCH_MODES,
+    ConnectionLimit,
+    Driver,
+    DriverConnection,
+    ReplicaStatus,
+    Rows,
+    catalog_read,
+)
 from kailash_nodes.errors import ConfigError
 
-__all__ = ["FETCH_MODES", "Driver", "DriverConnection", "Rows", "get_driver"]
+__all__ = [
+    "FETCH_MODES",
+    "ConnectionLimit",
+    "Driver",
+    "DriverConnection",
+    "ReplicaStatus",
+    "Rows",
+    "catalog_read",
+    "get_driver",
+]
 
+# A backend: its module (which defines DRIVER), its client library, and the extra that
+# installs it (see docs/backends.md, "Adding a backend").
 _MODULES = {
     "postgresql": ("kailash_nodes.drivers.postgres", "asyncpg", "postgres"),
     "mysql": ("kailash_nodes.drivers.mysql", "aiomysql", "mysql"),

@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.errors import QueryError, ResultTooLarge
 
 __all__ = [
     "FETCH_MODES",
+    "ConnectionLimit",
     "CursorReads",
     "Driver",
     "DriverConnection",
     "DriverCursor",
+    "Lease",
+    "NoReplication",
     "NoServerPrepare",
+    "ReplicaStatus",
     "Rows",
+    "catalog_read",
     "connect_failure",
     "is_query",
     "read_first",
@@ -36,6 +42,7 @@ __all__ = [
 ]
 
 FETCH_MODES = ("all", "one", "many")
+T = TypeVar("T")
 
 # What a fetch returns: the data in the requested shape and the row count
 # (rows returned for statements that return rows, rows affected for the others).
@@ -184,8 +191,39 @@ class DriverConnection(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """What a server says of itself as a read replica (see ``Driver.replica_status``)."""
+
+    #: True when the server is a standby replaying a primary's changes
+    standby: bool
+    #: the position replayed so far (comparable with ``Driver.write_position``), or None
+    position: int | None
+    #: seconds the replica is behind (0.0 when it has replayed all it received), or None
+    lag: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimit:
+    """A server's connection budget as it stands now (see ``Driver.connection_limit``)."""
+
+    #: the server's live connection limit
+    max_connections: int
+    #: connections of the limit that ordinary clients cannot use (superuser reserved)
+    reserved: int
+    #: client connections open now that are not this pool's
+    others: int
+
+
 class Driver(Protocol):
-    """A backend: its name, its placeholder style, and how to connect."""
+    """A backend: its name, its facts, how to connect, and its catalog reads.
+
+    Everything that differs between backends is answered here, so nothing outside
+    ``drivers/`` compares backend names or holds backend SQL. The catalog reads take an
+    open connection of this driver, checked out by the caller, and run on it like any
+    statement: they raise what ``DriverConnection.fetch`` raises (QueryError: the server
+    refused; ConnectionFailed: the connection is gone); ``timeout`` bounds the round trip.
+    """
 
     name: str
     #: target style for kailash_nodes.sql.rewrite: "numeric", "format" or "qmark"
@@ -201,9 +239,48 @@ class Driver(Protocol):
     #: True when the server reports write and replay positions (PostgreSQL's WAL LSN), so
     #: a replica can be asked whether it has replayed a session's last write
     tracks_positions: bool
+    #: the most connections that can help at once when there is no server limit to read
+    #: (SQLite: one writer at a time, a thread per connection); None: ask
+    #: ``connection_limit``
+    max_useful_connections: int | None
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> DriverConnection:
         """Open one connection; raise ConnectionFailed (or ConfigError) on failure."""
+        ...
+
+    async def replica_status(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> ReplicaStatus | None:
+        """Return what the server on ``conn`` says of itself as a replica, after one round
+        trip; None when this backend reports nothing (the round trip then only proves the
+        server answers)."""
+        ...
+
+    async def write_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
+        """Return the server's position at or past every write it acknowledged so far
+        (PostgreSQL: the WAL insert LSN), or None when this backend has no positions."""
+        ...
+
+    async def replay_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
+        """Return how far the replica on ``conn`` has replayed (comparable with
+        ``write_position``), or None when unknown (not a replica, or no positions)."""
+        ...
+
+    async def connection_limit(
+        self,
+        conn: DriverConnection,
+        timeout: float | None,
+        *,
+        application_name: str,
+        own_connections: int,
+    ) -> ConnectionLimit | None:
+        """Read the server's live connection limit and how many connections other clients
+        hold, or return None when there is no server limit (``max_useful_connections``).
+
+        Other clients are told apart by ``application_name`` where the server reports it
+        per session (PostgreSQL); elsewhere every session counts and ``own_connections``
+        (the pool's own) are subtracted.
+        """
         ...
 
 
@@ -235,6 +312,62 @@ class NoServerPrepare:
 
     def resize_statement_cache(self, size: int) -> None:
         """Do nothing: there is no cache of ours to resize."""
+
+
+class Lease(Protocol):
+    """A connection checked out of a pool (``kailash_nodes.pool.PooledConnection``)."""
+
+    @property
+    def connection(self) -> DriverConnection:
+        """Return the driver connection."""
+        ...
+
+    def mark_broken(self) -> None:
+        """Have the pool replace the connection at release."""
+        ...
+
+
+async def catalog_read(
+    lease: Lease,
+    read: Callable[[DriverConnection, float | None], Awaitable[T]],
+    timeout: float | None,
+) -> T:
+    """Run one of a driver's catalog reads (``replica_status``, ``write_position``, ...)
+    on the checked-out ``lease`` and return its answer.
+
+    A read lost or cancelled midway leaves the wire state unknown: the lease is marked
+    broken, so its release replaces the connection. A refused read (QueryError) says
+    nothing of the connection. Raises what ``read`` raises.
+    """
+    try:
+        return await read(lease.connection, timeout)
+    except QueryError:
+        raise
+    except BaseException:
+        lease.mark_broken()
+        raise
+
+
+class NoReplication:
+    """The catalog reads of Driver for a backend without replicas or positions: the
+    replica check is a liveness round trip (``ping``), there are no positions."""
+
+    __slots__ = ()
+
+    async def replica_status(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> ReplicaStatus | None:
+        """Check that the server answers (``ping``, raising ConnectionFailed); return None."""
+        await conn.ping(60.0 if timeout is None else timeout)
+        return None
+
+    async def write_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
+        """Return None: this backend reports no positions (no round trip)."""
+        return None
+
+    async def replay_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
+        """Return None: this backend reports no positions (no round trip)."""
+        return None
 
 
 def too_large(max_rows: int) -> ResultTooLarge:

@@ -12,14 +12,17 @@ import decimal
 import re
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiomysql
 import pymysql
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import (
+    ConnectionLimit,
     CursorReads,
+    DriverConnection,
+    NoReplication,
     NoServerPrepare,
     Rows,
     connect_failure,
@@ -40,6 +43,12 @@ _LOST = frozenset({2003, 2006, 2013, 2014, 2045, 2055, 1927, 1053})
 _SENDABLE = frozenset({int, float, str, bytes, bool, type(None)})
 # An explicit LIMIT overrides sql_select_limit: such a query goes through a cursor instead.
 _LIMIT = re.compile(r"\bLIMIT\b", re.I)
+# Every session counts (processlist has no program name; performance_schema's connect
+# attributes are off by default on MariaDB): the pool's own connections are subtracted.
+_LIMIT_SQL = (
+    "SELECT @@max_connections AS max_connections, "
+    "(SELECT COUNT(*) FROM information_schema.processlist) AS everyone"
+)
 _SENDABLE_BASES = (
     int, float, str, bytes, bytearray, decimal.Decimal, datetime.date, datetime.time,
     datetime.timedelta, list, tuple, set, frozenset,
@@ -277,8 +286,12 @@ def _tls_context(
     return ctx
 
 
-class MySQLDriver:
-    """Opens aiomysql connections in autocommit mode with utf8mb4."""
+class MySQLDriver(NoReplication):
+    """Opens aiomysql connections in autocommit mode with utf8mb4.
+
+    Replicas are checked for liveness only and there are no positions (GTIDs are not read:
+    see docs/backends.md).
+    """
 
     name = "mysql"
     placeholder_style = "format"
@@ -286,6 +299,22 @@ class MySQLDriver:
     can_prepare = False
     undoes_timed_out = False
     tracks_positions = False
+    max_useful_connections: int | None = None
+
+    async def connection_limit(
+        self,
+        conn: DriverConnection,
+        timeout: float | None,
+        *,
+        application_name: str,
+        own_connections: int,
+    ) -> ConnectionLimit | None:
+        """Return ``@@max_connections`` (nothing reserved) and every session in the
+        processlist but the pool's ``own_connections``."""
+        data, _ = await conn.fetch(_LIMIT_SQL, (), "one", 1, timeout)
+        row = cast(dict[str, Any], data)  # a SELECT without FROM: one row
+        others = int(row["everyone"]) - own_connections
+        return ConnectionLimit(int(row["max_connections"]), 0, others)
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> MySQLConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed."""

@@ -23,6 +23,7 @@ import asyncpg
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import CursorReads, Rows, connect_failure, is_query, read_first
+from kailash_nodes.drivers.postgres_catalog import PostgresCatalog, lsn_to_int
 from kailash_nodes.errors import (
     ConnectionFailed,
     KailashNodesError,
@@ -31,7 +32,7 @@ from kailash_nodes.errors import (
     TransactionRolledBack,
 )
 
-__all__ = ["DRIVER", "PostgresConnection", "PostgresCursor", "PostgresDriver"]
+__all__ = ["DRIVER", "PostgresConnection", "PostgresCursor", "PostgresDriver", "lsn_to_int"]
 
 # Clears everything a caller may have left on the session (run only when a release is
 # dirty): DISCARD ALL is SET SESSION AUTHORIZATION DEFAULT (which also resets the role;
@@ -474,8 +475,12 @@ def _affected(status: str) -> int:
 _CONNECT_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class PostgresDriver:
-    """Opens asyncpg connections; asyncpg's own statement cache is off (ours replaces it)."""
+class PostgresDriver(PostgresCatalog):
+    """Opens asyncpg connections; asyncpg's own statement cache is off (ours replaces it).
+
+    The catalog reads (replica status, WAL positions, connection limit) come from
+    :class:`~kailash_nodes.drivers.postgres_catalog.PostgresCatalog`.
+    """
 
     name = "postgresql"
     placeholder_style = "numeric"
@@ -483,6 +488,7 @@ class PostgresDriver:
     can_prepare = True
     undoes_timed_out = False
     tracks_positions = True
+    max_useful_connections: int | None = None
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> PostgresConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed.

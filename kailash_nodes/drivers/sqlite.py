@@ -4,6 +4,12 @@ Every aiosqlite call is a hop to the connection's thread (~100 µs), so a statem
 exactly one: ``execute_fetchall`` with ``sqlite3.Row`` rows, the row count read from
 ``total_changes`` (a plain attribute, no hop). sqlite3 keeps its own per-connection
 statement cache (``cached_statements``); there is no server, so ``server_prepare`` is False.
+
+The ``sqlite3.Connection`` is opened by our own connector (passed to the public
+``aiosqlite.Connection(connector, iter_chunk_size)``), so the driver holds it without
+reading aiosqlite's private attributes: ``interrupt()`` is thread-safe and must reach a
+statement that is running, which aiosqlite's queue would make wait behind it. Only
+``terminate`` still uses aiosqlite internals, for the reason given there.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from aiosqlite.core import _STOP_RUNNING_SENTINEL
 
 from kailash_nodes.config import ConnectParams
 from kailash_nodes.drivers.base import (
+    ConnectionLimit,
     CursorReads,
+    DriverConnection,
+    NoReplication,
     NoServerPrepare,
     Rows,
 )
@@ -29,26 +38,31 @@ __all__ = ["DRIVER", "SQLiteConnection", "SQLiteCursor", "SQLiteDriver"]
 _T = TypeVar("_T")
 
 _BUSY_TIMEOUT_S = 5.0
+_ITER_CHUNK_SIZE = 64  # aiosqlite.connect's default
 # After ``query_timeout`` the statement is interrupted in its thread and its answer awaited;
 # only if it has not stopped this much later is the connection given up (replaced).
 _INTERRUPT_GRACE_S = 2.0
+# One writer at a time and a worker thread per connection: more connections buy nothing.
+_MAX_USEFUL = 16
 
 
-def _interrupt(raw: sqlite3.Connection | None, fired: list[bool]) -> None:
+def _interrupt(raw: sqlite3.Connection, fired: list[bool]) -> None:
     """Interrupt the statement running on ``raw`` (thread-safe) and note that it fired."""
     fired.append(True)
-    if raw is not None:
-        raw.interrupt()
+    raw.interrupt()
 
 
 class SQLiteConnection(CursorReads, NoServerPrepare):
-    """An aiosqlite connection in autocommit mode (``isolation_level=None``)."""
+    """An aiosqlite connection in autocommit mode (``isolation_level=None``); ``raw`` is
+    its ``sqlite3.Connection`` (used from this thread only for ``interrupt``/``close``)."""
 
-    __slots__ = ("_closed", "_conn", "server_prepare")
+    __slots__ = ("_closed", "_conn", "_raw", "_stopped", "server_prepare")
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection) -> None:
         self._conn = conn
+        self._raw = raw
         self._closed = False
+        self._stopped = False  # close() or terminate() has asked the worker thread to end
         self.server_prepare = False
 
     async def fetch(
@@ -112,9 +126,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         ``_INTERRUPT_GRACE_S`` more leaves the connection to be replaced.
         """
         fired: list[bool] = []
-        handle = asyncio.get_running_loop().call_later(
-            timeout, _interrupt, self._conn._connection, fired
-        )
+        handle = asyncio.get_running_loop().call_later(timeout, _interrupt, self._raw, fired)
         try:
             async with asyncio.timeout(timeout + _INTERRUPT_GRACE_S):
                 return await call
@@ -156,7 +168,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
 
     async def close(self, timeout: float) -> None:
         """Close the connection and stop its thread."""
-        self._closed = True
+        self._closed = self._stopped = True  # aiosqlite's close() stops the thread anyway
         try:
             async with asyncio.timeout(timeout):
                 await self._conn.close()
@@ -166,17 +178,24 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
     def terminate(self) -> None:
         """Interrupt a running statement and stop the worker thread, without waiting.
 
-        aiosqlite's own ``stop()`` hands its thread a future of the current loop; if the
-        loop has closed by the time the thread gets to it, the thread dies with "Event loop
-        is closed". So the stop request goes in without a future (aiosqlite's queue accepts
-        None), and the thread closes the handle and ends by itself.
+        The one use of aiosqlite internals (``_running``, ``_tx``, ``_connection``,
+        ``_STOP_RUNNING_SENTINEL``), because its public API cannot stop the worker thread
+        without a future: ``stop()`` hands the thread a future of the current event loop,
+        and if that loop has closed by the time the thread gets to it (a connection
+        dropped while a loop shuts down), the thread dies with "Event loop is closed" in
+        ``call_soon_threadsafe`` (an unhandled thread exception); ``close()`` must be
+        awaited, behind the running statement. So the stop request goes into aiosqlite's
+        queue without a future (its worker accepts None), the thread closes the handle and
+        ends by itself, and ``_running``/``_connection`` are set as ``stop()`` sets them, so
+        later calls fail at once and the object's finaliser does not warn
+        (tests/drivers/test_sqlite_threads.py fails with ``stop()`` in its place).
         """
         self._closed = True
-        conn = self._conn
-        raw = conn._connection  # sqlite3.Connection.interrupt() is thread-safe
-        if raw is None:
+        if self._stopped:
             return
-        raw.interrupt()
+        self._stopped = True
+        conn, raw = self._conn, self._raw
+        raw.interrupt()  # thread-safe: the running statement stops at its next step
         conn._running = False
 
         def close_and_stop() -> object:
@@ -231,8 +250,12 @@ class SQLiteCursor:
             await self._owner._call(self._cur.close(), timeout)
 
 
-class SQLiteDriver:
-    """Opens aiosqlite connections; ``:memory:`` pools share one in-memory database."""
+class SQLiteDriver(NoReplication):
+    """Opens aiosqlite connections; ``:memory:`` pools share one in-memory database.
+
+    No server: no connection limit to read (``max_useful_connections`` caps a pool), no
+    replicas beyond a liveness check, no positions.
+    """
 
     name = "sqlite"
     placeholder_style = "qmark"
@@ -240,25 +263,44 @@ class SQLiteDriver:
     can_prepare = False
     undoes_timed_out = True
     tracks_positions = False
+    max_useful_connections: int | None = _MAX_USEFUL
+
+    async def connection_limit(
+        self,
+        conn: DriverConnection,
+        timeout: float | None,
+        *,
+        application_name: str,
+        own_connections: int,
+    ) -> ConnectionLimit | None:
+        """Return None: there is no server limit (no round trip)."""
+        return None
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> SQLiteConnection:
         """Open one connection with a busy timeout; raise ConnectionFailed on failure."""
         database = params.database or ":memory:"
         uri = params.options.get("uri", "").lower() in ("1", "true") or database.startswith("file:")
+        opened: list[sqlite3.Connection] = []
+
+        def connector() -> sqlite3.Connection:  # runs in the connection's worker thread
+            raw = sqlite3.connect(
+                database,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_S,
+                uri=uri,
+                cached_statements=max(statement_cache_size, 1),
+                check_same_thread=False,
+            )
+            opened.append(raw)
+            return raw
+
         try:
             async with asyncio.timeout(params.connect_timeout):
-                conn = await aiosqlite.connect(
-                    database,
-                    isolation_level=None,
-                    timeout=_BUSY_TIMEOUT_S,
-                    uri=uri,
-                    cached_statements=max(statement_cache_size, 1),
-                    check_same_thread=False,
-                )
+                conn = await aiosqlite.Connection(connector, _ITER_CHUNK_SIZE)
         except (OSError, TimeoutError, sqlite3.Error) as exc:
             raise ConnectionFailed(f"could not open {params.describe()}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        return SQLiteConnection(conn)
+        return SQLiteConnection(conn, opened[0])
 
 
 DRIVER = SQLiteDriver()

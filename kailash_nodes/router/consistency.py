@@ -1,12 +1,13 @@
 """Read-your-writes: what a session's next replica read must see after its writes.
 
-On PostgreSQL a write leaves the primary's WAL position as the session's token, and a
-replica serves the session only once it has replayed that far. The position is read on
+Where the driver tracks positions (``Driver.tracks_positions``: PostgreSQL's WAL LSN), a
+write leaves the primary's ``write_position`` as the session's token, and a replica serves
+the session only once its ``replay_position`` has reached it. The position is read on
 the connection that wrote, after the write's answer; if that read fails, the write still
 stands (its answer is the outcome) and the token is *pending*: any position read later on
 any primary connection is at or past the write, so one is read before the session's next
-replica read. Backends without positions (MySQL, SQLite) get a time window instead: the
-session reads the primary until a replica within the lag threshold must have caught up.
+replica read. Backends without positions get a time window instead: the session reads
+the primary until a replica within the lag threshold must have caught up.
 """
 
 from __future__ import annotations
@@ -15,25 +16,21 @@ import asyncio
 import logging
 import time
 
+from kailash_nodes.drivers import catalog_read
 from kailash_nodes.errors import ConnectionFailed, PoolTimeout, QueryError, TooManyRequests
 from kailash_nodes.pool import ConnectionPool, PooledConnection
-from kailash_nodes.router.replicas import ReplicaState, lsn_to_int
+from kailash_nodes.router.replicas import ReplicaState
 from kailash_nodes.router.sessions import Session
 
 __all__ = ["ReadYourWrites"]
 
 logger = logging.getLogger("kailash_nodes.router")
 
-# The insert position, not the write position: with synchronous_commit=off a COMMIT is
-# acknowledged before its record is written, and the token must still cover it.
-_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
-_REPLAY_SQL = "SELECT pg_last_wal_replay_lsn()::text AS lsn"
-
 
 class ReadYourWrites:
     """Tokens after a session's writes and the check that a replica has caught up.
 
-    ``track_lsn``: PostgreSQL with replicas (WAL positions); else, with replicas, a
+    ``track_lsn``: the driver tracks positions and there are replicas; else, with replicas, a
     ``window`` of seconds on the primary after each write. ``waits`` counts replica
     position checks, ``fallbacks`` reads sent to the primary for lack of a position.
     """
@@ -62,7 +59,7 @@ class ReadYourWrites:
     ) -> None:
         """Remember what the session's next replica read must see; never raises for it.
 
-        PostgreSQL: the WAL position, read on ``pc`` (the connection that wrote). If that
+        With positions: the write position, read on ``pc`` (the connection that wrote). If that
         read fails (the connection died after the write's answer), the token is pending.
         """
         if not self.track_lsn:
@@ -70,9 +67,9 @@ class ReadYourWrites:
             return
         session.lsn_pending = True  # what a failed or cancelled read below leaves
         try:
-            lsn = await _current_lsn(pool, pc)
+            lsn = await _write_position(pool, pc)
         except (ConnectionFailed, QueryError) as exc:
-            logger.debug("WAL position after a write not read (read later): %s", exc)
+            logger.debug("write position after a write not read (read later): %s", exc)
             return
         session.write_lsn = max(session.write_lsn, lsn)
         session.lsn_pending = False
@@ -93,9 +90,9 @@ class ReadYourWrites:
         pool = self.primary
         try:
             async with pool.connection(timeout=min(pool.config.timeout, 2.0)) as pc:
-                lsn = await _current_lsn(pool, pc)
+                lsn = await _write_position(pool, pc)
         except (ConnectionFailed, PoolTimeout, TooManyRequests, QueryError) as exc:
-            logger.debug("WAL position for session %s not read: %s", session.id, exc)
+            logger.debug("write position for session %s not read: %s", session.id, exc)
             self.fallbacks += 1
             return False
         session.write_lsn = max(session.write_lsn, lsn)
@@ -104,12 +101,16 @@ class ReadYourWrites:
 
     async def caught_up(self, state: ReplicaState, pc: PooledConnection, token: int) -> bool:
         """Wait up to ``timeout`` until the replica (``pc`` is one of its connections) has
-        replayed ``token``, polling every millisecond. Raises what ``execute`` raises."""
+        replayed ``token``, polling every millisecond. Raises QueryError (the read was
+        refused) or ConnectionFailed."""
         self.waits += 1
         deadline = time.monotonic() + self.timeout
         while True:
-            res = await state.pool.execute(pc, _REPLAY_SQL, fetch_mode="one", observe=False)
-            state.replay_lsn = max(state.replay_lsn, lsn_to_int(res.data["lsn"]))
+            pool = state.pool
+            replayed = await catalog_read(
+                pc, pool.driver.replay_position, pool.config.query_timeout
+            )
+            state.replay_lsn = max(state.replay_lsn, replayed or 0)
             if state.replay_lsn >= token:
                 return True
             if time.monotonic() >= deadline:
@@ -117,6 +118,6 @@ class ReadYourWrites:
             await asyncio.sleep(0.001)
 
 
-async def _current_lsn(pool: ConnectionPool, pc: PooledConnection) -> int:
-    res = await pool.execute(pc, _LSN_SQL, fetch_mode="one", observe=False)
-    return lsn_to_int(res.data["lsn"])
+async def _write_position(pool: ConnectionPool, pc: PooledConnection) -> int:
+    """Read the write position on ``pc``, one of ``pool``'s connections."""
+    return await catalog_read(pc, pool.driver.write_position, pool.config.query_timeout) or 0

@@ -1,19 +1,22 @@
 """Read replicas: health, measured lag, bans after failures, and the replay position.
 
-One owned monitor task per router polls every replica (with jitter). On PostgreSQL the lag is
-measured on the replica itself: zero when everything received has been replayed, else the
-age of the last replayed transaction; the replay LSN is kept for read-your-writes checks.
-Other backends are checked for liveness only (their lag is reported as unknown).
+One periodic monitor per router checks every replica (with jitter) through its driver's
+``replica_status``: where the backend reports one (PostgreSQL, measured on the replica
+itself: zero when everything received has been replayed, else the age of the last replayed
+transaction) the lag and the replay position are kept for read-your-writes checks; other
+backends are checked for liveness only (their lag is reported as unknown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any
 
+from kailash_nodes.background import Periodic
+from kailash_nodes.drivers import catalog_read
+from kailash_nodes.drivers.postgres_catalog import lsn_to_int  # re-exported: a public name
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.pool import ConnectionPool
 
@@ -21,27 +24,7 @@ __all__ = ["ReplicaSet", "ReplicaState", "lsn_to_int"]
 
 logger = logging.getLogger("kailash_nodes.router")
 
-# Lag measured on the standby: 0 when everything received is replayed, else the age of the
-# last replayed commit. The replay LSN is what read-your-writes compares against.
-PG_LAG_SQL = (
-    "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replay_lsn, "
-    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
-    "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0.0 "
-    "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag"
-)
 _BAN_MIN, _BAN_MAX = 1.0, 30.0
-
-
-def lsn_to_int(lsn: str | None) -> int:
-    """Return a PostgreSQL LSN ('16/B374D848') as an integer (0 for None).
-
-    >>> lsn_to_int("0/10"), lsn_to_int("1/0") == 2**32, lsn_to_int(None)
-    (16, True, 0)
-    """
-    if not lsn:
-        return 0
-    high, _, low = lsn.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 class ReplicaState:
@@ -111,7 +94,9 @@ class ReplicaSet:
         self.states = [ReplicaState(name, pool) for name, pool in replicas.items()]
         self.interval = interval
         self._next = 0
-        self._task: asyncio.Task[None] | None = None
+        self._monitor = Periodic(
+            "kailash_nodes-router:replica-monitor", self.check_all, lambda: self.interval
+        )
 
     def pick(self, max_lag: float) -> ReplicaState | None:
         """Return the next usable replica, or None when none is."""
@@ -135,45 +120,31 @@ class ReplicaSet:
         return None
 
     def start(self) -> None:
-        """Start the monitor task (idempotent)."""
-        if self.states and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._monitor(), name="kailash_nodes-router:replica-monitor"
-            )
+        """Start the periodic monitor (idempotent; nothing to do without replicas)."""
+        if self.states:
+            self._monitor.start()
 
     async def stop(self) -> None:
-        """Stop the monitor task."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop the monitor and wait for it (a check in progress is cancelled)."""
+        await self._monitor.stop()
 
     async def check_all(self) -> None:
         """Check every replica once, concurrently."""
         await asyncio.gather(*(self.check(s) for s in self.states))
 
-    async def _monitor(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
-            await self.check_all()
-
     async def check(self, state: ReplicaState) -> None:
         """Measure one replica's lag and replay position; ban it when it fails."""
         state.checks += 1
+        bound = max(self.interval, 1.0) * 2
         try:
-            async with asyncio.timeout(max(self.interval, 1.0) * 2):
+            async with asyncio.timeout(bound):
                 async with state.pool.connection() as pc:
-                    if state.pool.config.connect.backend == "postgresql":
-                        res = await state.pool.execute(
-                            pc, PG_LAG_SQL, fetch_mode="one", observe=False
-                        )
-                        row = res.data
-                        if not row["standby"]:
-                            raise KailashNodesError("not a standby (pg_is_in_recovery() is false)")
-                        state.lag = float(row["lag"] or 0.0)
-                        state.replay_lsn = lsn_to_int(row["replay_lsn"])
-                    else:
-                        await state.pool.execute(pc, "SELECT 1", observe=False)
+                    status = await catalog_read(pc, state.pool.driver.replica_status, bound)
+            if status is not None:
+                if not status.standby:
+                    raise KailashNodesError("not a standby (the server is not in recovery)")
+                state.lag = status.lag
+                state.replay_lsn = status.position or 0
         except asyncio.CancelledError:
             raise
         except Exception as exc:

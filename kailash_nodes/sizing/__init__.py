@@ -1,4 +1,4 @@
-"""Adaptive pool sizing: a pure policy (numpy) and the owned task that applies it."""
+"""Adaptive pool sizing: a pure policy and the periodic job that applies it."""
 
 from __future__ import annotations
 

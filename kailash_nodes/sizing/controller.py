@@ -1,26 +1,28 @@
-"""`AdaptivePoolController`: the owned task that applies the sizing policy to one pool.
+"""`AdaptivePoolController`: the periodic job that applies the sizing policy to one pool.
 
 Every ``interval`` seconds (with jitter) it reads what the pool measured since the last
 tick (acquire waits, hold times, arrivals, waiting callers), asks the policy, and moves the
 pool's floor. Every ``cap_refresh`` seconds it reads the server's live connection limit and
-how many connections other clients hold, and caps the pool at ``db_share`` (80%) of the
-limit minus those, so several processes sharing one database stay inside its budget. That
-read runs on one of the pool's connections, so it waits for a tick with an idle one (at
-most ``CAP_DEFER_LIMIT`` x ``cap_refresh``) rather than take a connection a caller is
-waiting for while every connection is busy.
+how many connections other clients hold (``Driver.connection_limit``), and caps the pool at
+``db_share`` (80%) of the limit minus those, so several processes sharing one database stay
+inside its budget; a backend without a server limit is capped at its driver's
+``max_useful_connections``. That read runs on one of the pool's connections, so it waits
+for a tick with an idle one (at most ``CAP_DEFER_LIMIT`` x ``cap_refresh``) rather than
+take a connection a caller is waiting for while every connection is busy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import math
-import random
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
+from kailash_nodes.background import Periodic
+from kailash_nodes.drivers import ConnectionLimit, catalog_read
 from kailash_nodes.pool import ConnectionPool
 from kailash_nodes.sizing.policy import Decision, PolicySettings, SizingPolicy, observe
 
@@ -29,18 +31,9 @@ __all__ = ["CAP_DEFER_LIMIT", "SQLITE_CAP", "AdaptivePoolController", "live_cap"
 logger = logging.getLogger("kailash_nodes.sizing")
 
 CAP_DEFER_LIMIT = 4  # a busy pool reads its live cap at least every 4 x cap_refresh
-SQLITE_CAP = 16  # one writer at a time and a thread per connection: more buys nothing
-
-_PG_LIMIT_SQL = (
-    "SELECT current_setting('max_connections')::int AS max_connections, "
-    "current_setting('superuser_reserved_connections')::int AS reserved, "
-    "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-    "AND application_name IS DISTINCT FROM $1)::int AS others"
-)
-_MY_LIMIT_SQL = (
-    "SELECT @@max_connections AS max_connections, 0 AS reserved, "
-    "(SELECT COUNT(*) FROM information_schema.processlist) AS everyone"
-)
+#: SQLite's cap, kept as a public name; the value used is the driver's
+#: ``max_useful_connections`` (tests/drivers check that they agree)
+SQLITE_CAP = 16
 
 
 def live_cap(max_connections: int, reserved: int, others: int, share: float = 0.8) -> int:
@@ -76,7 +69,7 @@ class AdaptivePoolController:
         self.cap = cfg.max_connections
         self.cap_source: dict[str, Any] = {"source": "max_connections option"}
         self._history: deque[dict[str, Any]] = deque(maxlen=1000)
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic(f"{cfg.name}:adaptive-sizing", self.tick, lambda: self.interval)
         self._seen_acquires = pool.stats.acquires
         self._seen_holds = pool.stats.hold_time.total_count
         self._last_tick = time.monotonic()
@@ -84,38 +77,25 @@ class AdaptivePoolController:
         self.ticks = 0
 
     async def start(self) -> None:
-        """Read the live cap and start the task (idempotent)."""
-        if self._task is None:
+        """Read the live cap and start the periodic job (idempotent)."""
+        if not self._job.running:
             await self.refresh_cap()
             self._last_tick = time.monotonic()
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"{self.pool.config.name}:adaptive-sizing"
-            )
+            self._job.start()
 
     async def stop(self) -> None:
-        """Stop adjusting; the pool keeps its current size."""
+        """Stop adjusting (a tick in progress is cancelled); the pool keeps its size."""
         self.enabled = False
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._job.stop()
 
     @property
     def running(self) -> bool:
-        """Return whether the task is running."""
-        return self._task is not None and not self._task.done()
+        """Return whether the periodic job is running."""
+        return self._job.running
 
     def get_adjustment_history(self) -> list[dict[str, Any]]:
         """Return every size change: timestamp, from_size, to_size, reason and the inputs."""
         return list(self._history)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
-            try:
-                await self.tick()
-            except Exception:  # keep adjusting; the next tick retries
-                logger.exception("adaptive sizing tick failed for %s", self.pool.config.name)
 
     async def tick(self) -> Decision | None:
         """Measure the last interval, decide, apply; return the change made, if any."""
@@ -167,32 +147,44 @@ class AdaptivePoolController:
         return decision
 
     async def refresh_cap(self) -> int:
-        """Read the server's live limit and other clients' connections; return the cap."""
+        """Read the server's live limit and other clients' connections; return the cap.
+
+        A failed read keeps the last cap and adds its ``error`` to ``cap_source``.
+        """
         self._last_cap = time.monotonic()
         pool = self.pool
-        backend = pool.config.connect.backend
-        if backend == "sqlite":
-            self.cap = min(pool.config.max_connections, SQLITE_CAP)
-            self.cap_source = {"source": "sqlite", "cap": self.cap}
+        driver, max_connections = pool.driver, pool.config.max_connections
+        if driver.max_useful_connections is not None:  # no server limit: no round trip
+            self.cap = min(max_connections, driver.max_useful_connections)
+            self.cap_source = {"source": driver.name, "cap": self.cap}
             return self.cap
         try:
-            async with pool.connection() as pc:
-                if backend == "postgresql":
-                    res = await pool.execute(
-                        pc, _PG_LIMIT_SQL, [pool.config.connect.application_name], fetch_mode="one"
-                    )
-                    row = dict(res.data)
-                else:
-                    res = await pool.execute(pc, _MY_LIMIT_SQL, fetch_mode="one")
-                    row = dict(res.data)
-                    row["others"] = int(row.pop("everyone")) - len(pool.entries())
+            limit = await self._read_limit()
         except Exception as exc:  # keep the last cap; report why
             logger.warning("could not read the live connection limit: %s", exc)
             self.cap_source = {**self.cap_source, "error": str(exc)}
             return self.cap
-        cap = live_cap(
-            int(row["max_connections"]), int(row["reserved"]), int(row["others"]), self.db_share
-        )
-        self.cap = min(pool.config.max_connections, cap)
-        self.cap_source = {"source": backend, **row, "share": self.db_share, "cap": self.cap}
+        if limit is None:
+            return self.cap
+        cap = live_cap(limit.max_connections, limit.reserved, limit.others, self.db_share)
+        self.cap = min(max_connections, cap)
+        self.cap_source = {
+            "source": driver.name,
+            "max_connections": limit.max_connections,
+            "reserved": limit.reserved,
+            "others": limit.others,
+            "share": self.db_share,
+            "cap": self.cap,
+        }
         return self.cap
+
+    async def _read_limit(self) -> ConnectionLimit | None:
+        """Run ``Driver.connection_limit`` on one of the pool's connections."""
+        pool = self.pool
+        async with pool.connection() as pc:
+            read = partial(  # counted now: the checkout may have opened one more
+                pool.driver.connection_limit,
+                application_name=pool.config.connect.application_name,
+                own_connections=len(pool.entries()),
+            )
+            return await catalog_read(pc, read, pool.config.query_timeout)

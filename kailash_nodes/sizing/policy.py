@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from kailash_nodes.measure import percentile
 
 __all__ = ["Decision", "Observation", "PolicySettings", "SizingPolicy", "observe", "wanted_size"]
 
@@ -68,19 +68,20 @@ def observe(
     size: int,
     waiting: int,
 ) -> Observation:
-    """Summarise one interval's raw samples.
+    """Summarise one interval's raw samples (``wait_p95``: nearest rank, as every
+    percentile of the package; numpy's ``inverted_cdf`` gives the same value, measured
+    30-180 µs a tick against 1-100 µs for sorting the list, 10-2048 samples).
 
     >>> o = observe(10.0, 0.5, [0.0, 0.001, 0.02], [0.01, 0.03], 2, 4, 0)
     >>> (o.arrival_rate, round(o.hold_time, 3), o.utilisation, o.samples)
     (6.0, 0.02, 0.5, 3)
     """
-    wait_p95 = float(np.percentile(waits, 95, method="inverted_cdf")) if waits else 0.0
     return Observation(
         at=at,
         arrival_rate=len(waits) / interval if interval > 0 else 0.0,
-        hold_time=float(np.mean(holds)) if holds else 0.0,
+        hold_time=sum(holds) / len(holds) if holds else 0.0,
         utilisation=active / size if size else 0.0,
-        wait_p95=wait_p95,
+        wait_p95=percentile(sorted(waits), 95),
         waiting=waiting,
         size=size,
         samples=len(waits),

@@ -121,3 +121,23 @@ def test_controller_is_absent_without_adaptive_sizing() -> None:
 
     pool = WorkflowConnectionPool(database_type="sqlite", min_connections=1)
     assert pool.adaptive_controller is None and not pool.adaptive_sizing_enabled
+
+
+async def test_the_sizing_job_starts_once_ticks_and_stops(
+    make_pool: PoolFactory, backend: Backend
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=4)
+    await pool.initialize()
+    ctl = AdaptivePoolController(pool.engine, interval=0.01)
+    assert not ctl.running
+    await ctl.start()
+    await ctl.start()  # idempotent
+    assert ctl.running and ctl.cap_source["source"] == backend.name
+    async with asyncio.timeout(5):
+        while ctl.ticks < 3:  # noqa: ASYNC110  # polls what a background job changes
+            await asyncio.sleep(0.005)
+    await ctl.stop()
+    assert not ctl.running and not ctl.enabled
+    ticks = ctl.ticks
+    await asyncio.sleep(0.05)
+    assert ctl.ticks == ticks

@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from kailash_nodes.sizing import Observation, PolicySettings, SizingPolicy, live_cap, wanted_size
+from kailash_nodes.sizing import (
+    Observation,
+    PolicySettings,
+    SizingPolicy,
+    live_cap,
+    observe,
+    wanted_size,
+)
 
 S = PolicySettings(min_size=2, max_size=40, shrink_delay=2.0, cooldown=1.0)
 
@@ -79,3 +86,16 @@ def test_live_cap_is_80_percent_of_the_usable_limit_minus_others() -> None:
     assert live_cap(200, 3, 0) == 157
     assert live_cap(200, 3, 150) == 7
     assert live_cap(50, 3, 100) == 0
+
+
+def test_wait_p95_is_the_nearest_rank_numpy_inverted_cdf_gives() -> None:
+    import random
+
+    import numpy as np
+
+    rng = random.Random(13)
+    for n in (1, 2, 19, 20, 21, 100, 2048):
+        waits = [rng.expovariate(100.0) for _ in range(n)]
+        got = observe(1.0, 1.0, waits, [0.01], 1, 2, 0).wait_p95
+        assert got == float(np.percentile(waits, 95, method="inverted_cdf")), n
+    assert observe(1.0, 1.0, [], [], 0, 0, 0).wait_p95 == 0.0
