@@ -385,9 +385,10 @@ async def router_section(demo: Demo) -> None:
         f"{r['p95_routing_time_ms']:.2f}/{r['p99_routing_time_ms']:.2f} ms"
         f" ({r['routing_samples']} samples)"
     )
+    ahead = "on" if learning["enabled"] else "off (prepare_predicted=False, the default)"
     demo.say(
-        f"  pattern learning: enabled={learning['enabled']}, {learning['prewarms']} predicted"
-        f" statements prepared ahead, {learning['prewarms_used']} of them used"
+        f"  preparing predicted statements ahead: {ahead}; {learning['prewarms']} prepared"
+        f" ahead, {learning['prewarms_used']} of them used"
     )
     demo.say(
         f"  sessions: {m['active_transactions']} open transactions,"
