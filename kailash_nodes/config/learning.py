@@ -1,7 +1,9 @@
 """Learning settings: the pattern tracker's options, validated (the tracker's own names).
 
-The tracker (`kailash_nodes.learning`) takes these as its options object; the pool node
-builds its tracker from them (``persist_path`` is the pool's ``pattern_store``).
+The one place the tracker's rules and defaults are defined: `kailash_nodes.learning`'s
+``TrackerOptions`` and ``Bounds`` take their defaults from this model and validate every
+data option with it (``TrackerOptions.from_keywords`` through `from_options`). The pool
+node's tracker gets ``persist_path`` = the pool's ``pattern_store``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ class LearningSettings(Settings):
     Bounds (see ``learning.Bounds``): ``max_shapes``, ``max_followers``, ``max_contexts``,
     ``loop_window``, ``duration_window``, ``gap_window``, ``max_sessions``,
     ``session_ttl`` (s), ``max_transition_count``. Model: ``order`` (1 or 2) and the
-    components the second order enables.
+    components the second order enables (meanings: ``learning.TrackerOptions``).
+    ``persist_path`` is text here; the tracker also takes a path object (validated as its
+    text) and a ``clock`` (a callable, not data, so not a setting).
     """
 
     owner: ClassVar[str] = "QueryPatternTracker"

@@ -87,7 +87,7 @@ class QueryPatternTracker:
         self._noise_level = NoiseLevel()
         self.counters = dict.fromkeys(persist.COUNTERS, 0)
         if self.persist_path is not None and os.path.exists(self.persist_path):
-            self._restore(self.persist_path)
+            self.restore(self.persist_path)
 
     # -- recording (the query path) -----------------------------------------------------
 
@@ -464,10 +464,15 @@ class QueryPatternTracker:
         for a missing, corrupt or unknown-version file.
         """
         tracker = cls(options, **keywords)
-        tracker._restore(path)
+        tracker.restore(path)
         return tracker
 
-    def _restore(self, path: StrPath) -> None:
+    def restore(self, path: StrPath) -> None:
+        """Replace what this tracker learned with what ``path`` holds, cut to its bounds.
+
+        Live sessions are not touched. Raises `PatternFileError` for a missing, corrupt or
+        unknown-version file.
+        """
         self._shapes, self.counters, self._starts, kinds = persist.read(
             path, self.bounds, self._runs, self._noise_level
         )
