@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from kailash_nodes.config import PoolConfig
 from kailash_nodes.drivers import DriverConnection, Rows
 from kailash_nodes.drivers.base import DriverCursor
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+from kailash_nodes.pool.entry import Entry, PooledConnection
 
-if TYPE_CHECKING:
-    from kailash_nodes.pool.engine import ConnectionPool
-    from kailash_nodes.pool.entry import Entry, PooledConnection
+__all__ = ["ResultStream", "StreamGuard", "StreamOwner"]
 
-__all__ = ["ResultStream", "StreamGuard"]
+
+class StreamOwner(Protocol):
+    """What a stream needs of the pool that runs it (``ConnectionPool`` is one)."""
+
+    config: PoolConfig  # query_timeout applies to each batch
+
+    def count_failure(self, entry: Entry, exc: QueryError) -> None:
+        """Count a statement the database rejected (lowers the connection's health)."""
+
+    def count_stream(
+        self, entry: Entry, pc: PooledConnection, query: str, duration: float, rows: int
+    ) -> None:
+        """Count a stream that ended cleanly as one statement."""
 
 
 class ResultStream:
@@ -57,7 +69,7 @@ class ResultStream:
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: StreamOwner,
         pc: PooledConnection,
         query: str,
         text: str,
@@ -121,7 +133,7 @@ class ResultStream:
         try:
             rows = await cursor.fetch(self._batch_size, self._pool.config.query_timeout)
         except QueryError as exc:
-            self._pool._record_failure(self._entry_or_raise(), exc)
+            self._pool.count_failure(self._entry_or_raise(), exc)
             await self._finish(commit=False)
             raise
         except BaseException:  # cancelled or lost mid-batch: the wire state is unknown
@@ -145,7 +157,7 @@ class ResultStream:
             cursor = await conn.open_cursor(self._text, self._args, self._pool.config.query_timeout)
         except QueryError as exc:
             self._done = True
-            self._pool._record_failure(entry, exc)
+            self._pool.count_failure(entry, exc)
             raise
         except ParameterError:  # refused before anything ran: the connection is as it was
             self._done = True
@@ -195,7 +207,7 @@ class ResultStream:
         except BaseException:
             entry.broken = True  # the cursor may still be open: replace the connection
             raise
-        self._pool._stream_done(
+        self._pool.count_stream(
             entry, self._pc, self._query, time.monotonic() - self._start, self.rows
         )
 
