@@ -56,6 +56,16 @@ def _terminate_opened(task: asyncio.Task[Entry]) -> None:
         task.result().conn.terminate()
 
 
+def _running(pc: PooledConnection) -> ParameterError:
+    """Return the error for a second statement sent while one runs on ``pc``: on the same
+    wire it would interleave with the first (MySQL then hands one caller's rows to the
+    next), so it is refused before anything is sent."""
+    return ParameterError(
+        f"connection {pc.id!r} is already running a statement: await it before "
+        "sending the next one, or acquire another connection"
+    )
+
+
 class QueryResult:
     """What one statement returned: rows (shaped by fetch mode), row count, duration."""
 
@@ -290,12 +300,7 @@ class ConnectionPool(ConnectionSet):
         if rq.statements != 1:
             self._check_script(rq, args)
         if entry.busy:
-            # A second statement on the same wire would interleave with the first: MySQL
-            # then hands one caller's rows to the next. Refused before anything is sent.
-            raise ParameterError(
-                f"connection {pc.id!r} is already running a statement: await it before "
-                "sending the next one, or acquire another connection"
-            )
+            raise _running(pc)
         if rq.session_state or (self._routines_dirty and calls_routines(query)):
             entry.dirty = True  # a user function may have set a role: reset on release
         conn = entry.conn

@@ -137,7 +137,7 @@ class ResultStream:
             await self._finish(commit=False)
             raise
         except BaseException:  # cancelled or lost mid-batch: the wire state is unknown
-            self._break()
+            self.interrupt()
             raise
         self.rows += len(rows)
         if len(rows) < self._batch_size:  # the last batch: end now, not on the next call
@@ -211,7 +211,33 @@ class ResultStream:
             entry, self._pc, self._query, time.monotonic() - self._start, self.rows
         )
 
-    def _break(self) -> None:
+    @property
+    def interrupted(self) -> bool:
+        """Return whether the stream broke off mid-batch (its connection is replaced)."""
+        return self._broken
+
+    async def end_for_other_use(self) -> None:
+        """End the stream (rolled back) because its connection is wanted for something
+        else; the reader then gets an error instead of a short result.
+
+        Raises ParameterError while a batch is being read, ConnectionFailed after an
+        interrupted batch (nothing is sent in either case).
+        """
+        if self._busy:  # nothing is sent: two statements would share one wire
+            raise ParameterError(
+                "the connection is reading a batch of a stream: await it before sending "
+                "anything else, or use another connection"
+            )
+        if self._broken:
+            raise ConnectionFailed(
+                "the connection was interrupted in the middle of a stream; it is replaced "
+                "on release"
+            )
+        if not self._done:
+            self._cut = True
+        await self.aclose()
+
+    def interrupt(self) -> None:
         """Give up on the connection: it is replaced on release (no round trip now)."""
         self._done = self._broken = True
         self._cursor = None
@@ -247,20 +273,8 @@ class StreamGuard:
         self.inner.server_prepare = value
 
     async def end_stream(self) -> None:
-        """End the open stream (rolled back) unless it broke; raise ConnectionFailed then."""
-        if self.stream._busy:  # nothing is sent: two statements would share one wire
-            raise ParameterError(
-                "the connection is reading a batch of a stream: await it before sending "
-                "anything else, or use another connection"
-            )
-        if self.stream._broken:
-            raise ConnectionFailed(
-                "the connection was interrupted in the middle of a stream; it is replaced "
-                "on release"
-            )
-        if not self.stream._done:
-            self.stream._cut = True
-        await self.stream.aclose()
+        """End the open stream (`ResultStream.end_for_other_use`)."""
+        await self.stream.end_for_other_use()
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -329,7 +343,7 @@ class StreamGuard:
 
     def is_closed(self) -> bool:
         """Return True after an interrupted batch (the connection must not be used)."""
-        return self.stream._broken or self.inner.is_closed()
+        return self.stream.interrupted or self.inner.is_closed()
 
     async def ping(self, timeout: float) -> None:
         """End the stream, then ping."""
@@ -349,10 +363,10 @@ class StreamGuard:
 
     async def close(self, timeout: float) -> None:
         """Close the driver connection (the stream ends with it)."""
-        self.stream._break()
+        self.stream.interrupt()
         await self.inner.close(timeout)
 
     def terminate(self) -> None:
         """Drop the driver connection at once (the stream ends with it)."""
-        self.stream._break()
+        self.stream.interrupt()
         self.inner.terminate()
