@@ -117,15 +117,6 @@ class ConnectionSet:
         self._entries.add(entry)
         handoff.put(entry)
 
-    def enqueue_waiter(self, since: float) -> asyncio.Future[Entry]:
-        """Queue a caller with nothing idle to take (since monotonic time ``since``), and
-        open a connection for it when none is opening for it and there is room."""
-        handoff = self.handoff
-        fut = handoff.enqueue(since)
-        if handoff.opening < len(handoff.waiters) and self.has_room():
-            self._spawn_open()
-        return fut
-
     def has_room(self) -> bool:
         """Return whether one more connection may open now (closing ones still count)."""
         return len(self._entries) + self.handoff.opening + self._closing < self._limit

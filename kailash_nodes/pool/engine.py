@@ -222,7 +222,9 @@ class ConnectionPool(ConnectionSet):
                 f"pool {self.config.name!r} has {len(handoff.waiters)} callers waiting "
                 f"(max_waiting={max_waiting}); {self.describe_state()}"
             )
-        fut = self.enqueue_waiter(start)
+        fut = handoff.enqueue(start)
+        if handoff.opening < len(handoff.waiters) and self.has_room():
+            self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
         try:
             async with asyncio.timeout(timeout):
                 entry = await fut
@@ -236,8 +238,6 @@ class ConnectionPool(ConnectionSet):
         except BaseException:
             handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
-        finally:
-            handoff.leave(fut)
         return self._lease(entry, start)
 
     def _lease(self, entry: Entry, start: float) -> PooledConnection:

@@ -73,10 +73,6 @@ class Handoff:
         self._since[fut] = since
         return fut
 
-    def leave(self, fut: asyncio.Future[Entry]) -> None:
-        """Forget when ``fut``'s caller began waiting (it stopped waiting)."""
-        del self._since[fut]
-
     def abandon(self, fut: asyncio.Future[Entry]) -> None:
         """Take back from a caller that gave up (timed out, cancelled) the connection it
         was handed, if any, else take it out of the queue."""
@@ -85,6 +81,7 @@ class Handoff:
             return
         with contextlib.suppress(ValueError):  # already handed out or failed
             self.waiters.remove(fut)
+            del self._since[fut]
 
     def waiting(self) -> int:
         """Return how many callers are waiting."""
@@ -97,6 +94,7 @@ class Handoff:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_exception(error)
+        self._since.clear()
 
     # ------------------------------------------------------------------ the rule
 
@@ -105,6 +103,7 @@ class Handoff:
         waiters = self.waiters
         while waiters:
             fut = waiters.popleft()
+            del self._since[fut]  # a waiter is forgotten as it leaves the queue
             if not fut.done():
                 fut.set_result(entry)
                 return

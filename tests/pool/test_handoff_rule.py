@@ -113,7 +113,6 @@ async def test_a_waiter_that_gives_up_returns_what_it_was_handed() -> None:
     a = entry("a")
     h.put(a)  # handed over just as the caller gave up
     h.abandon(waiter)
-    h.leave(waiter)
     assert h.idle == [a]
     left = h.enqueue(0.0)
     h.abandon(left)  # nothing handed: just leaves the queue
