@@ -201,13 +201,13 @@ class ConnectionSet:
         for entry in self.handoff.close(PoolClosed(f"pool {self.config.name!r} was closed")):
             self.retire(entry, "pool closed", replace=False)
 
-    async def drop_all(self) -> None:
-        """Drop the connections still open (checked out past the drain), wait for the
-        closes under way (up to CLEANUP_TIMEOUT), and cancel what still runs."""
+    async def drop_all(self, wait: float) -> None:
+        """Drop the connections still open (checked out past the drain), wait up to
+        ``wait`` seconds for the closes under way, and cancel what still runs."""
         for entry in list(self._entries):
             entry.conn.terminate()
             self._entries.discard(entry)
-        await self.tasks.wait_all(CLEANUP_TIMEOUT)
+        await self.tasks.wait_all(wait)
         await self.tasks.cancel_all()
 
     # ------------------------------------------------------------------ sizing

@@ -149,7 +149,7 @@ class ConnectionPool(ConnectionSet):
         if self.active:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout)
-        await self.drop_all()
+        await self.drop_all(CLEANUP_TIMEOUT)  # closes under way (replacements included)
 
     # ------------------------------------------------------------------ checkout
 
