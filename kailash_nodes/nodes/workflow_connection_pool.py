@@ -7,7 +7,6 @@ results become the dict shapes Kailash users know (see docs/pool.md). No pool lo
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -387,103 +386,16 @@ class WorkflowConnectionPool(Node):
     # ------------------------------------------------------------------ reporting
 
     def get_stats(self) -> dict[str, Any]:
-        """Return the ``stats`` result: counters, timings with sample counts, state."""
-        engine = self.engine
-        s = engine.stats
-        acquire = s.acquire_wait.summary_ms()
-        query = s.query_time.summary_ms()
-        state = engine.state()
-        executed = s.queries_executed
-        return {
-            "pool_name": self.name,
-            "uptime_seconds": time.monotonic() - engine.started_at,
-            "connections": {
-                "created": s.connections_created,
-                "recycled": s.connections_recycled,
-                "failed": s.connections_failed,
-                "closed": s.connections_closed,
-            },
-            "queries": {
-                "executed": executed,
-                "errors": s.query_errors,
-                "error_rate": (s.query_errors / executed) if executed else 0.0,
-            },
-            "performance": {
-                "avg_acquisition_time_ms": acquire["avg_ms"],
-                "p50_acquisition_time_ms": acquire["p50_ms"],
-                "p95_acquisition_time_ms": acquire["p95_ms"],
-                "p99_acquisition_time_ms": acquire["p99_ms"],
-                "acquisition_samples": acquire["samples"],
-                "avg_query_time_ms": query["avg_ms"],
-                "p50_query_time_ms": query["p50_ms"],
-                "p95_query_time_ms": query["p95_ms"],
-                "p99_query_time_ms": query["p99_ms"],
-                "query_samples": query["samples"],
-            },
-            "health": {
-                "success_rate": ((executed - s.query_errors) / executed) if executed else 1.0,
-                "checks_performed": s.checks_performed,
-                "checks_failed": s.checks_failed,
-            },
-            "requests": {
-                "acquired": s.acquires,
-                "timeouts": s.timeouts,
-                "rejected": s.requests_rejected,
-                "statement_affinity_picks": s.affinity_picks,
-                "handoffs_deferred": s.handoffs_deferred,
-                "rollbacks_on_release": s.rollbacks,
-                "resets_on_release": s.resets,
-            },
-            "current_state": {
-                **state,
-                "available_connections": state["idle_connections"],
-                "health_scores": engine.health_scores(),
-            },
-        }
+        """Return the ``stats`` result: the pool's own report (``ConnectionPool.get_stats``)."""
+        return self.engine.get_stats()
 
     def get_pool_statistics(self) -> dict[str, Any]:
         """Return the flat statistics the original's adaptive controller read."""
-        stats = self.get_stats()
-        state = stats["current_state"]
-        total = state["total_connections"]
-        scores = list(state["health_scores"].values())
-        uptime = stats["uptime_seconds"]
-        return {
-            "pool_name": self.name,
-            "total_connections": total,
-            "active_connections": state["active_connections"],
-            "idle_connections": state["idle_connections"],
-            "queue_depth": state["waiting_requests"],
-            "utilization_rate": (state["active_connections"] / total) if total else 0.0,
-            "avg_health_score": (sum(scores) / len(scores)) if scores else 0.0,
-            "avg_acquisition_time_ms": stats["performance"]["avg_acquisition_time_ms"],
-            "avg_query_time_ms": stats["performance"]["avg_query_time_ms"],
-            "query_time_samples": stats["performance"]["query_samples"],
-            "queries_per_second": (stats["queries"]["executed"] / uptime) if uptime else 0.0,
-            "error_rate": stats["queries"]["error_rate"],
-        }
+        return self.engine.get_pool_statistics()
 
     def get_status(self) -> dict[str, Any]:
         """Return per-connection status (health, checked out or idle, queries, ages)."""
-        now = time.monotonic()
-        conns = {
-            e.name: {
-                "health_score": round(e.health, 1),
-                "active_queries": 1 if e.leased else 0,
-                "state": "active" if e.leased else "idle",
-                "queries": e.queries,
-                "age_seconds": now - e.created,
-                "idle_seconds": 0.0 if e.leased else now - e.last_used,
-            }
-            for e in sorted(self.engine.entries(), key=lambda e: e.name)
-        }
-        state = self.engine.state()
-        return {
-            "connections": conns,
-            "pool_size": state["total_connections"],
-            "active_count": state["active_connections"],
-            "available_count": state["idle_connections"],
-        }
+        return self.engine.get_status()
 
 
 def _connection_id(conn: Any) -> Any:

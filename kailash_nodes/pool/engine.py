@@ -1,10 +1,11 @@
-"""The pool engine: checkout, execution and return (growth and replacement: core.py).
+"""The pool engine: checkout, execution and return, on top of the connection set.
 
 Idle connections are a LIFO stack (the warmest is reused first, the coldest ages out); a
 released connection goes straight to the oldest waiter (FIFO), so a woken waiter cannot lose
 it to a caller that arrived later, except while the pool opens a connection for every
-waiter (core.py, `_keep_for_next`). New connections are opened by owned background tasks
-and handed to waiters as they arrive: nobody waits for a connection they did not ask for.
+waiter (handoff.py states the rule). New connections are opened by owned background tasks
+and handed to waiters as they arrive: nobody waits for a connection they did not ask for
+(connections.py). This module uses only the public names of `ConnectionSet`.
 
 The event loop is single-threaded: every decision below happens between two awaits, so no
 lock is needed; each ``await`` is a point where the state may have changed, and the code says
@@ -17,12 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from kailash_nodes.config import check_number
-from kailash_nodes.drivers import FETCH_MODES, DriverConnection, Rows
+from kailash_nodes.background import Periodic
+from kailash_nodes.config import PoolConfig, check_number
+from kailash_nodes.drivers import FETCH_MODES, Driver, DriverConnection, Rows
 from kailash_nodes.errors import (
     ConnectionFailed,
     ParameterError,
@@ -32,10 +34,12 @@ from kailash_nodes.errors import (
     TooManyRequests,
     UnsupportedStatement,
 )
-from kailash_nodes.pool.core import AFFINITY_DEPTH, CLEANUP_TIMEOUT, PoolCore
+from kailash_nodes.pool.connections import AFFINITY_DEPTH, CLEANUP_TIMEOUT, ConnectionSet
 from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
+from kailash_nodes.pool.maintenance import maintenance
+from kailash_nodes.pool.stats import connection_status, flat_statistics
 from kailash_nodes.pool.stream import ResultStream
-from kailash_nodes.sql import bind, calls_routines, rewrite
+from kailash_nodes.sql import RewrittenQuery, bind, calls_routines, rewrite
 
 __all__ = ["ConnectionPool", "QueryResult"]
 
@@ -52,6 +56,16 @@ def _terminate_opened(task: asyncio.Task[Entry]) -> None:
         task.result().conn.terminate()
 
 
+def _running(pc: PooledConnection) -> ParameterError:
+    """Return the error for a second statement sent while one runs on ``pc``: on the same
+    wire it would interleave with the first (MySQL then hands one caller's rows to the
+    next), so it is refused before anything is sent."""
+    return ParameterError(
+        f"connection {pc.id!r} is already running a statement: await it before "
+        "sending the next one, or acquire another connection"
+    )
+
+
 class QueryResult:
     """What one statement returned: rows (shaped by fetch mode), row count, duration."""
 
@@ -63,24 +77,30 @@ class QueryResult:
         self.duration = duration
 
 
-class ConnectionPool(PoolCore):
+class ConnectionPool(ConnectionSet):
     """An asyncio connection pool over one database.
 
     Create it, ``await open()``, then ``acquire``/``execute``/``release`` (or
-    ``async with pool.connection()``), and ``await close()`` at the end.
+    ``async with pool.connection()``), and ``await close()`` at the end. The connection
+    bookkeeping (growth, retirement, sizing, state) is inherited from `ConnectionSet`.
     """
 
+    def __init__(self, config: PoolConfig, driver: Driver | None = None) -> None:
+        super().__init__(config, driver)
+        self._style = self.driver.placeholder_style
+        # PostgreSQL: a user function may set a role the server does not report (execute)
+        self._routines_dirty = self._style == "numeric"
+        # The hand-off's bound method, looked up once: release calls it on every return.
+        self._put_back: Callable[[Entry], None] = self.handoff.put_back
+        self._lease_seq = 0
+        self._maintenance: Periodic | None = None
+        # Called after every statement (query, seconds, rows, success, handle) when set:
+        # the pool node's pattern tracking hooks in here.
+        self.observer: Callable[[str, float, int, bool, PooledConnection], None] | None = None
+        self._open_lock = asyncio.Lock()
+        self._drained = asyncio.Event()  # set when the pool is closed and nothing is checked out
+
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def opened(self) -> bool:
-        """Return whether ``open()`` has completed."""
-        return self._opened
-
-    @property
-    def closed(self) -> bool:
-        """Return whether ``close()`` was called."""
-        return self._closed
 
     async def open(self) -> None:
         """Open ``min_connections`` in parallel and start maintenance.
@@ -88,13 +108,14 @@ class ConnectionPool(PoolCore):
         Raises ConnectionFailed (with the driver's error as cause) when the database cannot
         be reached; nothing is left open then. Calling it again is a no-op.
         """
-        self._check_open()
+        if self.closed:
+            raise PoolClosed(f"pool {self.config.name!r} is closed")
         async with self._open_lock:  # concurrent first acquires open the pool once
-            if not self._opened:
+            if not self.opened:
                 await self._open_floor()
 
     async def _open_floor(self) -> None:
-        opens = [asyncio.ensure_future(self._connect()) for _ in range(self._floor)]
+        opens = [asyncio.ensure_future(self.connect()) for _ in range(self.floor)]
         try:
             if opens:  # min_connections=0 opens nothing
                 await asyncio.wait(opens)
@@ -110,14 +131,9 @@ class ConnectionPool(PoolCore):
             for entry in entries:
                 entry.conn.terminate()
             raise failures[0]
-        for entry in entries:
-            self._entries.add(entry)
-            self._idle.append(entry)
-        self._opened = True
-        self.started_at = time.monotonic()
-        from kailash_nodes.pool.maintenance import run_maintenance
-
-        self._maintenance = self._tasks.spawn(run_maintenance(self), "maintenance")
+        self.start(entries)
+        self._maintenance = maintenance(self)
+        self._maintenance.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking work, wait up to ``timeout`` for checked-out connections, close all.
@@ -125,25 +141,15 @@ class ConnectionPool(PoolCore):
         Waiters fail with PoolClosed at once; connections still checked out after
         ``timeout`` are terminated. Calling it again is a no-op.
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_exception(PoolClosed(f"pool {self.config.name!r} was closed"))
+        self.shut()
         if self._maintenance is not None:
-            self._maintenance.cancel()
-        idle, self._idle = self._idle, []
-        await asyncio.gather(*(self._close_entry(e) for e in idle))
-        if self._active:
+            await self._maintenance.stop()
+        if self.active:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout)
-        for entry in list(self._entries):
-            entry.conn.terminate()
-            self._entries.discard(entry)
-        await self._tasks.wait_all(CLEANUP_TIMEOUT)  # connection closes already under way
-        await self._tasks.cancel_all()
+        await self.drop_all(CLEANUP_TIMEOUT)  # closes under way (replacements included)
 
     # ------------------------------------------------------------------ checkout
 
@@ -157,20 +163,20 @@ class ConnectionPool(PoolCore):
         Raises PoolClosed, TooManyRequests (waiting queue full), PoolTimeout (the message
         shows the pool's state), or ConnectionFailed when no connection can be opened.
         """
-        if self._closed:
+        if self.closed:
             raise PoolClosed(f"pool {self.config.name!r} is closed")
         if timeout is not None:  # NaN or infinity would wait forever
             check_number("timeout", timeout, low=0, strict=True, error=ParameterError)
-        if not self._opened:
+        if not self.opened:
             await self.open()
         start = time.monotonic()
-        idle = self._idle
+        idle = self.idle
         if prefer is not None and idle and not idle[-1].conn.has_statement(prefer):
             self._bring_up(prefer)
         while idle:
             entry = idle.pop()
             if entry.conn.is_closed():  # the driver saw the socket close while it was idle
-                self._discard(entry, "closed while idle")
+                self.retire(entry, "closed while idle", graceful=False)
                 continue
             if start >= entry.deadline:
                 self.retire(entry, "lifetime")
@@ -184,7 +190,7 @@ class ConnectionPool(PoolCore):
 
     def _bring_up(self, statement: str) -> None:
         """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
-        idle = self._idle
+        idle = self.idle
         for i in range(len(idle) - 2, max(-1, len(idle) - 1 - AFFINITY_DEPTH), -1):
             if idle[i].conn.has_statement(statement):
                 idle.append(idle.pop(i))
@@ -192,16 +198,16 @@ class ConnectionPool(PoolCore):
                 return
 
     async def _validate(self, entry: Entry) -> bool:
-        """Ping a connection that sat idle past the window; discard it if dead."""
+        """Ping a connection that sat idle past the window; retire it if dead."""
         self.stats.checks_performed += 1
         try:
             await entry.conn.ping(min(self.config.timeout, CLEANUP_TIMEOUT))
         except ConnectionFailed:
             self.stats.checks_failed += 1
-            self._discard(entry, "failed check")
+            self.retire(entry, "failed check", graceful=False)
             return False
         except BaseException:  # cancelled mid-check: the state is unknown, drop it
-            self._discard(entry, "check interrupted")
+            self.retire(entry, "check interrupted", graceful=False)
             raise
         entry.suspect = False
         entry.credit(_HEALTH_SUCCESS)
@@ -209,45 +215,35 @@ class ConnectionPool(PoolCore):
 
     async def _wait(self, start: float, timeout: float) -> PooledConnection:
         max_waiting = self.config.max_waiting
-        if max_waiting and len(self._waiters) >= max_waiting:
+        handoff = self.handoff
+        if max_waiting and len(handoff.waiters) >= max_waiting:
             self.stats.requests_rejected += 1
             raise TooManyRequests(
-                f"pool {self.config.name!r} has {len(self._waiters)} callers waiting "
+                f"pool {self.config.name!r} has {len(handoff.waiters)} callers waiting "
                 f"(max_waiting={max_waiting}); {self.describe_state()}"
             )
-        fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        self._wait_since[fut] = start
-        if self._opening < len(self._waiters) and self._size() < self._limit:
-            self._spawn_open()
+        fut = handoff.enqueue(start)
+        if handoff.opening < len(handoff.waiters) and self.has_room():
+            self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
         try:
             async with asyncio.timeout(timeout):
                 entry = await fut
         except TimeoutError:
-            self._abandon(fut)
+            handoff.abandon(fut)
             self.stats.timeouts += 1
             raise PoolTimeout(
                 f"no connection available in pool {self.config.name!r} within {timeout:g}s "
                 f"({self.describe_state()})"
             ) from None
         except BaseException:
-            self._abandon(fut)  # cancelled after a hand-over: give the connection back
+            handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
-        finally:
-            del self._wait_since[fut]
         return self._lease(entry, start)
-
-    def _abandon(self, fut: asyncio.Future[Entry]) -> None:
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            self._put(fut.result())
-            return
-        with contextlib.suppress(ValueError):  # already handed out or failed
-            self._waiters.remove(fut)
 
     def _lease(self, entry: Entry, start: float) -> PooledConnection:
         now = time.monotonic()
         self._lease_seq += 1
-        self._active += 1
+        self.active += 1
         stats = self.stats
         stats.acquires += 1
         stats.acquire_wait.add(now - start)
@@ -302,22 +298,9 @@ class ConnectionPool(PoolCore):
         rq = rewrite(query, self._style)
         args = bind(rq, params)
         if rq.statements != 1:
-            if rq.statements == 0:
-                raise ParameterError("query is empty")
-            if not self.config.allow_multi_statements:
-                raise UnsupportedStatement(
-                    f"query holds {rq.statements} statements and pool {self.config.name!r} "
-                    "has allow_multi_statements=False: send one statement per execute"
-                )
-            if args:
-                raise ParameterError("parameters cannot be used with a multi-statement query")
+            self._check_script(rq, args)
         if entry.busy:
-            # A second statement on the same wire would interleave with the first: MySQL
-            # then hands one caller's rows to the next. Refused before anything is sent.
-            raise ParameterError(
-                f"connection {pc.id!r} is already running a statement: await it before "
-                "sending the next one, or acquire another connection"
-            )
+            raise _running(pc)
         if rq.session_state or (self._routines_dirty and calls_routines(query)):
             entry.dirty = True  # a user function may have set a role: reset on release
         conn = entry.conn
@@ -335,29 +318,11 @@ class ConnectionPool(PoolCore):
                 data, count = await self._fetch_limited(
                     conn, rq, args, fetch_mode, fetch_size, max_rows
                 )
-        except QueryError as exc:
-            self._record_failure(entry, exc)
-            if self.observer is not None and observe:
-                self.observer(query, time.monotonic() - start, 0, False, pc)
-            if exc.error_type == "QueryTimeout" and was_in is not None:
-                late = self._late_answer(entry, query, was_in)
-                if late is not None:
-                    raise late from exc
-            raise
-        except ConnectionFailed as exc:
-            self.stats.queries_executed += 1
-            self.stats.query_errors += 1
-            entry.broken = True
-            self._suspect_idle()
-            if was_in is None or type(exc) is not ConnectionFailed:
-                raise  # never sent (the connection was known closed), or already decided
-            # Sent, and no answer: did it take effect? (classification is cached per text)
-            from kailash_nodes.sql.outcome import lost_in_flight
-
-            lost = lost_in_flight(query, self.driver.dialect, was_in, str(exc))
-            if lost is None:
+        except (QueryError, ConnectionFailed) as exc:
+            mapped = self._failed(pc, query, exc, time.monotonic() - start, was_in, observe)
+            if mapped is exc:
                 raise
-            raise lost from exc
+            raise mapped from exc
         except ParameterError:
             raise
         except BaseException:  # cancelled mid-statement: the wire state is unknown
@@ -376,6 +341,53 @@ class ConnectionPool(PoolCore):
             self.observer(query, duration, count, True, pc)
         return QueryResult(data, count, duration)
 
+    def _check_script(self, rq: RewrittenQuery, args: tuple[Any, ...]) -> None:
+        """Refuse an empty query, and a multi-statement one the pool does not allow or
+        that has parameters."""
+        if rq.statements == 0:
+            raise ParameterError("query is empty")
+        if not self.config.allow_multi_statements:
+            raise UnsupportedStatement(
+                f"query holds {rq.statements} statements and pool {self.config.name!r} "
+                "has allow_multi_statements=False: send one statement per execute"
+            )
+        if args:
+            raise ParameterError("parameters cannot be used with a multi-statement query")
+
+    def _failed(
+        self,
+        pc: PooledConnection,
+        query: str,
+        exc: QueryError | ConnectionFailed,
+        took: float,
+        was_in: bool | None,
+        observe: bool,
+    ) -> Exception:
+        """Count a failed statement and return what to raise: ``exc`` itself, or what a
+        statement whose answer was lost or late may have done (OutcomeUnknown...).
+
+        ``was_in``: whether a transaction was open before it (None: it was never sent).
+        """
+        entry = pc.entry
+        if isinstance(exc, QueryError):
+            self.count_failure(entry, exc)
+            if self.observer is not None and observe:
+                self.observer(query, took, 0, False, pc)
+            if exc.error_type == "QueryTimeout" and was_in is not None:
+                return self._late_answer(entry, query, was_in) or exc
+            return exc
+        self.stats.queries_executed += 1
+        self.stats.query_errors += 1
+        entry.broken = True
+        for idle in self.idle:  # a lost connection (server restart?): check idle ones first
+            idle.suspect = True
+        if was_in is None or type(exc) is not ConnectionFailed:
+            return exc  # never sent (the connection was known closed), or already decided
+        # Sent, and no answer: did it take effect? (classification is cached per text)
+        from kailash_nodes.sql.outcome import lost_in_flight
+
+        return lost_in_flight(query, self.driver.dialect, was_in, str(exc)) or exc
+
     def _late_answer(self, entry: Entry, query: str, was_in: bool) -> ConnectionFailed | None:
         """Decide what a timed-out statement may have done (sql.outcome.timed_out); when it
         may have changed something, close the connection at once, so that a transaction
@@ -392,15 +404,12 @@ class ConnectionPool(PoolCore):
             entry.conn.terminate()
         return late
 
-    def _suspect_idle(self) -> None:
-        """After a lost connection (server restart?), check idle ones before lending them."""
-        for entry in self._idle:
-            entry.suspect = True
-
-    def _record_failure(self, entry: Entry, exc: QueryError) -> None:
+    def count_failure(self, entry: Entry, exc: QueryError) -> None:
+        """Count a statement the database rejected on ``entry`` and lower its health
+        (not for ResultTooLarge: the caller's limit says nothing of the link)."""
         self.stats.queries_executed += 1
         self.stats.query_errors += 1
-        if exc.error_type != "ResultTooLarge":  # the caller's limit says nothing of the link
+        if exc.error_type != "ResultTooLarge":
             entry.debit(
                 _HEALTH_TIMEOUT if exc.error_type == "QueryTimeout" else _HEALTH_QUERY_ERROR
             )
@@ -424,14 +433,14 @@ class ConnectionPool(PoolCore):
             )
         entry = pc.detach()
         entry.leased = False
-        self._active -= 1
+        self.active -= 1
         now = entry.last_used = time.monotonic()
         self.stats.hold_time.add(now - pc.acquired_at)
-        if self._closed and not self._active:
+        if self.closed and not self.active:
             self._drained.set()
         conn = entry.conn
         if entry.broken or conn.is_closed():
-            self._discard(entry, "broken")
+            self.retire(entry, "broken", graceful=False)
             return "recycled"
         if entry.health < self.config.health_threshold:
             self.retire(entry, f"health {entry.health:.0f} below threshold")
@@ -439,10 +448,10 @@ class ConnectionPool(PoolCore):
         if not entry.dirty and conn.session_changed():  # a role set where no text shows it
             entry.dirty = True
         if entry.dirty or conn.in_transaction():
-            task = self._tasks.spawn(self._clean(entry), "release-cleanup")
+            task = self.tasks.spawn(self._clean(entry), "release-cleanup")
             return await asyncio.shield(task)
-        if entry.last_used >= entry.deadline or self._closed:
-            self.retire(entry, "lifetime" if not self._closed else "pool closed")
+        if entry.last_used >= entry.deadline or self.closed:
+            self.retire(entry, "lifetime" if not self.closed else "pool closed")
             return "recycled"
         self._put_back(entry)
         return "released"
@@ -450,7 +459,7 @@ class ConnectionPool(PoolCore):
     def release_soon(self, pc: PooledConnection) -> None:
         """Return ``pc`` in a pool-owned task, once a statement still unwinding on it (a
         cancelled caller) has returned: for an owner that is gone and cannot await."""
-        self._tasks.spawn(self._release_when_idle(pc), "release-abandoned")
+        self.tasks.spawn(self._release_when_idle(pc), "release-abandoned")
 
     async def _release_when_idle(self, pc: PooledConnection) -> None:
         deadline = time.monotonic() + CLEANUP_TIMEOUT
@@ -479,10 +488,10 @@ class ConnectionPool(PoolCore):
                 await conn.rollback(CLEANUP_TIMEOUT)
         except Exception as exc:
             logger.warning("cleanup of %s failed, replacing it: %s", entry.name, exc)
-            self._discard(entry, "cleanup failed")
+            self.retire(entry, "cleanup failed", graceful=False)
             return "recycled"
         entry.dirty = False
-        if self._closed:
+        if self.closed:
             self.retire(entry, "pool closed")
             return "recycled"
         self._put_back(entry)
@@ -493,7 +502,7 @@ class ConnectionPool(PoolCore):
     async def _fetch_limited(
         self,
         conn: DriverConnection,
-        rq: Any,
+        rq: RewrittenQuery,
         args: tuple[Any, ...],
         mode: str,
         size: int,
@@ -538,7 +547,7 @@ class ConnectionPool(PoolCore):
             entry.dirty = True
         return ResultStream(self, pc, query, rq.text, args, batch_size)
 
-    def _stream_done(
+    def count_stream(
         self, entry: Entry, pc: PooledConnection, query: str, duration: float, rows: int
     ) -> None:
         """Count a stream that ended cleanly (maybe as ``pc`` was released) as one statement."""
@@ -548,3 +557,28 @@ class ConnectionPool(PoolCore):
         entry.queries += 1
         if self.observer is not None:
             self.observer(query, duration, rows, True, pc)
+
+    # ------------------------------------------------------------------ reports
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the stats report: counters, timings with sample counts, and the current
+        state (docs/pool.md, "stats", lists every key)."""
+        state: dict[str, Any] = self.state()
+        state["available_connections"] = state["idle_connections"]
+        state["health_scores"] = self.health_scores()
+        uptime = time.monotonic() - self.started_at
+        return self.stats.report(self.config.name, uptime, state)
+
+    def get_pool_statistics(self) -> dict[str, Any]:
+        """Return the flat summary of `get_stats` (docs/pool.md, "get_pool_statistics")."""
+        return flat_statistics(self.get_stats())
+
+    def get_status(self) -> dict[str, Any]:
+        """Return per-connection status and the pool's counts (docs/pool.md, "get_status")."""
+        state = self.state()
+        return {
+            "connections": connection_status(self.entries(), time.monotonic()),
+            "pool_size": state["total_connections"],
+            "active_count": state["active_connections"],
+            "available_count": state["idle_connections"],
+        }

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.errors import ConnectionReleased
-
-if TYPE_CHECKING:
-    from kailash_nodes.pool.engine import ConnectionPool
 
 __all__ = ["Entry", "PooledConnection"]
 
@@ -66,11 +61,13 @@ class PooledConnection:
     __slots__ = ("_entry", "acquired_at", "id", "pool", "session", "wait")
 
     def __init__(
-        self, entry: Entry, lease_id: str, pool: ConnectionPool, acquired_at: float, wait: float
+        self, entry: Entry, lease_id: str, pool: object, acquired_at: float, wait: float
     ) -> None:
         self._entry: Entry | None = entry
         self.id = lease_id
-        self.pool = pool
+        self.pool = (
+            pool  # the ConnectionPool that lent it (typed loosely: entry.py imports no engine)
+        )
         self.acquired_at = acquired_at
         self.wait = wait  # seconds from the acquire call to the checkout
         self.session: str | None = None  # set by a router acting for a session

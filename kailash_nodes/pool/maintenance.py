@@ -1,26 +1,20 @@
 """The pool's periodic upkeep: retire old and long-idle connections, refill to the floor.
 
-Runs as one owned task per pool, every ``maintenance_interval`` seconds with jitter, and
-never touches a checked-out connection.
+`maintenance` returns the pool's one `Periodic` job: every ``maintenance_interval`` seconds
+(±20 %), a `sweep` that never touches a checked-out connection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kailash_nodes.pool.engine import ConnectionPool
+from kailash_nodes.background import Periodic
+from kailash_nodes.pool.connections import ConnectionSet
 
-__all__ = ["run_maintenance", "sweep"]
-
-logger = logging.getLogger("kailash_nodes.pool")
+__all__ = ["maintenance", "sweep"]
 
 
-def sweep(pool: ConnectionPool, now: float) -> None:
+def sweep(pool: ConnectionSet, now: float) -> None:
     """Retire expired idle connections, close idle ones beyond the floor, refill."""
     cfg = pool.config
     idle = pool.idle_entries()
@@ -34,16 +28,14 @@ def sweep(pool: ConnectionPool, now: float) -> None:
     if cfg.max_idle is not None:
         # idle is a LIFO stack: the coldest connections are at the bottom.
         while idle and len(pool.entries()) > pool.floor and now - idle[0].last_used > cfg.max_idle:
-            pool.retire_idle(idle.pop(0), "idle")
+            pool.retire(idle.pop(0), "idle")
     pool.replenish()
 
 
-async def run_maintenance(pool: ConnectionPool) -> None:
-    """Sweep the pool periodically until it is closed or the task is cancelled."""
-    interval = pool.config.maintenance_interval
-    while not pool.closed:
-        await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-        try:
-            sweep(pool, time.monotonic())
-        except Exception:  # keep the upkeep alive; the next sweep retries
-            logger.exception("pool %s maintenance sweep failed", pool.config.name)
+def maintenance(pool: ConnectionSet) -> Periodic:
+    """Return the (not yet started) periodic job that sweeps ``pool``."""
+    return Periodic(
+        f"{pool.config.name}-pool:maintenance",
+        lambda: sweep(pool, time.monotonic()),
+        pool.config.maintenance_interval,
+    )

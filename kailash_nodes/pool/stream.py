@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from kailash_nodes.config import PoolConfig
 from kailash_nodes.drivers import DriverConnection, Rows
 from kailash_nodes.drivers.base import DriverCursor
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
+from kailash_nodes.pool.entry import Entry, PooledConnection
 
-if TYPE_CHECKING:
-    from kailash_nodes.pool.engine import ConnectionPool
-    from kailash_nodes.pool.entry import Entry, PooledConnection
+__all__ = ["ResultStream", "StreamGuard", "StreamOwner"]
 
-__all__ = ["ResultStream", "StreamGuard"]
+
+class StreamOwner(Protocol):
+    """What a stream needs of the pool that runs it (``ConnectionPool`` is one)."""
+
+    config: PoolConfig  # query_timeout applies to each batch
+
+    def count_failure(self, entry: Entry, exc: QueryError) -> None:
+        """Count a statement the database rejected (lowers the connection's health)."""
+
+    def count_stream(
+        self, entry: Entry, pc: PooledConnection, query: str, duration: float, rows: int
+    ) -> None:
+        """Count a stream that ended cleanly as one statement."""
 
 
 class ResultStream:
@@ -57,7 +69,7 @@ class ResultStream:
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: StreamOwner,
         pc: PooledConnection,
         query: str,
         text: str,
@@ -121,11 +133,11 @@ class ResultStream:
         try:
             rows = await cursor.fetch(self._batch_size, self._pool.config.query_timeout)
         except QueryError as exc:
-            self._pool._record_failure(self._entry_or_raise(), exc)
+            self._pool.count_failure(self._entry_or_raise(), exc)
             await self._finish(commit=False)
             raise
         except BaseException:  # cancelled or lost mid-batch: the wire state is unknown
-            self._break()
+            self.interrupt()
             raise
         self.rows += len(rows)
         if len(rows) < self._batch_size:  # the last batch: end now, not on the next call
@@ -145,7 +157,7 @@ class ResultStream:
             cursor = await conn.open_cursor(self._text, self._args, self._pool.config.query_timeout)
         except QueryError as exc:
             self._done = True
-            self._pool._record_failure(entry, exc)
+            self._pool.count_failure(entry, exc)
             raise
         except ParameterError:  # refused before anything ran: the connection is as it was
             self._done = True
@@ -195,11 +207,37 @@ class ResultStream:
         except BaseException:
             entry.broken = True  # the cursor may still be open: replace the connection
             raise
-        self._pool._stream_done(
+        self._pool.count_stream(
             entry, self._pc, self._query, time.monotonic() - self._start, self.rows
         )
 
-    def _break(self) -> None:
+    @property
+    def interrupted(self) -> bool:
+        """Return whether the stream broke off mid-batch (its connection is replaced)."""
+        return self._broken
+
+    async def end_for_other_use(self) -> None:
+        """End the stream (rolled back) because its connection is wanted for something
+        else; the reader then gets an error instead of a short result.
+
+        Raises ParameterError while a batch is being read, ConnectionFailed after an
+        interrupted batch (nothing is sent in either case).
+        """
+        if self._busy:  # nothing is sent: two statements would share one wire
+            raise ParameterError(
+                "the connection is reading a batch of a stream: await it before sending "
+                "anything else, or use another connection"
+            )
+        if self._broken:
+            raise ConnectionFailed(
+                "the connection was interrupted in the middle of a stream; it is replaced "
+                "on release"
+            )
+        if not self._done:
+            self._cut = True
+        await self.aclose()
+
+    def interrupt(self) -> None:
         """Give up on the connection: it is replaced on release (no round trip now)."""
         self._done = self._broken = True
         self._cursor = None
@@ -235,20 +273,8 @@ class StreamGuard:
         self.inner.server_prepare = value
 
     async def end_stream(self) -> None:
-        """End the open stream (rolled back) unless it broke; raise ConnectionFailed then."""
-        if self.stream._busy:  # nothing is sent: two statements would share one wire
-            raise ParameterError(
-                "the connection is reading a batch of a stream: await it before sending "
-                "anything else, or use another connection"
-            )
-        if self.stream._broken:
-            raise ConnectionFailed(
-                "the connection was interrupted in the middle of a stream; it is replaced "
-                "on release"
-            )
-        if not self.stream._done:
-            self.stream._cut = True
-        await self.stream.aclose()
+        """End the open stream (`ResultStream.end_for_other_use`)."""
+        await self.stream.end_for_other_use()
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -317,7 +343,7 @@ class StreamGuard:
 
     def is_closed(self) -> bool:
         """Return True after an interrupted batch (the connection must not be used)."""
-        return self.stream._broken or self.inner.is_closed()
+        return self.stream.interrupted or self.inner.is_closed()
 
     async def ping(self, timeout: float) -> None:
         """End the stream, then ping."""
@@ -337,10 +363,10 @@ class StreamGuard:
 
     async def close(self, timeout: float) -> None:
         """Close the driver connection (the stream ends with it)."""
-        self.stream._break()
+        self.stream.interrupt()
         await self.inner.close(timeout)
 
     def terminate(self) -> None:
         """Drop the driver connection at once (the stream ends with it)."""
-        self.stream._break()
+        self.stream.interrupt()
         self.inner.terminate()

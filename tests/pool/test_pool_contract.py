@@ -526,3 +526,49 @@ async def test_the_engine_refuses_a_second_statement_or_a_release_on_a_busy_conn
     assert (await engine.execute(pc, "SELECT 2 AS v")).data == [{"v": 2}]
     assert await engine.release(pc) == "released"
     assert engine.state()["active_connections"] == 0
+
+
+async def test_the_engine_builds_the_reports_the_node_returns(make_pool: PoolFactory) -> None:
+    pool = make_pool(min_connections=2, max_connections=3)
+    await run(pool, "SELECT 1 AS one")
+    engine = pool.engine
+    node_stats, engine_stats = pool.get_stats(), engine.get_stats()
+    for report in (node_stats, engine_stats):
+        report.pop("uptime_seconds")
+    assert node_stats == engine_stats
+    assert engine_stats["pool_name"] == pool.name and engine_stats["queries"]["executed"] == 1
+    assert engine.get_pool_statistics()["total_connections"] == 2
+    status = engine.get_status()
+    assert status["pool_size"] == 2 and set(status["connections"]) == set(engine.health_scores())
+
+
+@pytest.mark.parametrize("graceful", [True, False])
+async def test_retire_replaces_a_connection_and_keeps_the_floor(
+    make_pool: PoolFactory, graceful: bool
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=2)
+    await pool.initialize()
+    engine = pool.engine
+    (old,) = engine.entries()
+    engine.idle_entries().remove(old)
+    engine.retire(old, "test", graceful=graceful)
+    assert old not in engine.entries() and engine.get_stats()["connections"]["recycled"] == 1
+    for _ in range(200):
+        if engine.closing == 0 and len(engine.idle_entries()) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.closing == 0 and engine.state()["total_connections"] == 1
+    assert old.conn.is_closed() and (new := engine.idle_entries()[0]) is not old
+    assert (await run(pool, "SELECT 1 AS one"))["success"] and new in engine.entries()
+
+
+async def test_retire_without_replacement_just_closes(make_pool: PoolFactory) -> None:
+    pool = make_pool(min_connections=1, max_connections=2)
+    await pool.initialize()
+    engine = pool.engine
+    (old,) = engine.entries()
+    engine.idle_entries().remove(old)
+    engine.retire(old, "test", replace=False)
+    assert engine.state()["opening_connections"] == 0
+    stats = engine.get_stats()["connections"]
+    assert stats["recycled"] == 0 and engine.state()["total_connections"] == 0
