@@ -519,9 +519,12 @@ async def prewarm_latency(args: argparse.Namespace) -> None:
 
     One pool connection, so every statement of a trial runs on it; each trial first drops
     every prepared statement, so A, B and C are each that connection's first call of their
-    statement. With ``pattern_learning`` on, A's call prepares B and B's call prepares C
-    before returning; off, each pays its own prepare round trip when it runs. Modes
-    alternate trial by trial (the order flips every pair) on the same router.
+    statement. With ``pattern_learning`` on (and ``prepare_predicted=True``), after A's
+    call has returned its connection the router prepares B on it in the background (and C
+    after B), unless the session's next statement has already arrived; off, each pays its
+    own prepare round trip when it runs. The "cache_hit as expected" line counts the
+    trials where the prediction landed in time. Modes alternate trial by trial (the order
+    flips every pair) on the same router.
     """
     from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 
@@ -532,7 +535,9 @@ async def prewarm_latency(args: argparse.Namespace) -> None:
         name="db_pool", connection_string=args.pg_dsn, min_connections=1, max_connections=1,
         enable_query_routing=True,
     )  # fmt: skip
-    router = QueryRouterNode(name="router", connection_pool="db_pool", pattern_learning=False)
+    router = QueryRouterNode(
+        name="router", connection_pool="db_pool", pattern_learning=False, prepare_predicted=True
+    )
     runtime = LocalRuntime()
     runtime.register_node("db_pool", pool)
     runtime.register_node("router", router)

@@ -248,6 +248,12 @@ class Driver(Protocol):
         """Open one connection; raise ConnectionFailed (or ConfigError) on failure."""
         ...
 
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s until connections this driver terminated have let go of
+        the event loop (SQLite: a worker thread still finishing an interrupted statement
+        delivers its answer to the loop); the pool awaits it on close. Never raises."""
+        ...
+
     async def replica_status(
         self, conn: DriverConnection, timeout: float | None
     ) -> ReplicaStatus | None:
@@ -367,6 +373,11 @@ class NoReplication:
 
     async def replay_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
         """Return None: this backend reports no positions (no round trip)."""
+        return None
+
+    async def drain(self, timeout: float) -> None:
+        """Return at once: a terminated connection of this backend holds nothing of the
+        event loop."""
         return None
 
 

@@ -490,6 +490,10 @@ class PostgresDriver(PostgresCatalog):
     tracks_positions = True
     max_useful_connections: int | None = None
 
+    async def drain(self, timeout: float) -> None:
+        """Return at once: a terminated asyncpg connection holds nothing of the loop."""
+        return None
+
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> PostgresConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed.
 

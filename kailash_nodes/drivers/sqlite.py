@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -44,6 +46,10 @@ _ITER_CHUNK_SIZE = 64  # aiosqlite.connect's default
 _INTERRUPT_GRACE_S = 2.0
 # One writer at a time and a worker thread per connection: more connections buy nothing.
 _MAX_USEFUL = 16
+# Terminated connections whose worker thread has not ended yet (set when it has): the
+# thread may still deliver an interrupted statement's answer to the event loop, so the
+# loop must outlive it (SQLiteDriver.drain, awaited by the pool's close).
+_ENDING: set[threading.Event] = set()
 
 
 def _interrupt(raw: sqlite3.Connection, fired: list[bool]) -> None:
@@ -197,10 +203,13 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         conn, raw = self._conn, self._raw
         raw.interrupt()  # thread-safe: the running statement stops at its next step
         conn._running = False
+        ended = threading.Event()
+        _ENDING.add(ended)
 
         def close_and_stop() -> object:
             raw.close()
             conn._connection = None
+            ended.set()  # after the statement before it has delivered its answer
             return _STOP_RUNNING_SENTINEL
 
         conn._tx.put_nowait((None, close_and_stop))
@@ -276,6 +285,16 @@ class SQLiteDriver(NoReplication):
         """Return None: there is no server limit (no round trip)."""
         return None
 
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the worker threads of terminated connections to
+        end: an interrupted statement's thread hands its answer to the event loop, and a
+        loop closed before that makes the thread die with "Event loop is closed"."""
+        pending = [e for e in _ENDING if not e.is_set()]
+        if pending:
+            await asyncio.to_thread(_wait_all, pending, timeout)
+            await asyncio.sleep(0)  # let the delivered answers run on the loop
+        _ENDING.difference_update([e for e in _ENDING if e.is_set()])
+
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> SQLiteConnection:
         """Open one connection with a busy timeout; raise ConnectionFailed on failure."""
         database = params.database or ":memory:"
@@ -304,3 +323,11 @@ class SQLiteDriver(NoReplication):
 
 
 DRIVER = SQLiteDriver()
+
+
+def _wait_all(events: list[threading.Event], timeout: float) -> None:
+    """Wait (in a worker thread) until every event is set, at most ``timeout`` s in all."""
+    deadline = time.monotonic() + timeout
+    for event in events:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            return

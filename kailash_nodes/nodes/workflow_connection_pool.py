@@ -63,8 +63,7 @@ class WorkflowConnectionPool(Node):
         self.enable_query_routing = self.pool_config.enable_query_routing
         self.adaptive_controller: AdaptivePoolController | None = None
         if self.pool_config.adaptive_sizing:
-            # Imported here: the sizing policy needs numpy (and numpy starts a BLAS thread),
-            # which a pool without adaptive sizing should not pay for.
+            # Imported here: a pool without adaptive sizing does not load the controller.
             from kailash_nodes.sizing import AdaptivePoolController
 
             self.adaptive_controller = AdaptivePoolController(self.engine)
@@ -339,8 +338,7 @@ class WorkflowConnectionPool(Node):
         fetch_size: Any,
         max_rows: Any = None,
     ) -> dict[str, Any]:
-        check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
-        try:  # the engine refuses a second statement while one is running
+        try:  # the engine checks every argument (and refuses a second statement at once)
             res = await self.engine.execute(
                 pc, query, params, fetch_mode=fetch_mode, fetch_size=fetch_size, max_rows=max_rows
             )

@@ -39,7 +39,14 @@ from kailash_nodes.pool.entry import MAX_HEALTH, Entry, PooledConnection
 from kailash_nodes.pool.maintenance import maintenance
 from kailash_nodes.pool.stats import connection_status, flat_statistics
 from kailash_nodes.pool.stream import ResultStream
-from kailash_nodes.sql import RewrittenQuery, bind, calls_routines, rewrite
+from kailash_nodes.sql import (
+    RewrittenQuery,
+    bind,
+    calls_routines,
+    lost_in_flight,
+    rewrite,
+    timed_out,
+)
 
 __all__ = ["ConnectionPool", "QueryResult"]
 
@@ -150,6 +157,7 @@ class ConnectionPool(ConnectionSet):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout)
         await self.drop_all(CLEANUP_TIMEOUT)  # closes under way (replacements included)
+        await self.driver.drain(CLEANUP_TIMEOUT)  # terminated connections let go of the loop
 
     # ------------------------------------------------------------------ checkout
 
@@ -280,7 +288,7 @@ class ConnectionPool(ConnectionSet):
         more rows with ResultTooLarge, after reading at most ``max_rows + 1`` (stream.py).
         Awaits the driver call, bounded by the pool's ``query_timeout``. Raises:
 
-        - ParameterError: bad parameters, fetch mode or max_rows; a statement already
+        - ParameterError: bad parameters, fetch mode, fetch size or max_rows; a statement already
           running on ``pc``. InvalidQueryText, UnsupportedStatement (COPY ... STDIN, or
           several statements with ``allow_multi_statements=False``): nothing is sent.
         - QueryError: the database rejected the statement (TransactionRolledBack for a
@@ -295,6 +303,8 @@ class ConnectionPool(ConnectionSet):
             raise ParameterError(f"query must be a string (got {type(query).__name__})")
         if fetch_mode != "all" and fetch_mode not in FETCH_MODES:
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
+        if type(fetch_size) is not int or fetch_size < 1:  # the check's call only when bad
+            check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
         rq = rewrite(query, self._style)
         args = bind(rq, params)
         if rq.statements != 1:
@@ -384,8 +394,6 @@ class ConnectionPool(ConnectionSet):
         if was_in is None or type(exc) is not ConnectionFailed:
             return exc  # never sent (the connection was known closed), or already decided
         # Sent, and no answer: did it take effect? (classification is cached per text)
-        from kailash_nodes.sql.outcome import lost_in_flight
-
         return lost_in_flight(query, self.driver.dialect, was_in, str(exc)) or exc
 
     def _late_answer(self, entry: Entry, query: str, was_in: bool) -> ConnectionFailed | None:
@@ -395,8 +403,6 @@ class ConnectionPool(ConnectionSet):
         statement itself (SQLite; closing would also lose a memory DB) is left alone."""
         if self.driver.undoes_timed_out:
             return None
-        from kailash_nodes.sql.outcome import timed_out
-
         cause = f"no answer within query_timeout={self.config.query_timeout:g}s"
         late = timed_out(query, self.driver.dialect, was_in, cause)
         if late is not None:

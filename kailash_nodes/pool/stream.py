@@ -20,8 +20,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from kailash_nodes.config import PoolConfig
-from kailash_nodes.drivers import DriverConnection, Rows
-from kailash_nodes.drivers.base import DriverCursor
+from kailash_nodes.drivers import DriverConnection, DriverCursor, Rows
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 from kailash_nodes.pool.entry import Entry, PooledConnection
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kailash_nodes.router.engine import QueryRouter, Routed, RouterOptions
-from kailash_nodes.router.replicas import ReplicaSet, ReplicaState, lsn_to_int
+from kailash_nodes.router.replicas import ReplicaSet, ReplicaState
 from kailash_nodes.router.sessions import Session, SessionTable
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
     "RouterOptions",
     "Session",
     "SessionTable",
-    "lsn_to_int",
 ]

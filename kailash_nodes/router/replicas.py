@@ -16,11 +16,10 @@ from typing import Any
 
 from kailash_nodes.background import Periodic
 from kailash_nodes.drivers import catalog_read
-from kailash_nodes.drivers.postgres_catalog import lsn_to_int  # re-exported: a public name
 from kailash_nodes.errors import KailashNodesError
 from kailash_nodes.pool import ConnectionPool
 
-__all__ = ["ReplicaSet", "ReplicaState", "lsn_to_int"]
+__all__ = ["ReplicaSet", "ReplicaState"]
 
 logger = logging.getLogger("kailash_nodes.router")
 

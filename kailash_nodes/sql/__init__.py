@@ -10,6 +10,7 @@ from kailash_nodes.sql.classify import (
     calls_routines,
     classify,
 )
+from kailash_nodes.sql.outcome import lost_in_flight, timed_out
 from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuery, bind, rewrite
 
 __all__ = [
@@ -24,5 +25,7 @@ __all__ = [
     "bind",
     "calls_routines",
     "classify",
+    "lost_in_flight",
     "rewrite",
+    "timed_out",
 ]

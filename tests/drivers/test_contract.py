@@ -13,6 +13,7 @@ and MariaDB from ``KN_PG_DSN`` / ``KN_PG_REPLICA_DSN`` / ``KN_MYSQL_DSN``.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -292,6 +293,9 @@ async def test_a_closed_connection_says_so_and_fails_typed(target: Target, how: 
         await conn.ping(TIMEOUT)
     conn.terminate()  # a second stop is harmless
     await conn.close(TIMEOUT)
+    started = time.monotonic()
+    assert await target.driver.drain(TIMEOUT) is None  # what a pool's close awaits
+    assert time.monotonic() - started < TIMEOUT
 
 
 # ---------------------------------------------------------------------- catalog reads

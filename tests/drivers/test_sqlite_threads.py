@@ -49,3 +49,39 @@ async def test_terminate_interrupts_a_running_statement(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017  # interrupted: any error, not a hang
         await asyncio.wait_for(running, 5)
     assert time.monotonic() - started < 5 and conn.is_closed()
+
+
+def test_a_cancelled_statement_then_closing_the_pool_lets_the_loop_close(
+    tmp_path: Path,
+) -> None:
+    """A caller cancelled mid-statement: the pool terminates that connection; its worker
+    thread then hands the interrupted statement's error to the event loop. The pool's
+    close waits for that (Driver.drain), so a loop closed right after never sees the
+    thread die with "Event loop is closed" (pytest turns that into an error)."""
+    from kailash_nodes.pool import ConnectionPool
+
+    config = PoolConfig.from_options({"connection_string": f"sqlite:///{tmp_path / 'c.db'}"})
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    caught: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: caught.append(args.exc_value)
+    before = threading.active_count()
+
+    async def cancel_then_close() -> None:
+        pool = ConnectionPool(config)
+        pc = await pool.acquire()
+        running = asyncio.ensure_future(pool.execute(pc, slow))
+        await asyncio.sleep(0.05)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await pool.release(pc)  # a connection cancelled mid-statement is terminated
+        await pool.close()
+
+    try:
+        for _ in range(5):
+            asyncio.run(cancel_then_close())
+        assert _threads_after(5.0, before) == before
+    finally:
+        threading.excepthook = hook
+    assert caught == []

@@ -68,6 +68,9 @@ class GateDriver:
         assert self.gate is not None
         self.gate.set()
 
+    async def drain(self, timeout: float) -> None:
+        return None
+
     async def connect(self, params: Any, cache_size: int) -> GateConn:
         await asyncio.sleep(self.delay)
         if self.gate is not None:
