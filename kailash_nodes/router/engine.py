@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
@@ -31,14 +31,10 @@ from kailash_nodes.errors import (
     SessionError,
     TooManyRequests,
 )
-from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
+from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
-from kailash_nodes.router.prewarm import (
-    PREDICTOR,
-    RUNTIME,
-    PreparedAheadLedger,
-    prepare_ahead,
-)
+from kailash_nodes.router.metrics import RouterMetrics, router_report, routing_metadata
+from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
 from kailash_nodes.sql import Category, Classification, classify, rewrite
@@ -101,39 +97,6 @@ class _Call:
         self.predict = False  # ran prepared and learning is on: prepare what follows
 
 
-def _metadata(
-    cls: Classification, target: str, connection_id: str, cache_hit: bool, routing_time: float
-) -> dict[str, Any]:
-    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md)."""
-    return {
-        "query_type": cls.category.value,
-        "target": target,
-        "connection_id": connection_id,
-        "cache_hit": cache_hit,
-        "routing_time_ms": routing_time * 1000.0,
-        "replica_safe": cls.replica_safe,
-        "fingerprint": cls.fingerprint,
-        "reason": cls.reason,
-    }
-
-
-@dataclass(slots=True)
-class RouterMetrics:
-    """Counters and the routing-time window of one router."""
-
-    routed: int = 0
-    routing_errors: int = 0
-    reads_replica: int = 0
-    reads_primary: int = 0
-    writes: int = 0
-    fallbacks: int = 0
-    cache_lookups: int = 0
-    cache_hits: int = 0
-    invalidations: int = 0
-    prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
-    routing_time: Window = field(default_factory=Window)
-
-
 class QueryRouter:
     """Route statements over a primary pool and optional replica pools."""
 
@@ -174,7 +137,7 @@ class QueryRouter:
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
         await self.primary.open()
-        for pool in self._pools():
+        for pool in self.pools():
             pool.set_statement_cache_size(size)
         if self.replicas.states:
             await self.replicas.check_all()
@@ -477,7 +440,8 @@ class QueryRouter:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
             call.predict = self.predictor is not None  # set only with prepare_predicted
-        return Routed(result, error, _metadata(cls, target, pc.id, cache_hit, routing_time), pc.id)
+        metadata = routing_metadata(cls, target, pc.id, cache_hit, routing_time)
+        return Routed(result, error, metadata, pc.id)
 
     def _look_up(self, conn: DriverConnection, query: str) -> tuple[str, bool]:
         """Return the prepared text of ``query`` and whether ``conn`` has it; count it."""
@@ -599,6 +563,12 @@ class QueryRouter:
             self.options.prepare and self.options.cache_size > 0 and self.primary.driver.can_prepare
         )
 
+    def prepares_on_server(self) -> bool:
+        """Return whether statements are prepared on the server now, as measured on the
+        connections: behind a transaction-pooling proxy the driver turns server-side
+        prepare off per connection, whatever was configured."""
+        return self._server_prepare() and any(p.prepares_on_server() for p in self.pools())
+
     def invalidate(self, tables: frozenset[str] | None) -> int:
         """Drop prepared statements that use ``tables`` (every statement when None).
 
@@ -612,68 +582,21 @@ class QueryRouter:
         ]
         self.metrics.invalidations += 1
         dropped = 0
-        for pool in self._pools():
+        for pool in self.pools():
             dropped += pool.forget_statements(None if tables is None else texts)
         for text in texts:
             self._statement_tables.pop(text, None)
         return dropped
 
-    def _pools(self) -> tuple[ConnectionPool, ...]:
+    def pools(self) -> tuple[ConnectionPool, ...]:
+        """Return the primary pool and every replica pool."""
         return (self.primary, *(s.pool for s in self.replicas.states))
 
     def cached_statements(self) -> int:
         """Return the number of statements prepared over every connection of every pool."""
-        return sum(p.cached_statements() for p in self._pools())
+        return sum(p.cached_statements() for p in self.pools())
 
     def metrics_report(self) -> dict[str, Any]:
-        """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
-        m = self.metrics
-        timing = m.routing_time.summary_ms()
-        # Measured, not configured: behind a transaction-pooling proxy the driver turns
-        # server-side prepare off per connection, so the report reads the connections.
-        server_prepare = self._server_prepare() and any(
-            p.prepares_on_server() for p in self._pools()
-        )
-        now = time.monotonic()
-        prewarm = m.prewarm.report()
-        predicted = m.prewarm.counts[PREDICTOR]
-        return {
-            "router_metrics": {
-                "queries_routed": m.routed,
-                "cache_hits": m.cache_hits,
-                "cache_misses": m.cache_lookups - m.cache_hits,
-                "routing_errors": m.routing_errors,
-                "avg_routing_time_ms": timing["avg_ms"],
-                "p95_routing_time_ms": timing["p95_ms"],
-                "p99_routing_time_ms": timing["p99_ms"],
-                "routing_samples": timing["samples"],
-                "reads_to_replicas": m.reads_replica,
-                "reads_to_primary": m.reads_primary,
-                "writes_to_primary": m.writes,
-                "replica_fallbacks": m.fallbacks,
-                "consistency_waits": self.consistency.waits,
-                "consistency_fallbacks": self.consistency.fallbacks,
-            },
-            "cache_stats": {
-                "hit_rate": (m.cache_hits / m.cache_lookups) if m.cache_lookups else 0.0,
-                "lookups": m.cache_lookups,
-                "hits": m.cache_hits,
-                "misses": m.cache_lookups - m.cache_hits,
-                "total_entries": self.cached_statements(),
-                "max_entries_per_connection": self.options.cache_size,
-                "server_side_prepare": server_prepare,
-                "invalidations": m.invalidations,
-            },
-            "pattern_learning": {
-                "enabled": self.predictor is not None,
-                "prewarms": predicted.issued,
-                "prewarms_used": predicted.used,
-                "prewarms_wasted_or_pending": predicted.issued - predicted.used,
-                "prewarm_errors": predicted.errors,
-            },
-            "prewarm": prewarm,
-            "active_transactions": self.sessions.active_transactions(),
-            "pinned_sessions": self.sessions.pinned(),
-            "sessions_expired": self.sessions.expired,
-            "replicas": {s.name: s.describe(now) for s in self.replicas.states},
-        }
+        """Return the ``get_metrics()`` dict (keys in docs/router.md; see
+        :func:`kailash_nodes.router.metrics.router_report`)."""
+        return router_report(self)
