@@ -114,6 +114,8 @@ class QueryRouter:
         self.split = options.enable_read_write_split
         self.dialect = primary.driver.dialect
         self._style = primary.driver.placeholder_style
+        # Configured server-side prepare (a connection may still not: prepares_on_server)
+        self._prepare = options.prepare and options.cache_size > 0 and primary.driver.can_prepare
         self.consistency = ReadYourWrites(
             primary,
             track_lsn=primary.driver.tracks_positions and bool(self.replicas.states),
@@ -516,7 +518,7 @@ class QueryRouter:
         """
         if not self._started:
             await self.start()
-        if not isinstance(query, str) or not self._server_prepare():
+        if not isinstance(query, str) or not self._prepare:
             return False
         sid = session_id if session_id is not None else current_run_id()
         session = self.sessions.sessions.get(sid) if sid is not None else None
@@ -558,16 +560,11 @@ class QueryRouter:
         state = self.replicas.peek(self.options.replica_lag_threshold)
         return self.primary if state is None else state.pool
 
-    def _server_prepare(self) -> bool:
-        return (
-            self.options.prepare and self.options.cache_size > 0 and self.primary.driver.can_prepare
-        )
-
     def prepares_on_server(self) -> bool:
         """Return whether statements are prepared on the server now, as measured on the
         connections: behind a transaction-pooling proxy the driver turns server-side
         prepare off per connection, whatever was configured."""
-        return self._server_prepare() and any(p.prepares_on_server() for p in self.pools())
+        return self._prepare and any(p.prepares_on_server() for p in self.pools())
 
     def invalidate(self, tables: frozenset[str] | None) -> int:
         """Drop prepared statements that use ``tables`` (every statement when None).
@@ -581,9 +578,8 @@ class QueryRouter:
             if names is None or any(u.rpartition(".")[2] in names for u in used)
         ]
         self.metrics.invalidations += 1
-        dropped = 0
-        for pool in self.pools():
-            dropped += pool.forget_statements(None if tables is None else texts)
+        forget = None if tables is None else texts
+        dropped = sum(pool.forget_statements(forget) for pool in self.pools())
         for text in texts:
             self._statement_tables.pop(text, None)
         return dropped
@@ -597,6 +593,5 @@ class QueryRouter:
         return sum(p.cached_statements() for p in self.pools())
 
     def metrics_report(self) -> dict[str, Any]:
-        """Return the ``get_metrics()`` dict (keys in docs/router.md; see
-        :func:`kailash_nodes.router.metrics.router_report`)."""
+        """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
         return router_report(self)

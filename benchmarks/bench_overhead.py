@@ -1,0 +1,447 @@
+"""What our own code costs per call, with no I/O: the pool and router layers over a fake driver.
+
+A real round trip varies ~2x between runs on this machine, which hides a change of a few
+microseconds in our code. Here the driver is a fake that answers at once (no socket, no
+thread, and by default no await that suspends: every contender would pay the same event
+loop turn, so leaving it out keeps the figures to our code; ``--yield-once`` adds one
+``asyncio.sleep(0)`` per fetch to show what a suspension costs). It behaves like the
+PostgreSQL driver where our code can tell: numeric placeholders, server-side prepare (a
+statement is cached on the connection at its first run, so the router's cache lookups and
+the pool's affinity see hits), no transaction left open.
+
+Contenders, each doing the point select ``SELECT id, name FROM users WHERE id = $1``, µs per
+call, interleaved in a fresh random order each round, median of rounds:
+
+- ``fetch``: the fake driver's fetch alone (the floor);
+- ``minimal``: the least any pool can do, written here: pop a connection from a list, fetch,
+  append it back;
+- ``pool``: ``ConnectionPool`` acquire → execute → release;
+- ``pool-node``: ``WorkflowConnectionPool.process`` acquire, execute, release (three calls);
+- ``router``: ``QueryRouter.route`` (the engine), classification cache warm;
+- ``router-node``: ``QueryRouterNode.process({"query", "parameters"})``.
+
+Runs against any checkout with ``ConnectionPool(config, driver=...)``: the one on
+``PYTHONPATH`` (this repository when unset). ``--against DIR`` runs whole processes
+alternately on DIR's checkout and this one (``--runs`` each) and prints the medians side by
+side (``--this DIR`` names the other side: this repository by default): that is how main
+is compared with an older commit.
+
+    python benchmarks/bench_overhead.py                      # ~15 s
+    python benchmarks/bench_overhead.py --rounds 30 --calls 5000 --json out.json
+    python benchmarks/bench_overhead.py --against /work/wt/base --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+QUERY = "SELECT id, name FROM users WHERE id = $1"
+DSN = "postgresql://bench@127.0.0.1:1/bench"  # never connected: the fake driver answers
+CONNECTIONS = 4
+_ROW = {"id": 1, "name": "ann"}
+
+
+# ---------------------------------------------------------------------- the fake driver
+
+
+class FakeConnection:
+    """A DriverConnection that answers every statement at once with one fixed row.
+
+    Tolerant by design: it carries every member any checkout of the package has asked of
+    a connection, so an older pool or router runs on it unchanged.
+    """
+
+    def __init__(self, cache_size: int, yield_once: bool) -> None:
+        self.server_prepare = cache_size > 0
+        self._cache_size = cache_size
+        self._prepared: dict[str, None] = {}
+        self._yield = yield_once
+        self._closed = False
+
+    async def fetch(
+        self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
+    ) -> tuple[Any, int]:
+        """Return the fixed row in ``mode`` shape; cache ``text`` as prepared."""
+        if self._yield:
+            await asyncio.sleep(0)
+        if self.server_prepare and text not in self._prepared:
+            self._remember(text)
+        if mode == "all":
+            return [dict(_ROW)], 1
+        return (dict(_ROW) if mode == "one" else [dict(_ROW)]), 1
+
+    def _remember(self, text: str) -> None:
+        if len(self._prepared) >= self._cache_size:
+            del self._prepared[next(iter(self._prepared))]
+        self._prepared[text] = None
+
+    async def execute_script(self, text: str, timeout: float | None) -> tuple[Any, int]:
+        return [], 0
+
+    async def fetch_limited(
+        self,
+        text: str,
+        args: tuple[Any, ...],
+        mode: str,
+        size: int,
+        max_rows: int,
+        timeout: float | None,
+    ) -> tuple[Any, int]:
+        return await self.fetch(text, args, mode, size, timeout)
+
+    def can_stream(self, text: str) -> bool:
+        return False
+
+    async def open_cursor(self, text: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        raise NotImplementedError("the fake driver does not stream")
+
+    async def end_stream(self, *args: Any, **kwargs: Any) -> None:
+        """(asked by older checkouts)"""
+
+    def in_transaction(self) -> bool:
+        return False
+
+    def session_changed(self) -> bool:
+        return False
+
+    def has_statement(self, text: str) -> bool:
+        return text in self._prepared
+
+    async def prepare(self, text: str, timeout: float | None) -> bool:
+        if not self.server_prepare or text in self._prepared:
+            return False
+        self._remember(text)
+        return True
+
+    def cached_statements(self) -> int:
+        return len(self._prepared)
+
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        if texts is None:
+            dropped = len(self._prepared)
+            self._prepared.clear()
+            return dropped
+        return sum(self._prepared.pop(t, 0) is None for t in texts)
+
+    def resize_statement_cache(self, size: int) -> None:
+        self._cache_size = size
+        self.server_prepare = size > 0
+        while len(self._prepared) > size:
+            del self._prepared[next(iter(self._prepared))]
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def ping(self, timeout: float) -> None:
+        pass
+
+    async def rollback(self, timeout: float) -> None:
+        pass
+
+    async def reset(self, timeout: float) -> bool:
+        return True
+
+    async def close(self, timeout: float) -> None:
+        self._closed = True
+
+    def terminate(self) -> None:
+        self._closed = True
+
+
+class FakeDriver:
+    """A Driver whose connections are FakeConnections; PostgreSQL-like facts, no catalog."""
+
+    name = "postgresql"
+    placeholder_style = "numeric"
+    dialect = "postgres"
+    can_prepare = True
+    undoes_timed_out = False
+    tracks_positions = False
+    max_useful_connections: int | None = 64
+
+    def __init__(self, yield_once: bool) -> None:
+        self.yield_once = yield_once
+
+    async def connect(self, params: Any, statement_cache_size: int) -> FakeConnection:
+        return FakeConnection(statement_cache_size, self.yield_once)
+
+    async def replica_status(self, conn: Any, timeout: float | None) -> None:
+        return None
+
+    async def write_position(self, conn: Any, timeout: float | None) -> None:
+        return None
+
+    async def replay_position(self, conn: Any, timeout: float | None) -> None:
+        return None
+
+    async def connection_limit(self, conn: Any, timeout: float | None, **kwargs: Any) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------- contenders
+
+Batch = Callable[[int], Awaitable[None]]  # run n calls
+
+
+def _pool_options() -> dict[str, Any]:
+    return {
+        "connection_string": DSN,
+        "min_connections": CONNECTIONS,
+        "max_connections": CONNECTIONS,
+        "adaptive_sizing": False,
+        "enable_query_routing": False,
+    }
+
+
+async def build(driver: FakeDriver) -> tuple[dict[str, Batch], Callable[[], Awaitable[None]]]:
+    """Return each contender's batch function and a coroutine function closing them all."""
+    from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
+    from kailash_nodes.config import PoolConfig
+    from kailash_nodes.pool import ConnectionPool
+    from kailash_nodes.router import QueryRouter, RouterOptions
+
+    conns = [await driver.connect(None, 256) for _ in range(CONNECTIONS)]
+    floor = conns[0]
+    idle = list(conns)
+
+    pool = ConnectionPool(PoolConfig.from_options({"name": "bench", **_pool_options()}), driver)
+    await pool.open()
+    engine_pool = ConnectionPool(
+        PoolConfig.from_options({"name": "engine", **_pool_options()}), driver
+    )
+    engine = QueryRouter(engine_pool, {}, RouterOptions())
+    await engine.start()
+    node = _pool_node(WorkflowConnectionPool, ConnectionPool, "db_pool", driver)
+    await node.process({"operation": "initialize"})
+    routed_pool = _pool_node(WorkflowConnectionPool, ConnectionPool, "routed_pool", driver)
+    runtime = LocalRuntime()
+    runtime.register_node("routed_pool", routed_pool)
+    router = QueryRouterNode(name="router", connection_pool="routed_pool")
+    runtime.register_node("router", router)
+
+    async def fetch(n: int) -> None:
+        for i in range(n):
+            await floor.fetch(QUERY, (i,), "all", 100, None)
+
+    async def minimal(n: int) -> None:
+        for i in range(n):
+            conn = idle.pop()
+            try:
+                await conn.fetch(QUERY, (i,), "all", 100, None)
+            finally:
+                idle.append(conn)
+
+    async def pool_calls(n: int) -> None:
+        for i in range(n):
+            pc = await pool.acquire()
+            try:
+                await pool.execute(pc, QUERY, [i])
+            finally:
+                await pool.release(pc)
+
+    async def pool_node(n: int) -> None:
+        process = node.process
+        for i in range(n):
+            cid = (await process({"operation": "acquire"}))["connection_id"]
+            await process(
+                {"operation": "execute", "connection_id": cid, "query": QUERY, "parameters": [i]}
+            )
+            await process({"operation": "release", "connection_id": cid})
+
+    async def router_engine(n: int) -> None:
+        for i in range(n):
+            await engine.route(QUERY, [i])
+
+    async def router_node(n: int) -> None:
+        process = router.process
+        for i in range(n):
+            await process({"query": QUERY, "parameters": [i]})
+
+    async def close() -> None:
+        await router.close()
+        await engine.close()
+        for p in (pool, engine_pool, node.engine, routed_pool.engine):
+            await p.close()
+
+    batches: dict[str, Batch] = {
+        "fetch": fetch,
+        "minimal": minimal,
+        "pool": pool_calls,
+        "pool-node": pool_node,
+        "router": router_engine,
+        "router-node": router_node,
+    }
+    return batches, close
+
+
+def _pool_node(node_type: Any, pool_type: Any, name: str, driver: FakeDriver) -> Any:
+    """Return a pool node whose engine runs on ``driver`` (the node builds its own engine
+    from its options; it is replaced before anything opens it)."""
+    node = node_type(name=name, **_pool_options())
+    node.engine = pool_type(node.pool_config, driver)
+    return node
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+async def measure(rounds: int, calls: int, yield_once: bool, seed: int | None) -> dict[str, Any]:
+    """Run ``rounds`` rounds of ``calls`` calls per contender; return µs/call per round."""
+    batches, close = await build(FakeDriver(yield_once))
+    rng = random.Random(seed)
+    per_round: dict[str, list[float]] = {name: [] for name in batches}
+    try:
+        for batch in batches.values():  # warm: caches, prepared statements, code paths
+            await batch(max(calls // 4, 200))
+        for _ in range(rounds):
+            order = list(batches)
+            rng.shuffle(order)
+            for name in order:
+                per_round[name].append(await _timed(batches[name], calls))
+    finally:
+        await close()
+    return per_round
+
+
+async def _timed(batch: Batch, calls: int) -> float:
+    """Return µs per call of one batch, the garbage collector held off during it."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        await batch(calls)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return elapsed / calls * 1e6
+
+
+def summarise(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Return median, p25 and p75 of each contender's rounds (µs/call)."""
+    out = {}
+    for name, values in per_round.items():
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        out[name] = {"median_us": statistics.median(values), "p25_us": q[0], "p75_us": q[2]}
+    return out
+
+
+def table(summary: dict[str, dict[str, float]]) -> str:
+    """Return the plain-text table: µs/call (p25–p75), and the gap to ``minimal``."""
+    base = summary["minimal"]["median_us"]
+    lines = [f"{'contender':<12} {'µs/call':>9} {'p25–p75':>15} {'gap to minimal':>16} {'×':>6}"]
+    for name, s in summary.items():
+        med = s["median_us"]
+        spread = f"{s['p25_us']:.2f}–{s['p75_us']:.2f}"
+        lines.append(f"{name:<12} {med:>9.2f} {spread:>15} {med - base:>+16.2f} {med / base:>6.2f}")
+    return "\n".join(lines)
+
+
+def setup_lines(args: argparse.Namespace) -> list[str]:
+    """Return what was measured: the checkout, its commit, the fake, the sizes."""
+    import kailash_nodes
+
+    checkout = Path(kailash_nodes.__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return [
+        f"checkout: {checkout} (commit {commit or '?'})",
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs; no I/O: fake driver "
+        f"({'one asyncio.sleep(0)' if args.yield_once else 'no suspension'} per fetch)",
+        f"{args.rounds} rounds × {args.calls} calls per contender, random order per round; "
+        f"median of rounds; query {QUERY!r}, {CONNECTIONS} connections per pool",
+    ]
+
+
+# ---------------------------------------------------------------------- whole-process compare
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Run this script alternately on ``--against``'s checkout and this one; print medians."""
+    checkouts = {"other": str(Path(args.against).resolve()), "this": str(Path(args.this))}
+    medians: dict[str, dict[str, list[float]]] = {k: {} for k in checkouts}
+    for run in range(args.runs):
+        for label in ("other", "this") if run % 2 == 0 else ("this", "other"):
+            cmd = [sys.executable, __file__, "--rounds", str(args.rounds)]
+            cmd += ["--calls", str(args.calls), "--json", "-"]
+            cmd += ["--yield-once"] if args.yield_once else []
+            env = {**os.environ, "PYTHONPATH": checkouts[label]}
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            summary = json.loads(out.stdout)["summary"]
+            for name, s in summary.items():
+                medians[label].setdefault(name, []).append(s["median_us"])
+            print(
+                f"run {run + 1} {label}: "
+                + ", ".join(f"{n} {s['median_us']:.2f}" for n, s in summary.items()),
+                file=sys.stderr,
+            )
+    print(
+        f"other = {checkouts['other']}, this = {checkouts['this']}; "
+        f"{args.runs} whole-process runs each, alternating; median of the runs' medians (µs/call)"
+    )
+    print(f"{'contender':<12} {'other':>8} {'this':>8} {'this/other':>11}   runs (other | this)")
+    for name in medians["this"]:
+        o, t = (statistics.median(medians[k][name]) for k in ("other", "this"))
+        runs = (
+            " ".join(f"{v:.1f}" for v in medians["other"][name])
+            + " | "
+            + " ".join(f"{v:.1f}" for v in medians["this"][name])
+        )
+        print(f"{name:<12} {o:>8.2f} {t:>8.2f} {t / o:>11.3f}   {runs}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run the benchmark (or the comparison), print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=20, help="rounds (default 20)")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per contender per round")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': stdout)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random order")
+    parser.add_argument("--yield-once", action="store_true", help="sleep(0) once per fetch")
+    parser.add_argument("--against", metavar="DIR", help="compare with the checkout in DIR")
+    parser.add_argument(
+        "--this", metavar="DIR", default=str(ROOT), help="--against's other side (default: here)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="whole-process runs each (--against)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.calls < 1 or args.runs < 1:
+        parser.error("--rounds, --calls and --runs must be >= 1")
+    if args.against:
+        return compare(args)
+    if "PYTHONPATH" not in os.environ:
+        sys.path.insert(0, str(ROOT))
+    setup = setup_lines(args)
+    per_round = asyncio.run(measure(args.rounds, args.calls, args.yield_once, args.seed))
+    summary = summarise(per_round)
+    if args.json == "-":
+        print(json.dumps({"setup": setup, "summary": summary, "rounds": per_round}))
+        return 0
+    print("\n".join(setup))
+    print(table(summary))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"setup": setup, "summary": summary, "rounds": per_round}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
