@@ -21,14 +21,15 @@ call, interleaved in a fresh random order each round, median of rounds:
 - ``router-node``: ``QueryRouterNode.process({"query", "parameters"})``.
 
 Runs against any checkout with ``ConnectionPool(config, driver=...)``: the one on
-``PYTHONPATH`` (this repository when unset). ``--against DIR`` runs whole processes
-alternately on DIR's checkout and this one (``--runs`` each) and prints the medians side by
-side (``--this DIR`` names the other side: this repository by default): that is how main
-is compared with an older commit.
+``PYTHONPATH`` (this repository when unset). ``--against DIR`` (repeatable) runs whole
+processes on each DIR's checkout and on this one (``--this DIR`` to name another), ``--runs``
+each in rotating order, and prints the medians side by side: that is how main is compared
+with an older commit. The figures are CPU time per call: with no I/O, wall time differs
+only by what other processes took, and this machine is shared.
 
     python benchmarks/bench_overhead.py                      # ~15 s
     python benchmarks/bench_overhead.py --rounds 30 --calls 5000 --json out.json
-    python benchmarks/bench_overhead.py --against /work/wt/base --runs 3
+    python benchmarks/bench_overhead.py --against ../base --runs 3    # ~1 min
 """
 
 from __future__ import annotations
@@ -299,11 +300,15 @@ def _pool_node(node_type: Any, pool_type: Any, name: str, driver: FakeDriver) ->
 # ---------------------------------------------------------------------- measuring
 
 
-async def measure(rounds: int, calls: int, yield_once: bool, seed: int | None) -> dict[str, Any]:
-    """Run ``rounds`` rounds of ``calls`` calls per contender; return µs/call per round."""
+Rounds = dict[str, dict[str, list[float]]]  # contender -> "cpu"/"wall" -> µs/call per round
+
+
+async def measure(rounds: int, calls: int, yield_once: bool, seed: int | None) -> Rounds:
+    """Run ``rounds`` rounds of ``calls`` calls per contender; return µs/call per round,
+    in CPU time and in wall time."""
     batches, close = await build(FakeDriver(yield_once))
     rng = random.Random(seed)
-    per_round: dict[str, list[float]] = {name: [] for name in batches}
+    per_round: Rounds = {name: {"cpu": [], "wall": []} for name in batches}
     try:
         for batch in batches.values():  # warm: caches, prepared statements, code paths
             await batch(max(calls // 4, 200))
@@ -311,42 +316,60 @@ async def measure(rounds: int, calls: int, yield_once: bool, seed: int | None) -
             order = list(batches)
             rng.shuffle(order)
             for name in order:
-                per_round[name].append(await _timed(batches[name], calls))
+                cpu, wall = await _timed(batches[name], calls)
+                per_round[name]["cpu"].append(cpu)
+                per_round[name]["wall"].append(wall)
     finally:
         await close()
     return per_round
 
 
-async def _timed(batch: Batch, calls: int) -> float:
-    """Return µs per call of one batch, the garbage collector held off during it."""
+async def _timed(batch: Batch, calls: int) -> tuple[float, float]:
+    """Return µs per call of one batch in CPU time and in wall time, the garbage collector
+    held off during it. With no I/O the two differ only by time this process was not
+    running (other processes on the CPUs): CPU time is the steadier measure here."""
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         await batch(calls)
-        elapsed = time.perf_counter() - start
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         gc.enable()
-    return elapsed / calls * 1e6
+    return cpu / calls * 1e6, wall / calls * 1e6
 
 
-def summarise(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Return median, p25 and p75 of each contender's rounds (µs/call)."""
+def summarise(per_round: Rounds) -> dict[str, dict[str, float]]:
+    """Return the median, p25 and p75 of each contender's rounds in CPU µs/call, and the
+    median in wall µs/call."""
     out = {}
-    for name, values in per_round.items():
+    for name, clocks in per_round.items():
+        values = clocks["cpu"]
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        out[name] = {"median_us": statistics.median(values), "p25_us": q[0], "p75_us": q[2]}
+        out[name] = {
+            "median_us": statistics.median(values),
+            "p25_us": q[0],
+            "p75_us": q[2],
+            "wall_median_us": statistics.median(clocks["wall"]),
+        }
     return out
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    """Return the plain-text table: µs/call (p25–p75), and the gap to ``minimal``."""
+    """Return the plain-text table: CPU µs/call (p25–p75), the gap to ``minimal``, and
+    wall µs/call."""
     base = summary["minimal"]["median_us"]
-    lines = [f"{'contender':<12} {'µs/call':>9} {'p25–p75':>15} {'gap to minimal':>16} {'×':>6}"]
+    lines = [
+        f"{'contender':<12} {'µs/call':>8} {'p25–p75':>12} {'gap to minimal':>15} {'×':>6} "
+        f"{'wall µs':>8}"
+    ]
     for name, s in summary.items():
         med = s["median_us"]
         spread = f"{s['p25_us']:.2f}–{s['p75_us']:.2f}"
-        lines.append(f"{name:<12} {med:>9.2f} {spread:>15} {med - base:>+16.2f} {med / base:>6.2f}")
+        lines.append(
+            f"{name:<12} {med:>8.2f} {spread:>12} {med - base:>+15.2f} {med / base:>6.2f} "
+            f"{s['wall_median_us']:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -355,18 +378,14 @@ def setup_lines(args: argparse.Namespace) -> list[str]:
     import kailash_nodes
 
     checkout = Path(kailash_nodes.__file__).resolve().parent.parent
-    commit = subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return [
-        f"checkout: {checkout} (commit {commit or '?'})",
+        f"checkout: {checkout} (commit {_commit(checkout)})",
         f"python {platform.python_version()}, {os.cpu_count()} CPUs; no I/O: fake driver "
         f"({'one asyncio.sleep(0)' if args.yield_once else 'no suspension'} per fetch)",
         f"{args.rounds} rounds × {args.calls} calls per contender, random order per round; "
         f"median of rounds; query {QUERY!r}, {CONNECTIONS} connections per pool",
+        "µs/call: this process's CPU time per call (steadier than wall time on a shared "
+        "machine; with no I/O they differ only by time other processes took)",
     ]
 
 
@@ -374,38 +393,53 @@ def setup_lines(args: argparse.Namespace) -> list[str]:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """Run this script alternately on ``--against``'s checkout and this one; print medians."""
-    checkouts = {"other": str(Path(args.against).resolve()), "this": str(Path(args.this))}
-    medians: dict[str, dict[str, list[float]]] = {k: {} for k in checkouts}
+    """Run this script on each ``--against`` checkout and on ``--this``, ``--runs`` whole
+    processes each, in rotating order; print each checkout's median of its runs' medians
+    (CPU µs/call) and its ratio to the first checkout."""
+    dirs = [str(Path(d).resolve()) for d in args.against] + [str(Path(args.this).resolve())]
+    labels = [f"[{i}]" for i in range(len(dirs))]
+    medians: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
     for run in range(args.runs):
-        for label in ("other", "this") if run % 2 == 0 else ("this", "other"):
-            cmd = [sys.executable, __file__, "--rounds", str(args.rounds)]
-            cmd += ["--calls", str(args.calls), "--json", "-"]
-            cmd += ["--yield-once"] if args.yield_once else []
-            env = {**os.environ, "PYTHONPATH": checkouts[label]}
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            summary = json.loads(out.stdout)["summary"]
+        shift = run % len(dirs)
+        for label, path in (list(zip(labels, dirs, strict=True)) * 2)[shift : shift + len(dirs)]:
+            summary = _run_on(path, args)
             for name, s in summary.items():
                 medians[label].setdefault(name, []).append(s["median_us"])
-            print(
-                f"run {run + 1} {label}: "
-                + ", ".join(f"{n} {s['median_us']:.2f}" for n, s in summary.items()),
-                file=sys.stderr,
-            )
+            runs = ", ".join(f"{n} {s['median_us']:.2f}" for n, s in summary.items())
+            print(f"run {run + 1} {label}: {runs}", file=sys.stderr)
+    for label, path in zip(labels, dirs, strict=True):
+        print(f"{label} {path} ({_commit(Path(path))})")
     print(
-        f"other = {checkouts['other']}, this = {checkouts['this']}; "
-        f"{args.runs} whole-process runs each, alternating; median of the runs' medians (µs/call)"
+        f"{args.runs} whole-process runs each, rotating order; median of the runs' medians, "
+        "CPU µs/call; ×: ratio to [0]"
     )
-    print(f"{'contender':<12} {'other':>8} {'this':>8} {'this/other':>11}   runs (other | this)")
-    for name in medians["this"]:
-        o, t = (statistics.median(medians[k][name]) for k in ("other", "this"))
-        runs = (
-            " ".join(f"{v:.1f}" for v in medians["other"][name])
-            + " | "
-            + " ".join(f"{v:.1f}" for v in medians["this"][name])
-        )
-        print(f"{name:<12} {o:>8.2f} {t:>8.2f} {t / o:>11.3f}   {runs}")
+    print(f"{'contender':<12} " + " ".join(f"{label:>8} {'×':>6}" for label in labels))
+    for name in medians[labels[0]]:
+        values = [statistics.median(medians[label][name]) for label in labels]
+        cells = " ".join(f"{v:>8.2f} {v / values[0]:>6.3f}" for v in values)
+        print(f"{name:<12} {cells}")
     return 0
+
+
+def _run_on(path: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run this script in a new process on the checkout at ``path``; return its summary."""
+    cmd = [sys.executable, __file__, "--rounds", str(args.rounds), "--calls", str(args.calls)]
+    cmd += ["--json", "-", *(["--yield-once"] if args.yield_once else [])]
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    summary: dict[str, dict[str, float]] = json.loads(out.stdout)["summary"]
+    return summary
+
+
+def _commit(checkout: Path) -> str:
+    """Return the short commit of ``checkout``, or "?" when it is not a git checkout."""
+    out = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() if out.returncode == 0 else "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,9 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': stdout)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random order")
     parser.add_argument("--yield-once", action="store_true", help="sleep(0) once per fetch")
-    parser.add_argument("--against", metavar="DIR", help="compare with the checkout in DIR")
     parser.add_argument(
-        "--this", metavar="DIR", default=str(ROOT), help="--against's other side (default: here)"
+        "--against", metavar="DIR", action="append", help="compare with the checkout in DIR"
+    )
+    parser.add_argument(
+        "--this",
+        metavar="DIR",
+        default=str(ROOT),
+        help="the last side of --against (default: here)",
     )
     parser.add_argument("--runs", type=int, default=3, help="whole-process runs each (--against)")
     args = parser.parse_args(argv)
