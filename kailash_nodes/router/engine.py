@@ -21,7 +21,6 @@ from cachetools import LRUCache
 
 from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.context import current_run_id
-from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.errors import (
     ConnectionFailed,
     OutcomeUnknown,
@@ -86,7 +85,7 @@ class Routed:
 class _Call:
     """One statement on its way through the router (a named bundle, not a public type)."""
 
-    __slots__ = ("cls", "params", "predict", "query", "session", "start")
+    __slots__ = ("cls", "params", "predict", "query", "session", "start", "text")
 
     def __init__(self, cls: Classification, query: str, params: Any, start: float) -> None:
         self.cls = cls
@@ -95,6 +94,7 @@ class _Call:
         self.start = start
         self.session: Session | None = None
         self.predict = False  # ran prepared and learning is on: prepare what follows
+        self.text: str | None = None  # its prepared text, once a checkout asked for it
 
 
 class QueryRouter:
@@ -221,7 +221,7 @@ class QueryRouter:
             if routed is not None:
                 return routed
         pool = self.primary
-        pc = await pool.acquire(prefer=self._statement_text(call.query, pool))
+        pc = await pool.acquire(prefer=self._statement_text(call, pool))
         try:
             routed = await self._run(pool, pc, call, "primary")
             if session is not None and call.cls.writes:
@@ -262,7 +262,7 @@ class QueryRouter:
         try:
             pc = await state.pool.acquire(
                 timeout=min(state.pool.config.timeout, 2.0),
-                prefer=self._statement_text(call.query, state.pool),
+                prefer=self._statement_text(call, state.pool),
             )
         except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
             state.ban(time.monotonic(), exc)
@@ -291,14 +291,16 @@ class QueryRouter:
             self._prepare_predicted_later(call)
         return routed
 
-    def _statement_text(self, query: str, pool: ConnectionPool) -> str | None:
-        """Return the text the driver prepares for ``query`` (None without prepare)."""
+    def _statement_text(self, call: _Call, pool: ConnectionPool) -> str | None:
+        """Return the text the driver prepares for ``call`` and keep it in ``call.text``
+        (None without prepare on ``pool``)."""
         if not pool.statement_cache_size:
             return None
         try:
-            return rewrite(query, self._style).text
+            call.text = rewrite(call.query, self._style).text
         except ParameterError:
             return None  # raised again, with context, when the statement runs
+        return call.text
 
     async def _in_session(self, call: _Call, session: Session) -> Routed:
         """Run ``call`` on the session's pinned connection, pinning one when it starts a
@@ -423,13 +425,29 @@ class QueryRouter:
         Steps: look the statement up in the connection's cache, count the routing,
         drop statements a DDL part makes stale, execute, note the tables of a statement
         prepared now, and mark a successful prepared statement for predicting what follows.
+        The counting is inline, not in helpers: this runs for every statement, and each
+        call layer costs every statement (benchmarks/bench_overhead.py).
         """
         conn = pc.connection
         cls = call.cls
-        text, cache_hit = self._look_up(conn, call.query) if conn.server_prepare else _NO_TEXT
+        metrics = self.metrics
+        text, cache_hit = _NO_TEXT
+        if conn.server_prepare:  # look up, reusing the text the checkout preferred
+            text = call.text or rewrite(call.query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
+            if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
+                metrics.prewarm.use(conn, text)
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
-        self._count(cls, target, routing_time)
+        metrics.routing_time.add(routing_time)
+        if target != "primary":
+            metrics.reads_replica += 1
+        elif cls.writes or cls.transaction_op:
+            metrics.writes += 1
+        else:
+            metrics.reads_primary += 1
         if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
@@ -444,28 +462,6 @@ class QueryRouter:
             call.predict = self.predictor is not None  # set only with prepare_predicted
         metadata = routing_metadata(cls, target, pc.id, cache_hit, routing_time)
         return Routed(result, error, metadata, pc.id)
-
-    def _look_up(self, conn: DriverConnection, query: str) -> tuple[str, bool]:
-        """Return the prepared text of ``query`` and whether ``conn`` has it; count it."""
-        metrics = self.metrics
-        text = rewrite(query, self._style).text
-        hit = conn.has_statement(text)
-        metrics.cache_lookups += 1
-        metrics.cache_hits += hit
-        if hit and metrics.prewarm.pending:  # prepared ahead: was this its first use?
-            metrics.prewarm.use(conn, text)
-        return text, hit
-
-    def _count(self, cls: Classification, target: str, routing_time: float) -> None:
-        """Count one routed statement by target and kind, with its routing time."""
-        metrics = self.metrics
-        metrics.routing_time.add(routing_time)
-        if target != "primary":
-            metrics.reads_replica += 1
-        elif cls.writes or cls.transaction_op:
-            metrics.writes += 1
-        else:
-            metrics.reads_primary += 1
 
     def _prepare_predicted_later(self, call: _Call) -> None:
         """Prepare the statement predicted to follow ``call`` in an owned background task.

@@ -70,3 +70,25 @@ def test_metrics_sections_read_the_counters() -> None:
     assert abs(routing["avg_routing_time_ms"] - 2.0) < 1e-9
     assert routing["p99_routing_time_ms"] == 3.0
     assert m.cache() == {"hit_rate": 0.25, "lookups": 4, "hits": 1, "misses": 3}
+
+
+async def test_statement_in_a_transaction_hits_the_cache_of_its_pinned_connection(
+    backend: Backend, make_pool: PoolFactory, table: str
+) -> None:
+    pool = make_pool(min_connections=1, max_connections=1)
+    router = QueryRouterNode(name="r", connection_pool=pool.name)
+    router.set_connection_pool(pool)
+    select = {"query": f"SELECT id FROM {table} WHERE id = ?", "parameters": [1]}
+    try:
+        await router.process({"query": f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)"})
+        first = await router.process(select)  # prepared here (checkout preferred its text)
+        await router.process({"query": "BEGIN", "session_id": "s"})
+        pinned = await router.process({**select, "session_id": "s"})  # no preferred text
+        await router.process({"query": "COMMIT", "session_id": "s"})
+    finally:
+        await router.process({"query": f"DROP TABLE IF EXISTS {table}"})
+        await router.close()
+    prepared = backend.name == "postgresql"
+    assert first["routing_metadata"]["cache_hit"] is False
+    assert pinned["routing_metadata"]["cache_hit"] is prepared
+    assert pinned["routing_metadata"]["session_id"] == "s"
