@@ -21,15 +21,18 @@ call, interleaved in a fresh random order each round, median of rounds:
 - ``router-node``: ``QueryRouterNode.process({"query", "parameters"})``.
 
 Runs against any checkout with ``ConnectionPool(config, driver=...)``: the one on
-``PYTHONPATH`` (this repository when unset). ``--against DIR`` (repeatable) runs whole
-processes on each DIR's checkout and on this one (``--this DIR`` to name another), ``--runs``
-each in rotating order, and prints the medians side by side: that is how main is compared
-with an older commit. The figures are CPU time per call: with no I/O, wall time differs
-only by what other processes took, and this machine is shared.
+``PYTHONPATH`` (this repository when unset). ``--against DIR`` (repeatable) compares DIR's
+checkout with this one (``--this DIR`` to name another): each checkout's package is loaded
+in turn into this one process and all their contenders are interleaved in every round, so
+a slow spell of the machine hits every checkout alike (``--processes``: whole processes
+instead, ``--runs`` each in rotating order, median of their medians; run to run, the same
+code varies up to ~1.5x here). Figures are CPU time per call: with no I/O, wall time
+differs only by what other processes took. Even interleaved, identical code can differ by
+up to ~8% between checkouts; only a larger or repeated difference means something.
 
-    python benchmarks/bench_overhead.py                      # ~15 s
+    python benchmarks/bench_overhead.py                      # ~10 s
     python benchmarks/bench_overhead.py --rounds 30 --calls 5000 --json out.json
-    python benchmarks/bench_overhead.py --against ../base --runs 3    # ~1 min
+    python benchmarks/bench_overhead.py --against ../base --rounds 25   # ~20 s
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import os
 import platform
@@ -303,25 +307,51 @@ def _pool_node(node_type: Any, pool_type: Any, name: str, driver: FakeDriver) ->
 Rounds = dict[str, dict[str, list[float]]]  # contender -> "cpu"/"wall" -> µs/call per round
 
 
-async def measure(rounds: int, calls: int, yield_once: bool, seed: int | None) -> Rounds:
-    """Run ``rounds`` rounds of ``calls`` calls per contender; return µs/call per round,
-    in CPU time and in wall time."""
-    batches, close = await build(FakeDriver(yield_once))
+async def measure(
+    checkouts: list[str | None], rounds: int, calls: int, yield_once: bool, seed: int | None
+) -> list[Rounds]:
+    """Run ``rounds`` rounds of ``calls`` calls per contender of each checkout (None: the
+    package already importable), every contender of every checkout in one random order
+    per round; return per checkout µs/call per round, in CPU time and in wall time."""
+    driver = FakeDriver(yield_once)
+    built = [await _build_on(path, driver) for path in checkouts]
+    batches = {(i, name): b for i, (bs, _) in enumerate(built) for name, b in bs.items()}
     rng = random.Random(seed)
-    per_round: Rounds = {name: {"cpu": [], "wall": []} for name in batches}
+    per_round: list[Rounds] = [{name: {"cpu": [], "wall": []} for name in bs} for bs, _ in built]
     try:
         for batch in batches.values():  # warm: caches, prepared statements, code paths
             await batch(max(calls // 4, 200))
         for _ in range(rounds):
             order = list(batches)
             rng.shuffle(order)
-            for name in order:
-                cpu, wall = await _timed(batches[name], calls)
-                per_round[name]["cpu"].append(cpu)
-                per_round[name]["wall"].append(wall)
+            for i, name in order:
+                cpu, wall = await _timed(batches[i, name], calls)
+                per_round[i][name]["cpu"].append(cpu)
+                per_round[i][name]["wall"].append(wall)
     finally:
-        await close()
+        for _, close in built:
+            await close()
     return per_round
+
+
+async def _build_on(
+    path: str | None, driver: FakeDriver
+) -> tuple[dict[str, Batch], Callable[[], Awaitable[None]]]:
+    """Build the contenders on the package at ``path`` (imported afresh: the modules of a
+    checkout loaded before stay alive, used by what was built on them) and run each once,
+    so that everything they import lazily (a pool's maintenance loop) comes from it."""
+    if path is not None:
+        for name in [m for m in sys.modules if m.split(".")[0] == "kailash_nodes"]:
+            del sys.modules[name]
+        sys.path.insert(0, path)
+        try:
+            importlib.import_module("kailash_nodes")
+        finally:
+            sys.path.remove(path)
+    batches, close = await build(driver)
+    for batch in batches.values():
+        await batch(1)
+    return batches, close
 
 
 async def _timed(batch: Batch, calls: int) -> tuple[float, float]:
@@ -393,32 +423,46 @@ def setup_lines(args: argparse.Namespace) -> list[str]:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """Run this script on each ``--against`` checkout and on ``--this``, ``--runs`` whole
-    processes each, in rotating order; print each checkout's median of its runs' medians
-    (CPU µs/call) and its ratio to the first checkout."""
+    """Measure each ``--against`` checkout and ``--this``; print each one's medians (CPU
+    µs/call) and its ratio to the first checkout.
+
+    By default all are loaded in this one process and their contenders interleaved in
+    each round, so a slow moment of the machine hits every checkout alike; with
+    ``--processes``, each runs in its own processes (``--runs`` each, rotating order) and
+    the median of the runs' medians is shown.
+    """
     dirs = [str(Path(d).resolve()) for d in args.against] + [str(Path(args.this).resolve())]
-    labels = [f"[{i}]" for i in range(len(dirs))]
-    medians: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
-    for run in range(args.runs):
-        shift = run % len(dirs)
-        for label, path in (list(zip(labels, dirs, strict=True)) * 2)[shift : shift + len(dirs)]:
-            summary = _run_on(path, args)
-            for name, s in summary.items():
-                medians[label].setdefault(name, []).append(s["median_us"])
-            runs = ", ".join(f"{n} {s['median_us']:.2f}" for n, s in summary.items())
-            print(f"run {run + 1} {label}: {runs}", file=sys.stderr)
-    for label, path in zip(labels, dirs, strict=True):
-        print(f"{label} {path} ({_commit(Path(path))})")
-    print(
-        f"{args.runs} whole-process runs each, rotating order; median of the runs' medians, "
-        "CPU µs/call; ×: ratio to [0]"
-    )
-    print(f"{'contender':<12} " + " ".join(f"{label:>8} {'×':>6}" for label in labels))
-    for name in medians[labels[0]]:
-        values = [statistics.median(medians[label][name]) for label in labels]
+    if args.processes:
+        medians = _compare_processes(dirs, args)
+        how = f"{args.runs} whole-process runs each, rotating order; median of the runs' medians"
+    else:
+        per_round = asyncio.run(
+            measure(list(dirs), args.rounds, args.calls, args.yield_once, args.seed)
+        )
+        medians = [{n: [s["median_us"]] for n, s in summarise(r).items()} for r in per_round]
+        how = f"one process, interleaved; {args.rounds} rounds × {args.calls} calls; median"
+    for i, path in enumerate(dirs):
+        print(f"[{i}] {path} ({_commit(Path(path))})")
+    print(f"{how}; CPU µs/call; ×: ratio to [0]")
+    print(f"{'contender':<12} " + " ".join(f"{f'[{i}]':>8} {'×':>6}" for i in range(len(dirs))))
+    for name in medians[0]:
+        values = [statistics.median(m[name]) for m in medians]
         cells = " ".join(f"{v:>8.2f} {v / values[0]:>6.3f}" for v in values)
         print(f"{name:<12} {cells}")
     return 0
+
+
+def _compare_processes(dirs: list[str], args: argparse.Namespace) -> list[dict[str, list[float]]]:
+    """Run each checkout ``--runs`` times in its own process; return the runs' medians."""
+    medians: list[dict[str, list[float]]] = [{} for _ in dirs]
+    for run in range(args.runs):
+        for i in [(run + k) % len(dirs) for k in range(len(dirs))]:
+            summary = _run_on(dirs[i], args)
+            for name, s in summary.items():
+                medians[i].setdefault(name, []).append(s["median_us"])
+            runs = ", ".join(f"{n} {s['median_us']:.2f}" for n, s in summary.items())
+            print(f"run {run + 1} [{i}]: {runs}", file=sys.stderr)
+    return medians
 
 
 def _run_on(path: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -459,7 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         default=str(ROOT),
         help="the last side of --against (default: here)",
     )
-    parser.add_argument("--runs", type=int, default=3, help="whole-process runs each (--against)")
+    parser.add_argument(
+        "--processes", action="store_true", help="--against: one process per checkout and run"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs each with --processes")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1 or args.runs < 1:
         parser.error("--rounds, --calls and --runs must be >= 1")
@@ -468,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     if "PYTHONPATH" not in os.environ:
         sys.path.insert(0, str(ROOT))
     setup = setup_lines(args)
-    per_round = asyncio.run(measure(args.rounds, args.calls, args.yield_once, args.seed))
+    per_round = asyncio.run(measure([None], args.rounds, args.calls, args.yield_once, args.seed))[0]
     summary = summarise(per_round)
     if args.json == "-":
         print(json.dumps({"setup": setup, "summary": summary, "rounds": per_round}))
