@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
 from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.context import current_run_id
-from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.errors import (
     ConnectionFailed,
     OutcomeUnknown,
@@ -31,14 +30,10 @@ from kailash_nodes.errors import (
     SessionError,
     TooManyRequests,
 )
-from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Window
+from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
-from kailash_nodes.router.prewarm import (
-    PREDICTOR,
-    RUNTIME,
-    PreparedAheadLedger,
-    prepare_ahead,
-)
+from kailash_nodes.router.metrics import RouterMetrics, router_report, routing_metadata
+from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
 from kailash_nodes.sql import Category, Classification, classify, rewrite
@@ -90,7 +85,7 @@ class Routed:
 class _Call:
     """One statement on its way through the router (a named bundle, not a public type)."""
 
-    __slots__ = ("cls", "params", "predict", "query", "session", "start")
+    __slots__ = ("cls", "params", "predict", "query", "session", "start", "text")
 
     def __init__(self, cls: Classification, query: str, params: Any, start: float) -> None:
         self.cls = cls
@@ -99,39 +94,7 @@ class _Call:
         self.start = start
         self.session: Session | None = None
         self.predict = False  # ran prepared and learning is on: prepare what follows
-
-
-def _metadata(
-    cls: Classification, target: str, connection_id: str, cache_hit: bool, routing_time: float
-) -> dict[str, Any]:
-    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md)."""
-    return {
-        "query_type": cls.category.value,
-        "target": target,
-        "connection_id": connection_id,
-        "cache_hit": cache_hit,
-        "routing_time_ms": routing_time * 1000.0,
-        "replica_safe": cls.replica_safe,
-        "fingerprint": cls.fingerprint,
-        "reason": cls.reason,
-    }
-
-
-@dataclass(slots=True)
-class RouterMetrics:
-    """Counters and the routing-time window of one router."""
-
-    routed: int = 0
-    routing_errors: int = 0
-    reads_replica: int = 0
-    reads_primary: int = 0
-    writes: int = 0
-    fallbacks: int = 0
-    cache_lookups: int = 0
-    cache_hits: int = 0
-    invalidations: int = 0
-    prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
-    routing_time: Window = field(default_factory=Window)
+        self.text: str | None = None  # its prepared text, once a checkout asked for it
 
 
 class QueryRouter:
@@ -151,6 +114,8 @@ class QueryRouter:
         self.split = options.enable_read_write_split
         self.dialect = primary.driver.dialect
         self._style = primary.driver.placeholder_style
+        # Configured server-side prepare (a connection may still not: prepares_on_server)
+        self._prepare = options.prepare and options.cache_size > 0 and primary.driver.can_prepare
         self.consistency = ReadYourWrites(
             primary,
             track_lsn=primary.driver.tracks_positions and bool(self.replicas.states),
@@ -174,7 +139,7 @@ class QueryRouter:
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
         await self.primary.open()
-        for pool in self._pools():
+        for pool in self.pools():
             pool.set_statement_cache_size(size)
         if self.replicas.states:
             await self.replicas.check_all()
@@ -256,7 +221,7 @@ class QueryRouter:
             if routed is not None:
                 return routed
         pool = self.primary
-        pc = await pool.acquire(prefer=self._statement_text(call.query, pool))
+        pc = await pool.acquire(prefer=self._statement_text(call, pool))
         try:
             routed = await self._run(pool, pc, call, "primary")
             if session is not None and call.cls.writes:
@@ -297,7 +262,7 @@ class QueryRouter:
         try:
             pc = await state.pool.acquire(
                 timeout=min(state.pool.config.timeout, 2.0),
-                prefer=self._statement_text(call.query, state.pool),
+                prefer=self._statement_text(call, state.pool),
             )
         except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
             state.ban(time.monotonic(), exc)
@@ -326,14 +291,16 @@ class QueryRouter:
             self._prepare_predicted_later(call)
         return routed
 
-    def _statement_text(self, query: str, pool: ConnectionPool) -> str | None:
-        """Return the text the driver prepares for ``query`` (None without prepare)."""
+    def _statement_text(self, call: _Call, pool: ConnectionPool) -> str | None:
+        """Return the text the driver prepares for ``call`` and keep it in ``call.text``
+        (None without prepare on ``pool``)."""
         if not pool.statement_cache_size:
             return None
         try:
-            return rewrite(query, self._style).text
+            call.text = rewrite(call.query, self._style).text
         except ParameterError:
             return None  # raised again, with context, when the statement runs
+        return call.text
 
     async def _in_session(self, call: _Call, session: Session) -> Routed:
         """Run ``call`` on the session's pinned connection, pinning one when it starts a
@@ -458,13 +425,29 @@ class QueryRouter:
         Steps: look the statement up in the connection's cache, count the routing,
         drop statements a DDL part makes stale, execute, note the tables of a statement
         prepared now, and mark a successful prepared statement for predicting what follows.
+        The counting is inline, not in helpers: this runs for every statement, and each
+        call layer costs every statement (benchmarks/bench_overhead.py).
         """
         conn = pc.connection
         cls = call.cls
-        text, cache_hit = self._look_up(conn, call.query) if conn.server_prepare else _NO_TEXT
+        metrics = self.metrics
+        text, cache_hit = _NO_TEXT
+        if conn.server_prepare:  # look up, reusing the text the checkout preferred
+            text = call.text or rewrite(call.query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
+            if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
+                metrics.prewarm.use(conn, text)
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
-        self._count(cls, target, routing_time)
+        metrics.routing_time.add(routing_time)
+        if target != "primary":
+            metrics.reads_replica += 1
+        elif cls.writes or cls.transaction_op:
+            metrics.writes += 1
+        else:
+            metrics.reads_primary += 1
         if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
@@ -477,29 +460,8 @@ class QueryRouter:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
             call.predict = self.predictor is not None  # set only with prepare_predicted
-        return Routed(result, error, _metadata(cls, target, pc.id, cache_hit, routing_time), pc.id)
-
-    def _look_up(self, conn: DriverConnection, query: str) -> tuple[str, bool]:
-        """Return the prepared text of ``query`` and whether ``conn`` has it; count it."""
-        metrics = self.metrics
-        text = rewrite(query, self._style).text
-        hit = conn.has_statement(text)
-        metrics.cache_lookups += 1
-        metrics.cache_hits += hit
-        if hit and metrics.prewarm.pending:  # prepared ahead: was this its first use?
-            metrics.prewarm.use(conn, text)
-        return text, hit
-
-    def _count(self, cls: Classification, target: str, routing_time: float) -> None:
-        """Count one routed statement by target and kind, with its routing time."""
-        metrics = self.metrics
-        metrics.routing_time.add(routing_time)
-        if target != "primary":
-            metrics.reads_replica += 1
-        elif cls.writes or cls.transaction_op:
-            metrics.writes += 1
-        else:
-            metrics.reads_primary += 1
+        metadata = routing_metadata(cls, target, pc.id, cache_hit, routing_time)
+        return Routed(result, error, metadata, pc.id)
 
     def _prepare_predicted_later(self, call: _Call) -> None:
         """Prepare the statement predicted to follow ``call`` in an owned background task.
@@ -552,7 +514,7 @@ class QueryRouter:
         """
         if not self._started:
             await self.start()
-        if not isinstance(query, str) or not self._server_prepare():
+        if not isinstance(query, str) or not self._prepare:
             return False
         sid = session_id if session_id is not None else current_run_id()
         session = self.sessions.sessions.get(sid) if sid is not None else None
@@ -594,10 +556,11 @@ class QueryRouter:
         state = self.replicas.peek(self.options.replica_lag_threshold)
         return self.primary if state is None else state.pool
 
-    def _server_prepare(self) -> bool:
-        return (
-            self.options.prepare and self.options.cache_size > 0 and self.primary.driver.can_prepare
-        )
+    def prepares_on_server(self) -> bool:
+        """Return whether statements are prepared on the server now, as measured on the
+        connections: behind a transaction-pooling proxy the driver turns server-side
+        prepare off per connection, whatever was configured."""
+        return self._prepare and any(p.prepares_on_server() for p in self.pools())
 
     def invalidate(self, tables: frozenset[str] | None) -> int:
         """Drop prepared statements that use ``tables`` (every statement when None).
@@ -611,69 +574,20 @@ class QueryRouter:
             if names is None or any(u.rpartition(".")[2] in names for u in used)
         ]
         self.metrics.invalidations += 1
-        dropped = 0
-        for pool in self._pools():
-            dropped += pool.forget_statements(None if tables is None else texts)
+        forget = None if tables is None else texts
+        dropped = sum(pool.forget_statements(forget) for pool in self.pools())
         for text in texts:
             self._statement_tables.pop(text, None)
         return dropped
 
-    def _pools(self) -> tuple[ConnectionPool, ...]:
+    def pools(self) -> tuple[ConnectionPool, ...]:
+        """Return the primary pool and every replica pool."""
         return (self.primary, *(s.pool for s in self.replicas.states))
 
     def cached_statements(self) -> int:
         """Return the number of statements prepared over every connection of every pool."""
-        return sum(p.cached_statements() for p in self._pools())
+        return sum(p.cached_statements() for p in self.pools())
 
     def metrics_report(self) -> dict[str, Any]:
         """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
-        m = self.metrics
-        timing = m.routing_time.summary_ms()
-        # Measured, not configured: behind a transaction-pooling proxy the driver turns
-        # server-side prepare off per connection, so the report reads the connections.
-        server_prepare = self._server_prepare() and any(
-            p.prepares_on_server() for p in self._pools()
-        )
-        now = time.monotonic()
-        prewarm = m.prewarm.report()
-        predicted = m.prewarm.counts[PREDICTOR]
-        return {
-            "router_metrics": {
-                "queries_routed": m.routed,
-                "cache_hits": m.cache_hits,
-                "cache_misses": m.cache_lookups - m.cache_hits,
-                "routing_errors": m.routing_errors,
-                "avg_routing_time_ms": timing["avg_ms"],
-                "p95_routing_time_ms": timing["p95_ms"],
-                "p99_routing_time_ms": timing["p99_ms"],
-                "routing_samples": timing["samples"],
-                "reads_to_replicas": m.reads_replica,
-                "reads_to_primary": m.reads_primary,
-                "writes_to_primary": m.writes,
-                "replica_fallbacks": m.fallbacks,
-                "consistency_waits": self.consistency.waits,
-                "consistency_fallbacks": self.consistency.fallbacks,
-            },
-            "cache_stats": {
-                "hit_rate": (m.cache_hits / m.cache_lookups) if m.cache_lookups else 0.0,
-                "lookups": m.cache_lookups,
-                "hits": m.cache_hits,
-                "misses": m.cache_lookups - m.cache_hits,
-                "total_entries": self.cached_statements(),
-                "max_entries_per_connection": self.options.cache_size,
-                "server_side_prepare": server_prepare,
-                "invalidations": m.invalidations,
-            },
-            "pattern_learning": {
-                "enabled": self.predictor is not None,
-                "prewarms": predicted.issued,
-                "prewarms_used": predicted.used,
-                "prewarms_wasted_or_pending": predicted.issued - predicted.used,
-                "prewarm_errors": predicted.errors,
-            },
-            "prewarm": prewarm,
-            "active_transactions": self.sessions.active_transactions(),
-            "pinned_sessions": self.sessions.pinned(),
-            "sessions_expired": self.sessions.expired,
-            "replicas": {s.name: s.describe(now) for s in self.replicas.states},
-        }
+        return router_report(self)

@@ -1,0 +1,139 @@
+"""The router's counters and its ``get_metrics()`` report.
+
+`RouterMetrics` holds what the engine counts on the query path (plain attribute
+increments, no calls); `router_report` builds the report on read, from the counters and
+the router's parts (consistency, sessions, replicas, pools). Every key is documented in
+docs/router.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kailash_nodes.measure import Samples
+from kailash_nodes.router.prewarm import PREDICTOR, PreparedAheadLedger
+from kailash_nodes.sql import Classification
+
+if TYPE_CHECKING:
+    from kailash_nodes.router.engine import QueryRouter
+
+__all__ = ["RouterMetrics", "router_report", "routing_metadata"]
+
+
+@dataclass(slots=True)
+class RouterMetrics:
+    """Counters and the routing-time window (seconds) of one router."""
+
+    routed: int = 0
+    routing_errors: int = 0
+    reads_replica: int = 0
+    reads_primary: int = 0
+    writes: int = 0
+    fallbacks: int = 0
+    cache_lookups: int = 0
+    cache_hits: int = 0
+    invalidations: int = 0
+    prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
+    routing_time: Samples = field(default_factory=Samples)
+
+    def routing(self) -> dict[str, Any]:
+        """Return the ``router_metrics`` counters and routing-time summary (no consistency
+        counts: those belong to the router's ReadYourWrites).
+
+        >>> m = RouterMetrics(routed=2, cache_lookups=2, cache_hits=1)
+        >>> m.routing_time.add(0.002)
+        >>> r = m.routing()
+        >>> r["queries_routed"], r["cache_misses"], r["avg_routing_time_ms"]
+        (2, 1, 2.0)
+        """
+        timing = self.routing_time.summary_ms()
+        return {
+            "queries_routed": self.routed,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_lookups - self.cache_hits,
+            "routing_errors": self.routing_errors,
+            "avg_routing_time_ms": timing["avg_ms"],
+            "p95_routing_time_ms": timing["p95_ms"],
+            "p99_routing_time_ms": timing["p99_ms"],
+            "routing_samples": timing["samples"],
+            "reads_to_replicas": self.reads_replica,
+            "reads_to_primary": self.reads_primary,
+            "writes_to_primary": self.writes,
+            "replica_fallbacks": self.fallbacks,
+        }
+
+    def cache(self) -> dict[str, Any]:
+        """Return the ``cache_stats`` counters (the router adds what it reads from pools).
+
+        >>> RouterMetrics(cache_lookups=4, cache_hits=3).cache()["hit_rate"]
+        0.75
+        """
+        lookups, hits = self.cache_lookups, self.cache_hits
+        return {
+            "hit_rate": (hits / lookups) if lookups else 0.0,
+            "lookups": lookups,
+            "hits": hits,
+            "misses": lookups - hits,
+        }
+
+    def learning(self, enabled: bool) -> dict[str, Any]:
+        """Return the ``pattern_learning`` section: statements prepared ahead on a
+        prediction, and how many of them a later statement used.
+
+        >>> RouterMetrics().learning(False)["prewarms_wasted_or_pending"]
+        0
+        """
+        predicted = self.prewarm.counts[PREDICTOR]
+        return {
+            "enabled": enabled,
+            "prewarms": predicted.issued,
+            "prewarms_used": predicted.used,
+            "prewarms_wasted_or_pending": predicted.issued - predicted.used,
+            "prewarm_errors": predicted.errors,
+        }
+
+
+def routing_metadata(
+    cls: Classification, target: str, connection_id: str, cache_hit: bool, routing_time: float
+) -> dict[str, Any]:
+    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md)."""
+    return {
+        "query_type": cls.category.value,
+        "target": target,
+        "connection_id": connection_id,
+        "cache_hit": cache_hit,
+        "routing_time_ms": routing_time * 1000.0,
+        "replica_safe": cls.replica_safe,
+        "fingerprint": cls.fingerprint,
+        "reason": cls.reason,
+    }
+
+
+def router_report(router: QueryRouter) -> dict[str, Any]:
+    """Return the ``get_metrics()`` dict of ``router`` (keys in docs/router.md).
+
+    Reads every pool's connections (cached statements, server-side prepare) and each
+    replica's state; no I/O.
+    """
+    m = router.metrics
+    routing = m.routing()
+    routing["consistency_waits"] = router.consistency.waits
+    routing["consistency_fallbacks"] = router.consistency.fallbacks
+    cache = m.cache()
+    cache["total_entries"] = router.cached_statements()
+    cache["max_entries_per_connection"] = router.options.cache_size
+    cache["server_side_prepare"] = router.prepares_on_server()
+    cache["invalidations"] = m.invalidations
+    now = time.monotonic()
+    return {
+        "router_metrics": routing,
+        "cache_stats": cache,
+        "pattern_learning": m.learning(router.predictor is not None),
+        "prewarm": m.prewarm.report(),
+        "active_transactions": router.sessions.active_transactions(),
+        "pinned_sessions": router.sessions.pinned(),
+        "sessions_expired": router.sessions.expired,
+        "replicas": {s.name: s.describe(now) for s in router.replicas.states},
+    }
