@@ -196,6 +196,9 @@ class FakeDriver:
     async def connection_limit(self, conn: Any, timeout: float | None, **kwargs: Any) -> None:
         return None
 
+    async def drain(self, timeout: float) -> None:
+        return None
+
 
 # ---------------------------------------------------------------------- contenders
 

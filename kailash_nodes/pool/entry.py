@@ -94,7 +94,10 @@ class PooledConnection:
     def connection(self) -> DriverConnection:
         """Return the driver connection (its statement cache, transaction state); raise
         ConnectionReleased after release."""
-        return self.entry.conn
+        entry = self._entry  # not through ``entry``: one property call on the router's path
+        if entry is None:
+            raise ConnectionReleased(f"connection {self.id!r} was already released")
+        return entry.conn
 
     @property
     def broken(self) -> bool:
