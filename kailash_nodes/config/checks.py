@@ -82,18 +82,18 @@ def check_number(
     """
     if value is None and none_ok:
         return None
-    rule = rule_text(low, high, strict=strict, integer=integer, none_ok=none_ok)
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise error(
-            f"{key} must be {rule} (got {short_repr(value)} of type {type(value).__name__})"
-        )
-    if not math.isfinite(value):
-        raise error(f"{key} must be {rule} (got {key}={value!r}, not finite)")
-    if (low is not None and (value < low or (strict and value == low))) or (
+        got = f"{short_repr(value)} of type {type(value).__name__}"
+    elif not math.isfinite(value):
+        got = f"{key}={value!r}, not finite"
+    elif (low is not None and (value < low or (strict and value == low))) or (
         high is not None and value > high
     ):
-        raise error(f"{key} must be {rule} (got {key}={value!r})")
-    return value if integer else float(value)
+        got = f"{key}={value!r}"
+    else:  # valid: the rule's text is built only for an error (this runs on request paths)
+        return value if integer else float(value)
+    rule = rule_text(low, high, strict=strict, integer=integer, none_ok=none_ok)
+    raise error(f"{key} must be {rule} (got {got})")
 
 
 def check_bool(key: str, value: Any, *, error: type[KailashNodesError] = ConfigError) -> bool:
