@@ -32,7 +32,7 @@ from kailash_nodes.errors import (
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
-from kailash_nodes.router.metrics import RouterMetrics, router_report, routing_metadata
+from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
@@ -589,5 +589,26 @@ class QueryRouter:
         return sum(p.cached_statements() for p in self.pools())
 
     def metrics_report(self) -> dict[str, Any]:
-        """Return the ``get_metrics()`` dict (keys in docs/router.md)."""
-        return router_report(self)
+        """Return the ``get_metrics()`` dict (keys in docs/router.md): the counters'
+        sections (`RouterMetrics`) and what the parts report; reads every pool's
+        connections and each replica's state, no I/O."""
+        m = self.metrics
+        routing = m.routing()
+        routing["consistency_waits"] = self.consistency.waits
+        routing["consistency_fallbacks"] = self.consistency.fallbacks
+        cache = m.cache()
+        cache["total_entries"] = self.cached_statements()
+        cache["max_entries_per_connection"] = self.options.cache_size
+        cache["server_side_prepare"] = self.prepares_on_server()
+        cache["invalidations"] = m.invalidations
+        now = time.monotonic()
+        return {
+            "router_metrics": routing,
+            "cache_stats": cache,
+            "pattern_learning": m.learning(self.predictor is not None),
+            "prewarm": m.prewarm.report(),
+            "active_transactions": self.sessions.active_transactions(),
+            "pinned_sessions": self.sessions.pinned(),
+            "sessions_expired": self.sessions.expired,
+            "replicas": {s.name: s.describe(now) for s in self.replicas.states},
+        }

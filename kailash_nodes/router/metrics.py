@@ -1,25 +1,21 @@
 """The router's counters and its ``get_metrics()`` report.
 
 `RouterMetrics` holds what the engine counts on the query path (plain attribute
-increments, no calls); `router_report` builds the report on read, from the counters and
-the router's parts (consistency, sessions, replicas, pools). Every key is documented in
-docs/router.md.
+increments, no calls) and builds the report's sections on read; `QueryRouter.metrics_report`
+puts them together with its parts' figures (consistency, sessions, replicas, pools). Every
+key is documented in docs/router.md.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kailash_nodes.measure import Samples
 from kailash_nodes.router.prewarm import PREDICTOR, PreparedAheadLedger
 from kailash_nodes.sql import Classification
 
-if TYPE_CHECKING:
-    from kailash_nodes.router.engine import QueryRouter
-
-__all__ = ["RouterMetrics", "router_report", "routing_metadata"]
+__all__ = ["RouterMetrics", "routing_metadata"]
 
 
 @dataclass(slots=True)
@@ -108,32 +104,4 @@ def routing_metadata(
         "replica_safe": cls.replica_safe,
         "fingerprint": cls.fingerprint,
         "reason": cls.reason,
-    }
-
-
-def router_report(router: QueryRouter) -> dict[str, Any]:
-    """Return the ``get_metrics()`` dict of ``router`` (keys in docs/router.md).
-
-    Reads every pool's connections (cached statements, server-side prepare) and each
-    replica's state; no I/O.
-    """
-    m = router.metrics
-    routing = m.routing()
-    routing["consistency_waits"] = router.consistency.waits
-    routing["consistency_fallbacks"] = router.consistency.fallbacks
-    cache = m.cache()
-    cache["total_entries"] = router.cached_statements()
-    cache["max_entries_per_connection"] = router.options.cache_size
-    cache["server_side_prepare"] = router.prepares_on_server()
-    cache["invalidations"] = m.invalidations
-    now = time.monotonic()
-    return {
-        "router_metrics": routing,
-        "cache_stats": cache,
-        "pattern_learning": m.learning(router.predictor is not None),
-        "prewarm": m.prewarm.report(),
-        "active_transactions": router.sessions.active_transactions(),
-        "pinned_sessions": router.sessions.pinned(),
-        "sessions_expired": router.sessions.expired,
-        "replicas": {s.name: s.describe(now) for s in router.replicas.states},
     }
