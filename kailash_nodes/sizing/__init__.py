@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kailash_nodes.sizing.controller import SQLITE_CAP, AdaptivePoolController, live_cap
+from kailash_nodes.sizing.controller import AdaptivePoolController, live_cap
 from kailash_nodes.sizing.policy import (
     Decision,
     Observation,
@@ -13,7 +13,6 @@ from kailash_nodes.sizing.policy import (
 )
 
 __all__ = [
-    "SQLITE_CAP",
     "AdaptivePoolController",
     "Decision",
     "Observation",

@@ -26,14 +26,11 @@ from kailash_nodes.drivers import ConnectionLimit, catalog_read
 from kailash_nodes.pool import ConnectionPool
 from kailash_nodes.sizing.policy import Decision, PolicySettings, SizingPolicy, observe
 
-__all__ = ["CAP_DEFER_LIMIT", "SQLITE_CAP", "AdaptivePoolController", "live_cap"]
+__all__ = ["CAP_DEFER_LIMIT", "AdaptivePoolController", "live_cap"]
 
 logger = logging.getLogger("kailash_nodes.sizing")
 
 CAP_DEFER_LIMIT = 4  # a busy pool reads its live cap at least every 4 x cap_refresh
-#: SQLite's cap, kept as a public name; the value used is the driver's
-#: ``max_useful_connections`` (tests/drivers check that they agree)
-SQLITE_CAP = 16
 
 
 def live_cap(max_connections: int, reserved: int, others: int, share: float = 0.8) -> int:

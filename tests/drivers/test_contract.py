@@ -32,7 +32,6 @@ from kailash_nodes.drivers import (
     get_driver,
 )
 from kailash_nodes.errors import ConnectionFailed, QueryError, ResultTooLarge
-from kailash_nodes.sizing import SQLITE_CAP
 from kailash_nodes.sql import bind, classify, rewrite
 from tests.conftest import server_dsn
 
@@ -136,7 +135,7 @@ def test_driver_facts_are_declared_and_consistent(target: Target) -> None:
         assert isinstance(fact, bool)
     assert d.max_useful_connections is None or d.max_useful_connections > 0
     if target.role == "embedded":  # no server limit to read: the driver states one
-        assert d.max_useful_connections == SQLITE_CAP
+        assert d.max_useful_connections == 16  # docs/backends.md: SQLite's cap
 
 
 async def test_a_connection_starts_clean(target: Target) -> None:
