@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -47,10 +48,16 @@ class BackgroundTasks:
         return len(self._tasks)
 
     async def wait_all(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the running tasks to finish by themselves."""
-        tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        """Wait up to ``timeout`` seconds for the running tasks to finish by themselves,
+        tasks they start meanwhile included."""
+        deadline = time.monotonic() + timeout
+        while True:
+            me = asyncio.current_task()
+            tasks = [t for t in self._tasks if not t.done() and t is not me]
+            left = deadline - time.monotonic()
+            if not tasks or left <= 0:
+                return
+            await asyncio.wait(tasks, timeout=left)
 
     async def cancel_all(self) -> None:
         """Cancel every task still running and wait for them to finish."""

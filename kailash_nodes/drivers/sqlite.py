@@ -173,35 +173,47 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         return False
 
     async def close(self, timeout: float) -> None:
-        """Close the connection and stop its thread."""
-        self._closed = self._stopped = True  # aiosqlite's close() stops the thread anyway
-        try:
-            async with asyncio.timeout(timeout):
-                await self._conn.close()
-        except Exception:  # a dead thread or a timeout: nothing more to release
+        """Close the connection and stop its thread, waiting up to ``timeout`` s for the
+        thread to get there (after any work queued before). The wait holds no future of
+        the event loop, so a close cancelled or timed out (a pool closing) leaves the
+        thread nothing to hand back to a loop that may be gone (see `terminate`)."""
+        self._closed = True
+        if self._stopped:
             return
+        ended = self._stop(interrupt=False)
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while not ended.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def terminate(self) -> None:
         """Interrupt a running statement and stop the worker thread, without waiting.
 
         The one use of aiosqlite internals (``_running``, ``_tx``, ``_connection``,
-        ``_STOP_RUNNING_SENTINEL``), because its public API cannot stop the worker thread
-        without a future: ``stop()`` hands the thread a future of the current event loop,
-        and if that loop has closed by the time the thread gets to it (a connection
-        dropped while a loop shuts down), the thread dies with "Event loop is closed" in
-        ``call_soon_threadsafe`` (an unhandled thread exception); ``close()`` must be
-        awaited, behind the running statement. So the stop request goes into aiosqlite's
-        queue without a future (its worker accepts None), the thread closes the handle and
-        ends by itself, and ``_running``/``_connection`` are set as ``stop()`` sets them, so
-        later calls fail at once and the object's finaliser does not warn
+        ``_STOP_RUNNING_SENTINEL``; `close` shares it), because its public API cannot stop
+        the worker thread without a future: ``stop()`` hands the thread a future of the
+        current event loop, and if that loop has closed by the time the thread gets to
+        it (a connection dropped while a loop shuts down, or a close cancelled), the
+        thread dies with "Event loop is closed" in ``call_soon_threadsafe``; aiosqlite's
+        ``close()`` ends in ``stop()`` too. So the stop request goes into aiosqlite's
+        queue without a future (its worker accepts None), the thread closes the handle
+        and ends by itself, and ``_running``/``_connection`` are set as ``stop()`` sets
+        them, so later calls fail at once and the object's finaliser does not warn
         (tests/drivers/test_sqlite_threads.py fails with ``stop()`` in its place).
         """
         self._closed = True
-        if self._stopped:
-            return
+        if not self._stopped:
+            self._stop(interrupt=True)
+
+    def _stop(self, *, interrupt: bool) -> threading.Event:
+        """Queue the worker thread's end (closing the handle) without a future; return
+        the event the thread sets once it has done so (`SQLiteDriver.drain` waits for it).
+        ``interrupt`` first stops a running statement."""
         self._stopped = True
         conn, raw = self._conn, self._raw
-        raw.interrupt()  # thread-safe: the running statement stops at its next step
+        if interrupt:
+            raw.interrupt()  # thread-safe: the running statement stops at its next step
         conn._running = False
         ended = threading.Event()
         _ENDING.add(ended)
@@ -209,10 +221,11 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         def close_and_stop() -> object:
             raw.close()
             conn._connection = None
-            ended.set()  # after the statement before it has delivered its answer
+            ended.set()  # after the statements before it have delivered their answers
             return _STOP_RUNNING_SENTINEL
 
         conn._tx.put_nowait((None, close_and_stop))
+        return ended
 
     def _wrap(self, exc: BaseException) -> Exception:
         if isinstance(exc, TimeoutError):  # the interrupt did not stop it: replace
