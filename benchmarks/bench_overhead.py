@@ -175,6 +175,7 @@ class FakeDriver:
     dialect = "postgres"
     can_prepare = True
     undoes_timed_out = False
+    routines_change_session = True
     tracks_positions = False
     max_useful_connections: int | None = 64
 

@@ -236,6 +236,10 @@ class Driver(Protocol):
     #: True when a statement that outlived ``query_timeout`` is interrupted and undone by
     #: the driver itself, so the connection stays usable and nothing was applied (SQLite)
     undoes_timed_out: bool
+    #: True when a call of a user function may change session state the server does not
+    #: report (PostgreSQL: ``SET ROLE`` inside a function); the pool then resets a
+    #: connection that ran one (``sql.calls_routines``) on release
+    routines_change_session: bool
     #: True when the server reports write and replay positions (PostgreSQL's WAL LSN), so
     #: a replica can be asked whether it has replayed a session's last write
     tracks_positions: bool

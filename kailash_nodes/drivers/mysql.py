@@ -298,6 +298,7 @@ class MySQLDriver(NoReplication):
     dialect = "mysql"
     can_prepare = False
     undoes_timed_out = False
+    routines_change_session = False
     tracks_positions = False
     max_useful_connections: int | None = None
 

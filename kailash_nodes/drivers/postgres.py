@@ -487,6 +487,7 @@ class PostgresDriver(PostgresCatalog):
     dialect = "postgres"
     can_prepare = True
     undoes_timed_out = False
+    routines_change_session = True
     tracks_positions = True
     max_useful_connections: int | None = None
 

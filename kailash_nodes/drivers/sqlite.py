@@ -284,6 +284,7 @@ class SQLiteDriver(NoReplication):
     dialect = "sqlite"
     can_prepare = False
     undoes_timed_out = True
+    routines_change_session = False
     tracks_positions = False
     max_useful_connections: int | None = _MAX_USEFUL
 

@@ -95,8 +95,17 @@ class ConnectionPool(ConnectionSet):
     def __init__(self, config: PoolConfig, driver: Driver | None = None) -> None:
         super().__init__(config, driver)
         self._style = self.driver.placeholder_style
-        # PostgreSQL: a user function may set a role the server does not report (execute)
-        self._routines_dirty = self._style == "numeric"
+        # A user function may set a role the server does not report (execute)
+        self._routines_dirty = self.driver.routines_change_session
+        # The settings read on every acquire/execute/release, as plain attributes: a read
+        # of a pydantic model's field costs ~3x a plain attribute's (BaseModel defines
+        # __getattr__, which takes attribute reads off CPython's fast path).
+        cfg = self.config
+        self._acquire_timeout = cfg.timeout
+        self._check_idle_after = cfg.check_idle_after
+        self._query_timeout = cfg.query_timeout
+        self._max_rows = cfg.max_rows
+        self._health_threshold = cfg.health_threshold
         # The hand-off's bound method, looked up once: release calls it on every return.
         self._put_back: Callable[[Entry], None] = self.handoff.put_back
         self._lease_seq = 0
@@ -190,11 +199,11 @@ class ConnectionPool(ConnectionSet):
                 self.retire(entry, "lifetime")
                 continue
             if (
-                entry.suspect or start - entry.last_used > self.config.check_idle_after
+                entry.suspect or start - entry.last_used > self._check_idle_after
             ) and not await self._validate(entry):
                 continue
             return self._lease(entry, start)
-        return await self._wait(start, self.config.timeout if timeout is None else timeout)
+        return await self._wait(start, self._acquire_timeout if timeout is None else timeout)
 
     def _bring_up(self, statement: str) -> None:
         """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
@@ -319,10 +328,10 @@ class ConnectionPool(ConnectionSet):
         entry.busy = True
         try:
             if rq.statements > 1:
-                data, count = await conn.execute_script(rq.text, self.config.query_timeout)
-            elif max_rows is None and self.config.max_rows is None:  # no limit: stream.py
+                data, count = await conn.execute_script(rq.text, self._query_timeout)
+            elif max_rows is None and self._max_rows is None:  # no limit: stream.py
                 data, count = await conn.fetch(
-                    rq.text, args, fetch_mode, fetch_size, self.config.query_timeout
+                    rq.text, args, fetch_mode, fetch_size, self._query_timeout
                 )
             else:
                 data, count = await self._fetch_limited(
@@ -448,7 +457,7 @@ class ConnectionPool(ConnectionSet):
         if entry.broken or conn.is_closed():
             self.retire(entry, "broken", graceful=False)
             return "recycled"
-        if entry.health < self.config.health_threshold:
+        if entry.health < self._health_threshold:
             self.retire(entry, f"health {entry.health:.0f} below threshold")
             return "recycled"
         if not entry.dirty and conn.session_changed():  # a role set where no text shows it

@@ -261,7 +261,7 @@ class QueryRouter:
         token = call.session.write_lsn if call.session is not None else 0
         try:
             pc = await state.pool.acquire(
-                timeout=min(state.pool.config.timeout, 2.0),
+                timeout=state.checkout_timeout,
                 prefer=self._statement_text(call, state.pool),
             )
         except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:

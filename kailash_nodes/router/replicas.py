@@ -32,6 +32,7 @@ class ReplicaState:
     __slots__ = (
         "ban_seconds",
         "banned_until",
+        "checkout_timeout",
         "checks",
         "failures",
         "lag",
@@ -45,6 +46,8 @@ class ReplicaState:
     def __init__(self, name: str, pool: ConnectionPool) -> None:
         self.name = name
         self.pool = pool
+        # How long a read waits for one of its connections before trying the primary.
+        self.checkout_timeout = min(pool.config.timeout, 2.0)
         self.lag: float | None = None  # seconds; None until measured (or not measurable)
         self.replay_lsn = 0
         self.banned_until = 0.0

@@ -131,7 +131,7 @@ def test_driver_facts_are_declared_and_consistent(target: Target) -> None:
     assert get_driver(d.name) is d and d.name == target.params.backend
     assert d.placeholder_style in ("numeric", "format", "qmark")
     assert classify("SELECT 1", d.dialect).replica_safe  # a dialect kailash_nodes.sql knows
-    for fact in (d.can_prepare, d.undoes_timed_out, d.tracks_positions):
+    for fact in (d.can_prepare, d.undoes_timed_out, d.routines_change_session, d.tracks_positions):
         assert isinstance(fact, bool)
     assert d.max_useful_connections is None or d.max_useful_connections > 0
     if target.role == "embedded":  # no server limit to read: the driver states one

@@ -53,6 +53,7 @@ class GateDriver:
     dialect = "postgres"
     can_prepare = False
     undoes_timed_out = False
+    routines_change_session = False
     tracks_positions = False
 
     def __init__(self, delay: float = 0.02) -> None:
