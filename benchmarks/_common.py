@@ -19,6 +19,7 @@ import random
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -150,6 +151,76 @@ class RawFloor(PoolContender):
         fetch = self._fetch
         for key in keys:
             await fetch(conn, key)
+
+
+FetchRows = Callable[[Any, int], Awaitable[list[dict[str, Any]]]]
+
+
+class LeanLayer(PoolContender):
+    """The calibration floor for a pool: the least a pool with ``process()`` dicts can do.
+
+    Raw connections on a LIFO list, a FIFO of waiters that a release hands its connection
+    to directly, and ``process({"operation": ...})`` for acquire / execute / release
+    returning result dicts (rows as dicts, as ours returns them). No health, lifetime,
+    reset, stats, validation or placeholder rewrite. The gap from the raw floor to this row
+    is what any pool with this API costs; the gap from this row to ours is our own code.
+    """
+
+    def __init__(self, name: str, connect: Connect, fetch_rows: FetchRows, size: int) -> None:
+        self.name = name
+        self.note = "calibration: ~40-line pool, process(acquire/execute/release) dicts"
+        self._connect, self._fetch_rows, self._size = connect, fetch_rows, size
+        self._idle: list[Any] = []
+        self._leased: dict[str, Any] = {}
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._seq = 0
+
+    async def start(self) -> None:
+        for _ in range(self._size):
+            self._idle.append(await self._connect())
+
+    async def close(self) -> None:
+        for conn in self._idle:
+            if inspect.isawaitable(closing := conn.close()):
+                await closing
+        self._idle.clear()
+
+    async def process(self, op: Mapping[str, Any]) -> dict[str, Any]:
+        kind = op["operation"]
+        if kind == "execute":
+            cid = op["connection_id"]
+            start = time.perf_counter()
+            rows = await self._fetch_rows(self._leased[cid], op["params"][0])
+            ms = (time.perf_counter() - start) * 1000.0
+            return {"success": True, "data": rows, "row_count": len(rows), "error": None,
+                    "connection_id": cid, "execution_time_ms": ms}  # fmt: skip
+        if kind == "acquire":
+            if self._idle:
+                conn = self._idle.pop()
+            else:
+                fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                self._waiters.append(fut)
+                conn = await fut
+            self._seq += 1
+            cid = f"lean_{self._seq}"
+            self._leased[cid] = conn
+            return {"connection_id": cid}
+        conn = self._leased.pop(op["connection_id"])  # release
+        if self._waiters:
+            self._waiters.popleft().set_result(conn)
+        else:
+            self._idle.append(conn)
+        return {"status": "released", "connection_id": op["connection_id"]}
+
+    async def acquire(self) -> Any:
+        return (await self.process({"operation": "acquire"}))["connection_id"]
+
+    async def fetch_id(self, handle: Any, key: int) -> int:
+        op = {"operation": "execute", "connection_id": handle, "params": [key]}
+        return int((await self.process(op))["data"][0]["id"])
+
+    async def release(self, handle: Any) -> None:
+        await self.process({"operation": "release", "connection_id": handle})
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from _common import (
+    LeanLayer,
     PoolContender,
     RawFloor,
     Result,
@@ -314,16 +315,35 @@ def _kailash_missing() -> str | None:
 
 
 def _lineup(
-    floor: RawFloor, pools: Sequence[PoolContender], db_type: str, target: str, query: str
+    floors: Sequence[PoolContender],
+    pools: Sequence[PoolContender],
+    db_type: str,
+    target: str,
+    query: str,
 ) -> list[PoolContender]:
-    """Return the floor, the driver pools, kailash when importable, then ours (both ways)."""
+    """Return the floors (raw, then the lean layer), the driver pools, kailash when
+    importable, then ours (both ways)."""
     kailash = [] if _kailash_missing() else [KailashPool(db_type, target, query)]
-    return [floor, *pools, *kailash, Ours(db_type, target, query), OursApi(db_type, target, query)]
+    ours = [Ours(db_type, target, query), OursApi(db_type, target, query)]
+    return [*floors, *pools, *kailash, *ours]
 
 
 async def _pg_fetch(con: Any, key: int) -> int:
     rows = await con.fetch(PG_QUERY, key)
     return int(rows[0]["id"])
+
+
+async def _pg_rows(con: Any, key: int) -> list[dict[str, Any]]:
+    return [dict(r) for r in await con.fetch(PG_QUERY, key)]
+
+
+def pg_lean(dsn: str) -> LeanLayer:
+    """Return the lean calibration layer over raw asyncpg connections."""
+    import asyncpg
+
+    return LeanLayer(
+        "lean layer (calibration)", lambda: asyncpg.connect(dsn), _pg_rows, CONNECTIONS
+    )
 
 
 async def _pg_prepare(dsn: str) -> str:
@@ -356,7 +376,7 @@ def _pg_contenders(dsn: str) -> list[PoolContender]:
         PsycopgPool(dsn),
         SqlAlchemyEngine(_sa_url(dsn, "postgresql+asyncpg"), "asyncpg"),
     ]
-    return _lineup(floor, pools, "postgresql", dsn, PG_QUERY)
+    return _lineup([floor, pg_lean(dsn)], pools, "postgresql", dsn, PG_QUERY)
 
 
 def _mysql_params(dsn: str) -> dict[str, Any]:
@@ -372,12 +392,15 @@ def _mysql_params(dsn: str) -> dict[str, Any]:
 
 
 async def _my_fetch(conn: Any, key: int) -> int:
+    return int((await _my_rows(conn, key))[0]["id"])
+
+
+async def _my_rows(conn: Any, key: int) -> list[dict[str, Any]]:
     import aiomysql
 
     async with conn.cursor(aiomysql.DictCursor) as cur:
         await cur.execute(PCT_QUERY, (key,))
-        rows = await cur.fetchall()
-    return int(rows[0]["id"])
+        return list(await cur.fetchall())
 
 
 async def _my_prepare(dsn: str) -> str:
@@ -407,8 +430,9 @@ def _mysql_contenders(dsn: str) -> list[PoolContender]:
     params = _mysql_params(dsn)
     connect = lambda: aiomysql.connect(**params)  # noqa: E731
     floor = RawFloor("aiomysql raw (floor)", connect, _my_fetch, size=CONNECTIONS)
+    lean = LeanLayer("lean layer (calibration)", connect, _my_rows, CONNECTIONS)
     pools = [AiomysqlPool(params), SqlAlchemyEngine(_sa_url(dsn, "mysql+aiomysql"), "aiomysql")]
-    return _lineup(floor, pools, "mysql", dsn, PCT_QUERY)
+    return _lineup([floor, lean], pools, "mysql", dsn, PCT_QUERY)
 
 
 async def _lite_connect(path: str) -> Any:
@@ -422,6 +446,10 @@ async def _lite_connect(path: str) -> Any:
 async def _lite_fetch(conn: Any, key: int) -> int:
     rows = await conn.execute_fetchall(LITE_QUERY, (key,))
     return int(rows[0]["id"])
+
+
+async def _lite_rows(conn: Any, key: int) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.execute_fetchall(LITE_QUERY, (key,))]
 
 
 async def _lite_prepare(path: str) -> str:
@@ -444,8 +472,9 @@ async def _lite_prepare(path: str) -> str:
 def _sqlite_contenders(path: str) -> list[PoolContender]:
     connect = lambda: _lite_connect(path)  # noqa: E731
     floor = RawFloor("aiosqlite raw (floor)", connect, _lite_fetch, size=CONNECTIONS)
+    lean = LeanLayer("lean layer (calibration)", connect, _lite_rows, CONNECTIONS)
     pools = [SqlAlchemyEngine(f"sqlite+aiosqlite:///{path}", "aiosqlite")]
-    return _lineup(floor, pools, "sqlite", path, LITE_QUERY)
+    return _lineup([floor, lean], pools, "sqlite", path, LITE_QUERY)
 
 
 def _sa_url(dsn: str, scheme: str) -> str:

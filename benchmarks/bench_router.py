@@ -63,6 +63,7 @@ from bench_pool import (
     _pg_fetch,
     _pg_prepare,
     _row_id,
+    pg_lean,
 )
 
 PACKAGES = ["asyncpg", "aiomysql", "sqlglot", "sqlglotc", "kailash", "kailash-nodes"]
@@ -401,6 +402,7 @@ def pg_lineup(dsn: str, replica_dsn: str | None) -> list[Contender]:
     """
     out: list[Contender] = [
         _raw(RAW, "floor: raw connection(s) to the primary, no pool", dsn),
+        pg_lean(dsn),
         OursRouter(ROUTER, "router.process, no replicas: everything on the primary", dsn),
         OursPool("postgresql", dsn, PG_QUERY),
     ]
