@@ -225,6 +225,9 @@ async def report(demo: Demo, rows: int, runs: int) -> None:
     routing_section(demo)
     await cache_section(demo)
     prediction_section(demo)
+    for pool in demo.pools.values():  # the workload is over: what was decided is final
+        if pool.adaptive_controller is not None:
+            await pool.adaptive_controller.stop()
     stats = {name: await pool.process({"operation": "stats"}) for name, pool in demo.pools.items()}
     demo.head("adaptive sizing (adaptive_controller.get_adjustment_history())")
     demo.say(

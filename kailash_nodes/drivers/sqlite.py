@@ -186,6 +186,8 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         while not ended.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
+        if ended.is_set():
+            _ENDING.discard(ended)
 
     def terminate(self) -> None:
         """Interrupt a running statement and stop the worker thread, without waiting.
@@ -216,6 +218,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
             raw.interrupt()  # thread-safe: the running statement stops at its next step
         conn._running = False
         ended = threading.Event()
+        _ENDING.difference_update([e for e in _ENDING if e.is_set()])  # stays small
         _ENDING.add(ended)
 
         def close_and_stop() -> object:

@@ -85,3 +85,20 @@ def test_a_cancelled_statement_then_closing_the_pool_lets_the_loop_close(
     finally:
         threading.excepthook = hook
     assert caught == []
+
+
+async def test_closed_connections_leave_nothing_to_drain(tmp_path: Path) -> None:
+    """A pool that recycles connections for a long time does not accumulate the events
+    the driver keeps for threads still ending: closed ones are forgotten."""
+    from kailash_nodes.drivers import sqlite as sqlite_driver
+
+    params = PoolConfig.from_options({"connection_string": f"sqlite:///{tmp_path / 'd.db'}"})
+    driver = get_driver("sqlite")
+    for _ in range(50):
+        conn = await driver.connect(params.connect, 16)
+        await conn.close(5.0)
+    assert len(sqlite_driver._ENDING) == 0  # a completed close forgets its thread at once
+    terminated = await driver.connect(params.connect, 16)
+    terminated.terminate()
+    await driver.drain(5.0)
+    assert len(sqlite_driver._ENDING) == 0
