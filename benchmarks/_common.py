@@ -111,6 +111,19 @@ Connect = Callable[[], Awaitable[Any]]
 Fetch = Callable[[Any, int], Awaitable[int]]
 
 
+async def open_all(connect: Connect, count: int) -> list[Any]:
+    """Open ``count`` raw connections, one after another."""
+    return [await connect() for _ in range(count)]
+
+
+async def close_all(conns: list[Any]) -> None:
+    """Close raw connections (``close()`` is a coroutine in some drivers, not all)."""
+    for conn in conns:
+        if inspect.isawaitable(closing := conn.close()):
+            await closing
+    conns.clear()
+
+
 class RawFloor(PoolContender):
     """The floor: raw driver connections, no pool; one worker per connection."""
 
@@ -121,15 +134,11 @@ class RawFloor(PoolContender):
 
     async def start(self) -> None:
         """Open ``size`` raw connections."""
-        for _ in range(self.size):
-            self._conns.append(await self._connect())
+        self._conns = await open_all(self._connect, self.size)
 
     async def close(self) -> None:
-        """Close the raw connections (``close()`` is a coroutine in some drivers, not all)."""
-        for conn in self._conns:
-            if inspect.isawaitable(closing := conn.close()):
-                await closing
-        self._conns.clear()
+        """Close the raw connections."""
+        await close_all(self._conns)
 
     async def once(self, key: int) -> int:
         """Select ``key`` on the first connection."""
@@ -176,14 +185,10 @@ class LeanLayer(PoolContender):
         self._seq = 0
 
     async def start(self) -> None:
-        for _ in range(self._size):
-            self._idle.append(await self._connect())
+        self._idle = await open_all(self._connect, self._size)
 
     async def close(self) -> None:
-        for conn in self._idle:
-            if inspect.isawaitable(closing := conn.close()):
-                await closing
-        self._idle.clear()
+        await close_all(self._idle)
 
     async def process(self, op: Mapping[str, Any]) -> dict[str, Any]:
         kind = op["operation"]

@@ -178,7 +178,7 @@ async def prepare_ahead(
     if pool.idle_holds(text):
         ledger.counts[source].already_prepared += 1
         return False
-    if not open_connection and not pool.state()["idle_connections"]:
+    if not open_connection and not pool.idle:
         return False  # nothing idle: the checkout would open one
     try:
         pc, opened = await checkout_for_warming(pool, min(pool.config.timeout, PREWARM_TIMEOUT))

@@ -132,23 +132,25 @@ async def test_learning_toggles_work_in_either_order(tmp_path: Any, router_first
     runtime = LocalRuntime()
     for name, node in (("db_pool", pool), ("replica", replica), ("router", router)):
         runtime.register_node(name, node)
-    await router.process({"query": "SELECT 1 AS x", "parameters": []})
-    engine = router.engine
-    assert engine is not None and engine.predictor is None
-    assert replica.engine.observer is None
-    if router_first:
-        router.pattern_learning = True
-        assert engine.predictor is None  # the pool records nothing yet
-        pool.enable_query_routing = True
-    else:
-        pool.enable_query_routing = True
-        assert engine.predictor is None  # the router does not predict yet
-        assert replica.engine.observer is not None  # but replica reads are recorded
-        router.pattern_learning = True
-    assert engine.predictor is not None
-    assert replica.engine.observer is pool.engine.observer is not None
-    pool.enable_query_routing = False
-    assert engine.predictor is None and replica.engine.observer is None
-    await router.close()
-    await pool.close()
-    await replica.close()
+    try:
+        await router.process({"query": "SELECT 1 AS x", "parameters": []})
+        engine = router.engine
+        assert engine is not None and engine.predictor is None
+        assert replica.engine.observer is None
+        if router_first:
+            router.pattern_learning = True
+            assert engine.predictor is None  # the pool records nothing yet
+            pool.enable_query_routing = True
+        else:
+            pool.enable_query_routing = True
+            assert engine.predictor is None  # the router does not predict yet
+            assert replica.engine.observer is not None  # but replica reads are recorded
+            router.pattern_learning = True
+        assert engine.predictor is not None
+        assert replica.engine.observer is pool.engine.observer is not None
+        pool.enable_query_routing = False
+        assert engine.predictor is None and replica.engine.observer is None
+    finally:
+        await router.close()
+        await pool.close()
+        await replica.close()
