@@ -15,9 +15,11 @@ __all__ = ["PostgresCatalog", "lsn_to_int"]
 
 # Measured on the standby: lag 0 when everything received is replayed (and a WAL receiver
 # runs), else the age of the last replayed commit; the replay LSN is what read-your-writes
-# compares against.
+# compares against. A primary that went through crash recovery keeps answering the LSN
+# that recovery stopped at (docs: "remains static"), so only a server in recovery reports one.
 _REPLICA_SQL = (
-    "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replay_lsn, "
+    "SELECT pg_is_in_recovery() AS standby, "
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS replay_lsn, "
     "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
     "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0.0 "
     "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag"
@@ -25,7 +27,7 @@ _REPLICA_SQL = (
 # The insert position, not the write position: with synchronous_commit=off a COMMIT is
 # acknowledged before its record is written, and a token must still cover it.
 _WRITE_SQL = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
-_REPLAY_SQL = "SELECT pg_last_wal_replay_lsn()::text AS lsn"
+_REPLAY_SQL = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS lsn"
 _LIMIT_SQL = (
     "SELECT current_setting('max_connections')::int AS max_connections, "
     "current_setting('superuser_reserved_connections')::int AS reserved, "
@@ -72,7 +74,8 @@ class PostgresCatalog:
         return lsn_to_int((await _row(conn, _WRITE_SQL, timeout))["lsn"])
 
     async def replay_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
-        """Return ``pg_last_wal_replay_lsn()`` as an integer (None on a primary)."""
+        """Return ``pg_last_wal_replay_lsn()`` as an integer (None on a primary, also one
+        that went through crash recovery and still remembers where it stopped)."""
         lsn = (await _row(conn, _REPLAY_SQL, timeout))["lsn"]
         return lsn_to_int(lsn) if lsn else None
 

@@ -38,7 +38,8 @@ import asyncpg
 import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
-from kailash_nodes.config import parse_dsn
+from kailash_nodes.config import PoolConfig, parse_dsn
+from kailash_nodes.drivers import get_driver
 from kailash_nodes.errors import (
     CommitOutcomeUnknown,
     ConnectionFailed,
@@ -119,7 +120,7 @@ class Bed:
             try:
                 return {r["grp"]: r["n"] for r in await guard(conn.fetch(sql))}
             finally:
-                await conn.close()
+                await conn.close(5.0)
         f = parse_dsn(self.check_dsn)[1]
         conn = await guard(
             aiomysql.connect(
@@ -914,3 +915,24 @@ async def test_mariadb_restart_under_load(private_mariadb: MariaDB, reliability:
         assert any(not k.endswith(":ok") for k in load.ledger.outcomes), load.ledger.outcomes
         await assert_no_leak(bed)
     report(reliability, "MariaDB restart (SIGTERM, start)", load, recovered, counts)
+
+
+async def test_a_crash_recovered_primary_reports_no_replay_position(pg_cluster: PgCluster) -> None:
+    # After crash recovery PostgreSQL keeps answering pg_last_wal_replay_lsn() with the LSN
+    # recovery stopped at; a primary must still report no replay position (CI met this on a
+    # state directory that a killed run had left behind).
+    primary = pg_cluster.primary
+    await asyncio.to_thread(primary.stop, "immediate")
+    await asyncio.to_thread(primary.start)
+    remembered = await asyncio.to_thread(primary.psql, "SELECT pg_last_wal_replay_lsn()")
+    assert remembered, "the restart did not go through crash recovery"
+    params = PoolConfig.from_options({"connection_string": primary.dsn, "name": "crash"}).connect
+    driver = get_driver("postgresql")
+    conn = await driver.connect(params, 4)
+    try:
+        assert await driver.replay_position(conn, 5.0) is None
+        status = await driver.replica_status(conn, 5.0)
+        assert status is not None and (status.standby, status.position) == (False, None)
+    finally:
+        await conn.close(5.0)
+    await asyncio.to_thread(pg_cluster.wait_streaming)
