@@ -36,7 +36,7 @@ from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
-from kailash_nodes.sql import Category, Classification, classify, rewrite
+from kailash_nodes.sql import Category, Classification, Classifier, classify, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
@@ -53,6 +53,14 @@ Predictor = Callable[[str, str | None], str | None]  # (shape, session id) -> ne
 Observer = Callable[[str, float, int, bool, PooledConnection], None]  # a pool's observer
 _NO_TEXT = ("", False)  # no server-side prepare on this connection: no text, no hit
 _MAX_AHEAD = 16  # predicted statements being prepared at once, at most
+# Why a backend prepares nothing on the server (cache_stats.prepared.why)
+_NOT_PREPARED = {
+    "sqlite3": "SQLite has no server: statements are reused from sqlite3's own cache",
+    "client_text": (
+        "the driver (aiomysql) has no server-side prepared statements (text protocol "
+        "only): only the router's per-text work is reused"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +134,10 @@ class QueryRouter:
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
+        # The router's own classification cache: its hits are the reuse cache_stats
+        # reports where no connection caches statements ("client_text", MySQL)
+        self._classifier = Classifier()
+        self._classify = self._classifier.classify
         self._started = False
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
@@ -138,9 +150,9 @@ class QueryRouter:
             return
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
-        await self.primary.open()
-        for pool in self.pools():
+        for pool in self.pools():  # first: a pool opened now opens at this size (SQLite)
             pool.set_statement_cache_size(size)
+        await self.primary.open()
         if self.replicas.states:
             await self.replicas.check_all()
         self.replicas.start()
@@ -186,7 +198,7 @@ class QueryRouter:
             await self.start()
         if not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        call = _Call(classify(query, self.dialect), query, params, time.monotonic())
+        call = _Call(self._classify(query, self.dialect), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
             if session_id is None:
@@ -437,8 +449,15 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
+            metrics.prepared_lookups += 1
+            metrics.prepared_hits += cache_hit
             if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
                 metrics.prewarm.use(conn, text)
+        elif conn.client_statement_cache:  # SQLite: sqlite3's cache, not the server's
+            text = call.text or rewrite(call.query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
         metrics.routing_time.add(routing_time)
@@ -588,6 +607,22 @@ class QueryRouter:
         """Return the number of statements prepared over every connection of every pool."""
         return sum(p.cached_statements() for p in self.pools())
 
+    def _cache_report(self) -> dict[str, Any]:
+        """Return ``cache_stats`` without the pools' figures: the counts of the statement
+        cache the connections reuse statements from, measured (docs/router.md)."""
+        kind = self.primary.driver.statement_cache
+        on_server = self.prepares_on_server()
+        why = None
+        if not on_server:
+            why = _NOT_PREPARED.get(kind) or (
+                "no connection prepares statements on the server now: prepare_statements="
+                "False, cache_size=0, or a transaction-pooling proxy (PgBouncer) detected"
+            )
+            if kind == "server_prepared":
+                kind = "client_text"
+        hits, misses, _, _ = self._classifier.cache_info()
+        return self.metrics.cache(kind, (hits, misses), why)
+
     def metrics_report(self) -> dict[str, Any]:
         """Return the ``get_metrics()`` dict (keys in docs/router.md): the counters'
         sections (`RouterMetrics`) and what the parts report; reads every pool's
@@ -596,7 +631,8 @@ class QueryRouter:
         routing = m.routing()
         routing["consistency_waits"] = self.consistency.waits
         routing["consistency_fallbacks"] = self.consistency.fallbacks
-        cache = m.cache()
+        cache = self._cache_report()
+        routing["cache_hits"], routing["cache_misses"] = cache["hits"], cache["misses"]
         cache["total_entries"] = self.cached_statements()
         cache["max_entries_per_connection"] = self.options.cache_size
         cache["server_side_prepare"] = self.prepares_on_server()

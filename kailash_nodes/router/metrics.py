@@ -28,8 +28,12 @@ class RouterMetrics:
     reads_primary: int = 0
     writes: int = 0
     fallbacks: int = 0
+    # statements looked up in a connection's statement cache (server-side prepared or
+    # sqlite3's), and of those the ones on a connection that prepares on the server
     cache_lookups: int = 0
     cache_hits: int = 0
+    prepared_lookups: int = 0
+    prepared_hits: int = 0
     invalidations: int = 0
     prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
     routing_time: Samples = field(default_factory=Samples)
@@ -60,18 +64,39 @@ class RouterMetrics:
             "replica_fallbacks": self.fallbacks,
         }
 
-    def cache(self) -> dict[str, Any]:
+    def cache(self, kind: str, text_cache: tuple[int, int], why: str | None) -> dict[str, Any]:
         """Return the ``cache_stats`` counters (the router adds what it reads from pools).
 
-        >>> RouterMetrics(cache_lookups=4, cache_hits=3).cache()["hit_rate"]
+        ``kind`` is the statement cache counted (``Driver.statement_cache``, or
+        "client_text" where no connection caches statements); for "client_text" the
+        counts are ``text_cache`` (hits, misses of the router's per-text cache). ``why``
+        says why nothing is prepared on the server (None when statements are).
+
+        >>> RouterMetrics(cache_lookups=4, cache_hits=3).cache("sqlite3", (0, 0), "x")[
+        ...     "hit_rate"]
         0.75
+        >>> c = RouterMetrics().cache("client_text", (9, 1), "no prepare")
+        >>> c["hit_rate"], c["prepared"]["hit_rate"], c["prepared"]["why"]
+        (0.9, None, 'no prepare')
         """
-        lookups, hits = self.cache_lookups, self.cache_hits
+        if kind == "client_text":
+            hits, lookups = text_cache[0], text_cache[0] + text_cache[1]
+        else:
+            lookups, hits = self.cache_lookups, self.cache_hits
+        plookups, phits = self.prepared_lookups, self.prepared_hits
         return {
+            "statement_cache": kind,
             "hit_rate": (hits / lookups) if lookups else 0.0,
             "lookups": lookups,
             "hits": hits,
             "misses": lookups - hits,
+            "prepared": {
+                "lookups": plookups,
+                "hits": phits,
+                "misses": plookups - phits,
+                "hit_rate": (phits / plookups) if plookups else None,
+                "why": why,
+            },
         }
 
     def learning(self, enabled: bool) -> dict[str, Any]:
