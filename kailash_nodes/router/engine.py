@@ -53,14 +53,6 @@ Predictor = Callable[[str, str | None], str | None]  # (shape, session id) -> ne
 Observer = Callable[[str, float, int, bool, PooledConnection], None]  # a pool's observer
 _NO_TEXT = ("", False)  # no server-side prepare on this connection: no text, no hit
 _MAX_AHEAD = 16  # predicted statements being prepared at once, at most
-# Why a backend prepares nothing on the server (cache_stats.prepared.why)
-_NOT_PREPARED = {
-    "sqlite3": "SQLite has no server: statements are reused from sqlite3's own cache",
-    "client_text": (
-        "the driver (aiomysql) has no server-side prepared statements (text protocol "
-        "only): only the router's per-text work is reused"
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,22 +599,6 @@ class QueryRouter:
         """Return the number of statements prepared over every connection of every pool."""
         return sum(p.cached_statements() for p in self.pools())
 
-    def _cache_report(self) -> dict[str, Any]:
-        """Return ``cache_stats`` without the pools' figures: the counts of the statement
-        cache the connections reuse statements from, measured (docs/router.md)."""
-        kind = self.primary.driver.statement_cache
-        on_server = self.prepares_on_server()
-        why = None
-        if not on_server:
-            why = _NOT_PREPARED.get(kind) or (
-                "no connection prepares statements on the server now: prepare_statements="
-                "False, cache_size=0, or a transaction-pooling proxy (PgBouncer) detected"
-            )
-            if kind == "server_prepared":
-                kind = "client_text"
-        hits, misses, _, _ = self._classifier.cache_info()
-        return self.metrics.cache(kind, (hits, misses), why)
-
     def metrics_report(self) -> dict[str, Any]:
         """Return the ``get_metrics()`` dict (keys in docs/router.md): the counters'
         sections (`RouterMetrics`) and what the parts report; reads every pool's
@@ -631,7 +607,9 @@ class QueryRouter:
         routing = m.routing()
         routing["consistency_waits"] = self.consistency.waits
         routing["consistency_fallbacks"] = self.consistency.fallbacks
-        cache = self._cache_report()
+        hits, misses, _, _ = self._classifier.cache_info()
+        kind = self.primary.driver.statement_cache
+        cache = m.cache(kind, self.prepares_on_server(), (hits, misses))
         routing["cache_hits"], routing["cache_misses"] = cache["hits"], cache["misses"]
         cache["total_entries"] = self.cached_statements()
         cache["max_entries_per_connection"] = self.options.cache_size

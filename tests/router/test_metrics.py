@@ -76,7 +76,7 @@ def test_metrics_sections_read_the_counters() -> None:
     assert abs(routing["avg_routing_time_ms"] - 2.0) < 1e-9
     assert routing["p99_routing_time_ms"] == 3.0
     m.prepared_lookups, m.prepared_hits = 2, 1
-    cache = m.cache("server_prepared", (7, 7), None)
+    cache = m.cache("server_prepared", True, (7, 7))
     assert cache == {
         "statement_cache": "server_prepared",
         "hit_rate": 0.25,
@@ -85,7 +85,7 @@ def test_metrics_sections_read_the_counters() -> None:
         "misses": 3,
         "prepared": {"lookups": 2, "hits": 1, "misses": 1, "hit_rate": 0.5, "why": None},
     }
-    text = m.cache("client_text", (3, 1), "no prepare")
+    text = m.cache("client_text", False, (3, 1))
     assert (text["lookups"], text["hits"], text["hit_rate"]) == (4, 3, 0.75)
 
 
