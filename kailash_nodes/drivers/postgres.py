@@ -91,7 +91,10 @@ class PostgresConnection(CursorReads):
         "named_statements",
         "server_prepare",
         "statements_prepared",
+        "statements_reprepared",
     )
+
+    client_statement_cache = False  # has_statement answers for server-side prepare
 
     def __init__(self, conn: Any, cache_size: int, *, behind_proxy: bool = False) -> None:
         self._conn = conn
@@ -104,6 +107,9 @@ class PostgresConnection(CursorReads):
         self.named_statements = not behind_proxy
         self.server_prepare = cache_size > 0 and self.named_statements
         self.statements_prepared = 0
+        # cached statements the server found stale (DDL outside the router) and that were
+        # prepared again and retried
+        self.statements_reprepared = 0
         self._cursors = 0
         # Random per connection: a name can never match another client's statement (or a
         # statement left by an earlier connection object at the same address) on a server
@@ -145,6 +151,7 @@ class PostgresConnection(CursorReads):
             raise exc
         if isinstance(exc, asyncpg.InvalidCachedStatementError):
             self._stmts.pop(text, None)
+            self.statements_reprepared += 1
         elif self.named_statements and self._rejects_named(exc):
             self.use_unnamed_statements()
         else:
@@ -330,8 +337,9 @@ class PostgresConnection(CursorReads):
             return count
         return sum(self._stmts.pop(t, None) is not None for t in texts)
 
-    def resize_statement_cache(self, size: int) -> None:
+    def resize_statement_cache(self, size: int) -> bool:
         """Keep at most ``size`` statements, the most recently used; 0 turns prepare off.
+        Return True (applied at once).
 
         Prepare stays off on a connection that must not use named statements.
         """
@@ -339,6 +347,7 @@ class PostgresConnection(CursorReads):
         while len(self._stmts) > (size if size > 0 else 0):
             self._stmts.popitem(last=False)
         self.server_prepare = size > 0 and self.named_statements
+        return True
 
     def is_closed(self) -> bool:
         """Return whether asyncpg knows the connection is closed."""
@@ -486,6 +495,7 @@ class PostgresDriver(PostgresCatalog):
     placeholder_style = "numeric"
     dialect = "postgres"
     can_prepare = True
+    statement_cache = "server_prepared"
     undoes_timed_out = False
     routines_change_session = True
     tracks_positions = True

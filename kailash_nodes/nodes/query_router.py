@@ -258,7 +258,7 @@ class QueryRouterNode(Node):
         return {"invalidated": True, "tables": tables, "statements_dropped": dropped}
 
     async def get_metrics(self) -> dict[str, Any]:
-        """Return router metrics, prepared-statement cache stats, sessions and replicas."""
+        """Return router metrics, statement cache stats, sessions and replicas."""
         engine = await self._engine()
         report = engine.metrics_report()
         report["prewarm"]["router_start_errors"] = self._prewarm_start_errors

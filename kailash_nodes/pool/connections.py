@@ -263,10 +263,17 @@ class ConnectionSet:
         return self._statement_cache_size
 
     def set_statement_cache_size(self, size: int) -> None:
-        """Keep at most ``size`` prepared statements per connection (0: prepare nothing)."""
+        """Keep at most ``size`` prepared statements per connection (0: prepare nothing).
+
+        Connections opened from now get ``size``. An open one whose driver cannot resize
+        its cache (SQLite: sqlite3 fixes it at connect) has its lifetime ended: it is
+        replaced through the lifetime path (at its next checkout or release, or by
+        maintenance), the replacement opened before it closes.
+        """
         self._statement_cache_size = size
         for entry in self._entries:
-            entry.conn.resize_statement_cache(size)
+            if entry.conn.resize_statement_cache(size) is False:
+                entry.deadline = 0.0
 
     # ------------------------------------------------------------------ state
 

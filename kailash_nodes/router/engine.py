@@ -36,7 +36,7 @@ from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
-from kailash_nodes.sql import Category, Classification, classify, rewrite
+from kailash_nodes.sql import Category, Classification, Classifier, classify, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
@@ -126,6 +126,10 @@ class QueryRouter:
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
+        # The router's own classification cache: its hits are the reuse cache_stats
+        # reports where no connection caches statements ("client_text", MySQL)
+        self._classifier = Classifier()
+        self._classify = self._classifier.classify
         self._started = False
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
@@ -138,9 +142,9 @@ class QueryRouter:
             return
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
-        await self.primary.open()
-        for pool in self.pools():
+        for pool in self.pools():  # first: a pool opened now opens at this size (SQLite)
             pool.set_statement_cache_size(size)
+        await self.primary.open()
         if self.replicas.states:
             await self.replicas.check_all()
         self.replicas.start()
@@ -186,7 +190,7 @@ class QueryRouter:
             await self.start()
         if not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        call = _Call(classify(query, self.dialect), query, params, time.monotonic())
+        call = _Call(self._classify(query, self.dialect), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
             if session_id is None:
@@ -437,8 +441,15 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
+            metrics.prepared_lookups += 1
+            metrics.prepared_hits += cache_hit
             if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
                 metrics.prewarm.use(conn, text)
+        elif conn.client_statement_cache:  # SQLite: sqlite3's cache, not the server's
+            text = call.text or rewrite(call.query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
         metrics.routing_time.add(routing_time)
@@ -596,7 +607,10 @@ class QueryRouter:
         routing = m.routing()
         routing["consistency_waits"] = self.consistency.waits
         routing["consistency_fallbacks"] = self.consistency.fallbacks
-        cache = m.cache()
+        hits, misses, _, _ = self._classifier.cache_info()
+        kind = self.primary.driver.statement_cache
+        cache = m.cache(kind, self.prepares_on_server(), (hits, misses))
+        routing["cache_hits"], routing["cache_misses"] = cache["hits"], cache["misses"]
         cache["total_entries"] = self.cached_statements()
         cache["max_entries_per_connection"] = self.options.cache_size
         cache["server_side_prepare"] = self.prepares_on_server()
