@@ -240,19 +240,13 @@ class ConnectionPool(ConnectionSet):
                 f"pool {self.config.name!r} has {len(handoff.waiters)} callers waiting "
                 f"(max_waiting={max_waiting}); {self.describe_state()}"
             )
-        fut = handoff.enqueue(start)
+        fut = handoff.enqueue(start, start + timeout)  # its timeout: the hand-off's timer
         if handoff.opening < len(handoff.waiters) and self.has_room():
             self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
         try:
-            async with asyncio.timeout(timeout):
-                entry = await fut
-        except TimeoutError:
-            handoff.abandon(fut)
-            self.stats.timeouts += 1
-            raise PoolTimeout(
-                f"no connection available in pool {self.config.name!r} within {timeout:g}s "
-                f"({self.describe_state()})"
-            ) from None
+            entry = await fut
+        except PoolTimeout:  # the hand-off's timer: counted there, nothing to give back
+            raise
         except BaseException:
             handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
