@@ -204,13 +204,17 @@ class QueryRouter:
                         "the statements of the transaction share one connection"
                     )
                 return await self._stateless(call)
-            call.token = causal  # the node's own: its upstream's writes and its own
+            # The node's token for this primary (its upstream's writes and its own); a
+            # statement that may write gets one, a plain read without one carries none.
+            token = call.token = causal.tokens.get(self.primary)
+            if token is None and not cls.replica_safe:
+                call.token = causal.token(self.primary)
             sessions = self.sessions.sessions
             session = sessions.get(causal.run_id) if sessions else None
             if (
                 op is None
-                and Category.SESSION_STATE not in cls.parts
                 and (session is None or not (session.pinned or session.expired))
+                and (cls.replica_safe or Category.SESSION_STATE not in cls.parts)
             ) or op in _OTHER_TRANSACTION:  # nothing pinned for the run: no lock, concurrent
                 return await self._stateless(call)
             session = call.session = self.sessions.get(causal.run_id)
@@ -231,14 +235,15 @@ class QueryRouter:
             return await self._stateless(call)
         session = call.session = call.token = self.sessions.get(session_id)
         causal = causal_var.get()
-        if causal is not None and causal.tracked:
-            merge_token(session, causal)
+        token = causal.tokens.get(self.primary) if causal is not None else None
+        if token is not None:
+            merge_token(session, token)
         async with session.lock:
             try:
                 return await self._in_session(call, session)
             finally:
                 if causal is not None and session.tracked:
-                    causal.merge(session)
+                    merge_token(causal.token(self.primary), session)
 
     async def _stateless(self, call: _Call) -> Routed:
         """Run ``call`` on a replica when it may and one serves it, else on the primary.
@@ -531,7 +536,7 @@ class QueryRouter:
         ):
             return False
         try:
-            query = predictor(shape, session.id if session is not None else None)
+            query = predictor(shape, session.id if session is not None else current_run_id())
         except Exception as exc:  # a prediction never fails anything
             self.metrics.prewarm.failed(PREDICTOR)
             logger.debug("predicting after %r failed: %s", shape, exc)

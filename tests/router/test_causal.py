@@ -350,3 +350,29 @@ async def test_without_positions_only_downstream_nodes_read_the_primary_after_a_
             assert target(results["x"]) == "replica:replica_pool"
         finally:
             await stack.q(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.postgres
+@pytest.mark.mysql
+async def test_a_token_of_one_primary_does_not_hold_back_reads_of_another(pg_table: str) -> None:
+    """A PostgreSQL write upstream: a MariaDB router's read downstream has nothing to wait
+    for (WAL positions of one server mean nothing to another)."""
+    mysql = server_dsn("KN_MYSQL_DSN")
+    async with pg_stack(consistency_timeout=0.05) as stack:
+        for name, dsn in (("my_pool", mysql), ("my_replica", mysql)):
+            stack.runtime.register_node(
+                name, WorkflowConnectionPool(name=name, connection_string=dsn)
+            )
+        other = QueryRouterNode(
+            name="my_router", connection_pool="my_pool", read_replicas=["my_replica"],
+            pattern_learning=False, replica_check_interval=30.0,
+        )  # fmt: skip
+        stack.runtime.register_node("my_router", other)
+        await stack.runtime.start()
+        wf = WorkflowBuilder()
+        step(wf, stack, "w", f"INSERT INTO {pg_table} VALUES (800, 'pg')")
+        wf.add_node("r", other, query="SELECT 1 AS one", parameters=[])
+        edge(wf, "w", "r")
+        results, _ = await stack.run(wf)
+        assert target(results["r"]) == "replica:my_replica"
+        assert (await other.get_metrics())["router_metrics"]["consistency_waits"] == 0

@@ -12,6 +12,8 @@ from typing import Any
 from kailash_nodes.context import CausalContext, causal_var, current_run_id
 from kailash_nodes.runtime import LocalRuntime, Node, WorkflowBuilder
 
+PRIMARY = object()  # what the router keys its tokens by (its primary pool)
+
 
 class Writer(Node):
     """Raise the current node's token as a write through the router would; report it."""
@@ -25,10 +27,11 @@ class Writer(Node):
     async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         ctx = causal_var.get()
         assert ctx is not None and ctx.run_id == current_run_id()
-        seen = (ctx.write_lsn, ctx.lsn_pending, ctx.primary_until)
-        ctx.write_lsn = max(ctx.write_lsn, self.lsn)
-        ctx.lsn_pending = ctx.lsn_pending or self.pending
-        ctx.primary_until = max(ctx.primary_until, self.until)
+        token = ctx.token(PRIMARY)
+        seen = (token.write_lsn, token.lsn_pending, token.primary_until)
+        token.write_lsn = max(token.write_lsn, self.lsn)
+        token.lsn_pending = token.lsn_pending or self.pending
+        token.primary_until = max(token.primary_until, self.until)
         return {"seen": seen, "out": 1}
 
 
@@ -75,7 +78,8 @@ async def test_a_run_started_inside_a_node_inherits_and_hands_back_its_context()
             results, _ = await runtime.execute_async(inner.build())
             ctx = causal_var.get()
             assert ctx is not None
-            return {"inner_seen": results["in"]["seen"], "after": ctx.write_lsn, "out": 1}
+            after = ctx.token(PRIMARY).write_lsn
+            return {"inner_seen": results["in"]["seen"], "after": after, "out": 1}
 
     wf = WorkflowBuilder()
     wf.add_node("w", Writer("w", lsn=20))
