@@ -4,7 +4,10 @@ Writes and anything not provably a plain read go to the primary; plain reads go 
 usable replica (round-robin, lag under the threshold, not banned) when the split is on.
 A session's reads see its writes: after a write the session carries the primary's WAL
 position, and a replica serves its reads only once it has replayed that far (waiting up
-to ``consistency_timeout``), else the primary does. A failed replica read is retried on the
+to ``consistency_timeout``), else the primary does. In a workflow run the token is the
+node's (`kailash_nodes.context.CausalContext`, merged along the workflow's edges), so
+concurrent nodes run concurrently and only nodes downstream of a write wait for it; the
+run's session (and its lock) serves only its transactions and session state. A failed replica read is retried on the
 primary, so no request is lost to a replica outage. Classification is cached per text, so
 a repeated statement costs a dictionary hit before its I/O.
 """
