@@ -7,9 +7,10 @@ position, and a replica serves its reads only once it has replayed that far (wai
 to ``consistency_timeout``), else the primary does. In a workflow run the token is the
 node's (`kailash_nodes.context.CausalContext`, merged along the workflow's edges), so
 concurrent nodes run concurrently and only nodes downstream of a write wait for it; the
-run's session (and its lock) serves only its transactions and session state. A failed replica read is retried on the
-primary, so no request is lost to a replica outage. Classification is cached per text, so
-a repeated statement costs a dictionary hit before its I/O.
+run's session (and its lock) serves only its transactions and session state. A failed
+replica read is retried on the primary, so no request is lost to a replica outage.
+Classification is cached per text, so a repeated statement costs a dictionary hit before
+its I/O.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class _Call:
         self.params = params
         self.start = start
         self.session: Session | None = None
-        # Read-your-writes: the session's token, or the workflow node's CausalContext
+        # Read-your-writes: the session, or the workflow node's CausalToken for our primary
         self.token: Token | None = None
         self.predict = False  # ran prepared and learning is on: prepare what follows
         self.text: str | None = None  # its prepared text, once a checkout asked for it
