@@ -95,7 +95,7 @@ class ConnectionPool(ConnectionSet):
 
     def __init__(self, config: PoolConfig, driver: Driver | None = None) -> None:
         super().__init__(config, driver)
-        self._style = self.driver.placeholder_style
+        self._style = self.style = self.driver.placeholder_style
         # A user function may set a role the server does not report (execute)
         self._routines_dirty = self.driver.routines_change_session
         # The settings read on every acquire/execute/release, as plain attributes: a read
@@ -284,6 +284,7 @@ class ConnectionPool(ConnectionSet):
         fetch_size: int = 100,
         observe: bool = True,
         max_rows: int | None = None,
+        rewritten: RewrittenQuery | None = None,
     ) -> QueryResult:
         """Run one statement (or a parameterless multi-statement string) on ``pc``.
 
@@ -291,6 +292,8 @@ class ConnectionPool(ConnectionSet):
         ``observe=False`` keeps the library's own bookkeeping statements out of pattern
         learning. ``max_rows`` (None: the pool's ``max_rows``) refuses a query that returns
         more rows with ResultTooLarge, after reading at most ``max_rows + 1`` (stream.py).
+        ``rewritten``: ``rewrite(query, pool.style)``, done by the caller (the router's
+        plan), so that it is not looked up again.
         Awaits the driver call, bounded by the pool's ``query_timeout``. Raises:
 
         - ParameterError: bad parameters, fetch mode, fetch size or max_rows; a statement already
@@ -312,7 +315,7 @@ class ConnectionPool(ConnectionSet):
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
         if type(fetch_size) is not int or fetch_size < 1:  # the check's call only when bad
             check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
-        rq = rewrite(query, self._style)
+        rq = rewrite(query, self._style) if rewritten is None else rewritten
         args = bind(rq, params)
         if rq.statements != 1:
             self._check_script(rq, args)

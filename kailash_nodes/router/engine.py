@@ -37,6 +37,7 @@ from kailash_nodes.errors import (
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
+from kailash_nodes.router.plan import Plan, PlanCache
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
@@ -90,10 +91,11 @@ class Routed:
 class _Call:
     """One statement on its way through the router (a named bundle, not a public type)."""
 
-    __slots__ = ("cls", "params", "predict", "query", "session", "start", "text", "token")
+    __slots__ = ("cls", "params", "plan", "predict", "query", "session", "start", "token")
 
-    def __init__(self, cls: Classification, query: str, params: Any, start: float) -> None:
-        self.cls = cls
+    def __init__(self, plan: Plan, query: str, params: Any, start: float) -> None:
+        self.plan = plan
+        self.cls = plan.cls
         self.query = query
         self.params = params
         self.start = start
@@ -101,7 +103,6 @@ class _Call:
         # Read-your-writes: the session, or the workflow node's CausalToken for our primary
         self.token: Token | None = None
         self.predict = False  # ran prepared and learning is on: prepare what follows
-        self.text: str | None = None  # its prepared text, once a checkout asked for it
 
 
 class QueryRouter:
@@ -133,10 +134,13 @@ class QueryRouter:
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
-        # The router's own classification cache: its hits are the reuse cache_stats
-        # reports where no connection caches statements ("client_text", MySQL)
+        # The router's own classification cache behind the plans
         self._classifier = Classifier()
         self._classify = self._classifier.classify
+        # Per text: classification, driver text and routing facts, one lookup a statement.
+        # Its hits are the reuse cache_stats reports where no connection caches statements
+        # ("client_text": MySQL, or PostgreSQL behind a transaction-pooling proxy).
+        self.plans = PlanCache(lambda q: self._classify(q, self.dialect), self._style)
         self._started = False
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
@@ -195,9 +199,9 @@ class QueryRouter:
         """
         if not self._started:
             await self.start()
-        if not isinstance(query, str):
+        if type(query) is not str and not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        call = _Call(self._classify(query, self.dialect), query, params, time.monotonic())
+        call = _Call(self.plans.get(query), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
             if session_id is not None:
@@ -277,7 +281,9 @@ class QueryRouter:
         pc = await pool.acquire(prefer=self._statement_text(call, pool))
         try:
             routed = await self._run(pool, pc, call, "primary")
-            if token is not None and (call.cls.writes or call.cls.transaction_op in _OTHER_COMMITS):
+            if token is not None and (
+                call.plan.writes or call.cls.transaction_op in _OTHER_COMMITS
+            ):
                 await self.consistency.note_write(token, pool, pc)
         except OutcomeUnknown:
             if token is not None:  # it may have been applied: reads must be able to see it
@@ -345,15 +351,10 @@ class QueryRouter:
         return routed
 
     def _statement_text(self, call: _Call, pool: ConnectionPool) -> str | None:
-        """Return the text the driver prepares for ``call`` and keep it in ``call.text``
-        (None without prepare on ``pool``)."""
-        if not pool.statement_cache_size:
-            return None
-        try:
-            call.text = rewrite(call.query, self._style).text
-        except ParameterError:
-            return None  # raised again, with context, when the statement runs
-        return call.text
+        """Return the text the driver prepares for ``call`` (None without prepare on
+        ``pool``, or for a text that does not rewrite)."""
+        rq = call.plan.rq
+        return rq.text if rq is not None and pool.statement_cache_size else None
 
     async def _in_session(self, call: _Call, session: Session) -> Routed:
         """Run ``call`` on the session's pinned connection, pinning one when it starts a
@@ -483,11 +484,12 @@ class QueryRouter:
         call layer costs every statement (benchmarks/bench_overhead.py).
         """
         conn = pc.connection
-        cls = call.cls
+        plan = call.plan
+        rq = plan.rq
         metrics = self.metrics
         text, cache_hit = _NO_TEXT
-        if conn.server_prepare:  # look up, reusing the text the checkout preferred
-            text = call.text or rewrite(call.query, self._style).text
+        if rq is not None and conn.server_prepare:  # look up the text the driver prepares
+            text = rq.text
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
@@ -495,8 +497,8 @@ class QueryRouter:
             metrics.prepared_hits += cache_hit
             if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
                 metrics.prewarm.use(conn, text)
-        elif conn.client_statement_cache:  # SQLite: sqlite3's cache, not the server's
-            text = call.text or rewrite(call.query, self._style).text
+        elif rq is not None and conn.client_statement_cache:  # SQLite: sqlite3's own cache
+            text = rq.text
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
@@ -505,23 +507,26 @@ class QueryRouter:
         metrics.routing_time.add(routing_time)
         if target != "primary":
             metrics.reads_replica += 1
-        elif cls.writes or cls.transaction_op:
+        elif plan.counts_as_write:
             metrics.writes += 1
         else:
             metrics.reads_primary += 1
-        if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
+        cls = plan.cls
+        if plan.ddl:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
         result: QueryResult | None = None
-        try:
-            result = await pool.execute(pc, call.query, call.params)
+        try:  # the plan's text was rewritten for this driver's placeholders: not again
+            result = await pool.execute(
+                pc, call.query, call.params, rewritten=rq if pool.style is self._style else None
+            )
         except QueryError as exc:
             error = exc
         if text and error is None:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
             call.predict = self.predictor is not None  # set only with prepare_predicted
-        metadata = routing_metadata(cls, target, pc.id, cache_hit, routing_time)
+        metadata = routing_metadata(cls, plan.query_type, target, pc.id, cache_hit, routing_time)
         return Routed(result, error, metadata, pc.id)
 
     def _prepare_predicted_later(self, call: _Call) -> None:
@@ -657,7 +662,8 @@ class QueryRouter:
         routing = m.routing()
         routing["consistency_waits"] = self.consistency.waits
         routing["consistency_fallbacks"] = self.consistency.fallbacks
-        hits, misses, _, _ = self._classifier.cache_info()
+        plans = self.plans
+        hits, misses = plans.lookups - plans.misses, plans.misses
         kind = self.primary.driver.statement_cache
         cache = m.cache(kind, self.prepares_on_server(), (hits, misses))
         routing["cache_hits"], routing["cache_misses"] = cache["hits"], cache["misses"]

@@ -134,11 +134,17 @@ class RouterMetrics:
 
 
 def routing_metadata(
-    cls: Classification, target: str, connection_id: str, cache_hit: bool, routing_time: float
+    cls: Classification,
+    query_type: str,
+    target: str,
+    connection_id: str,
+    cache_hit: bool,
+    routing_time: float,
 ) -> dict[str, Any]:
-    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md)."""
+    """Return the ``routing_metadata`` of a routed statement (keys in docs/router.md);
+    ``query_type`` is ``cls.category.value``, looked up once per text by the caller."""
     return {
-        "query_type": cls.category.value,
+        "query_type": query_type,
         "target": target,
         "connection_id": connection_id,
         "cache_hit": cache_hit,
