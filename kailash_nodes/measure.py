@@ -30,9 +30,9 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 class Samples:
-    """The last ``size`` values added, and how many (and their sum) were ever added.
+    """The last ``size`` values added, and how many were ever added.
 
-    ``add`` is one deque append and two additions: cheap enough for every query.
+    ``add`` is one deque append and one addition: cheap enough for every query.
 
     >>> w = Samples(3, [1.0, 2.0, 3.0, 4.0])
     >>> w.ordered(), len(w), w.median(), w.total_count
@@ -41,12 +41,11 @@ class Samples:
     True
     """
 
-    __slots__ = ("_samples", "total_count", "total_sum")
+    __slots__ = ("_samples", "total_count")
 
     def __init__(self, size: int = 2048, initial: Iterable[float] = ()) -> None:
         self._samples: deque[float] = deque(maxlen=size)
         self.total_count = 0
-        self.total_sum = 0.0
         for value in initial:
             self.add(value)
 
@@ -54,7 +53,6 @@ class Samples:
         """Record one value (the oldest drops out of a full window)."""
         self._samples.append(value)
         self.total_count += 1
-        self.total_sum += value
 
     def __len__(self) -> int:
         return len(self._samples)

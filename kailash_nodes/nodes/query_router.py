@@ -215,7 +215,9 @@ class QueryRouterNode(Node):
         return int(await engine.prewarm(query, session_id))
 
     async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        query, params = query_and_params(inputs, "route")
+        query, params = inputs.get("query"), inputs.get("parameters")
+        if type(query) is not str or "params" in inputs:  # checked, or the other key
+            query, params = query_and_params(inputs, "route")
         session_id = inputs.get("session_id")
         if session_id is not None:
             session_id = optional_str(inputs, "session_id", "route")
