@@ -32,11 +32,12 @@ from kailash_nodes.errors import (
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
+from kailash_nodes.router.functions import FunctionRules
 from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
-from kailash_nodes.sql import Category, Classification, classify, rewrite
+from kailash_nodes.sql import Category, Classification, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
@@ -131,6 +132,8 @@ class QueryRouter:
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
         self.predictor: Predictor | None = None
         self._ahead = BackgroundTasks("kailash_nodes-router:prepare-ahead")
+        # Classifies with the functions the primary's catalog calls replica-safe
+        self.functions = FunctionRules(enabled=bool(self.replicas.states))
 
     async def start(self) -> None:
         """Open the pools, size their statement caches, start the monitor and reaper."""
@@ -142,6 +145,7 @@ class QueryRouter:
         for pool in self.pools():
             pool.set_statement_cache_size(size)
         if self.replicas.states:
+            await self.functions.load(self.primary)  # only replicas need it; never raises
             await self.replicas.check_all()
         self.replicas.start()
         self.sessions.start()
@@ -152,6 +156,7 @@ class QueryRouter:
         Statements being prepared ahead are cancelled; their connections go back.
         """
         await self._ahead.cancel_all()
+        await self.functions.close()
         await self.replicas.stop()
         await self.sessions.stop()
 
@@ -186,7 +191,7 @@ class QueryRouter:
             await self.start()
         if not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        call = _Call(classify(query, self.dialect), query, params, time.monotonic())
+        call = _Call(self.functions.classify(query, self.dialect), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
             if session_id is None:
@@ -405,6 +410,7 @@ class QueryRouter:
         session.in_transaction = False
         if not session.sticky:
             await self.sessions.unpin(sid, session)
+        self.functions.transaction_ended(self.primary)
 
     async def end_session(self, session_id: str) -> bool:
         """Return the session's connection (rolling back an open transaction)."""
@@ -448,7 +454,8 @@ class QueryRouter:
             metrics.writes += 1
         else:
             metrics.reads_primary += 1
-        if cls.ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
+        ddl = cls.ddl
+        if ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
         result: QueryResult | None = None
@@ -456,6 +463,9 @@ class QueryRouter:
             result = await pool.execute(pc, call.query, call.params)
         except QueryError as exc:
             error = exc
+        if ddl and error is None:  # it may have changed functions: read their catalog again
+            pinned = call.session is not None and call.session.conn is pc
+            await self.functions.after_ddl(call.query, self.dialect, pool, pc, pinned)
         if text and error is None:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
@@ -531,7 +541,7 @@ class QueryRouter:
         failure is counted for ``source`` and logged at debug level, never raised.
         """
         try:
-            cls = classify(query, self.dialect)
+            cls = self.functions.classify(query, self.dialect)
             rq = rewrite(query, self._style)
         except Exception as exc:  # the statement's own call raises it, typed
             self.metrics.prewarm.failed(source)

@@ -1,0 +1,156 @@
+"""Replica safety of function calls, learned from the primary's catalog.
+
+The router classifies every statement with :attr:`FunctionRules.classify`: a
+:class:`~kailash_nodes.sql.Classifier` built from the functions the primary's catalog
+says a replica may run (``Driver.function_catalog``), cached per text like the module's
+``classify``, so a repeated statement still costs one cache lookup. A new catalog brings a
+new classifier, and with it an empty cache: every verdict is taken again under the new
+rules.
+
+The catalog is read at start and again after DDL that may create, replace, alter or drop
+a function (``sql.changes_routines``). The primary's catalog is the authority: a
+streaming standby replays it, and a function the primary does not know cannot be called
+anywhere. Fail closed throughout: until a read succeeds, after a read fails, and while a
+transaction that changed functions is open (its changes may commit or roll back), the
+rules are the classifier's own list of builtins, so an unknown function goes to the
+primary. A failed read is logged at debug level and never fails a statement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kailash_nodes.background import BackgroundTasks
+from kailash_nodes.drivers import FunctionCatalog, catalog_read
+from kailash_nodes.pool import ConnectionPool, PooledConnection
+from kailash_nodes.sql import SAFE_FUNCTIONS, Classification, Classifier, changes_routines, classify
+
+__all__ = ["FunctionRules", "classifier_for"]
+
+logger = logging.getLogger("kailash_nodes.router")
+Classify = Callable[[str, str], Classification]
+
+
+def classifier_for(catalog: FunctionCatalog, cache_size: int = 8192) -> Classifier:
+    """Return a Classifier whose whitelist is ``catalog``'s safe names plus the builtins it
+    knows, less the names ``catalog`` finds unsafe.
+
+    An unsafe name that is only the server's own builtin stays safe when the classifier's
+    list names it (``random()``: volatile in pg_proc, harmless on a standby); a user
+    function with such a name (an overload in the search path) takes it out.
+
+    >>> cat = FunctionCatalog("pg_proc", frozenset({"f"}), {"g": "volatile", "random": "volatile"},
+    ...                       frozenset({"random"}))
+    >>> c = classifier_for(cat)
+    >>> [c.classify(f"SELECT {n}()").replica_safe for n in ("f", "g", "random")]
+    [True, False, True]
+    >>> c.classify("SELECT g()").reason
+    'g() is not known to be read-only (pg_proc: volatile)'
+    """
+    unsafe = {
+        name: f"{catalog.source}: {why}"
+        for name, why in catalog.unsafe.items()
+        if name not in catalog.builtin or name not in SAFE_FUNCTIONS
+    }
+    return Classifier(safe_functions=catalog.safe, unsafe_functions=unsafe, cache_size=cache_size)
+
+
+class FunctionRules:
+    """The router's classifier and the catalog it came from, refreshed after DDL.
+
+    ``classify(query, dialect)`` is the current classifier (the module's ``classify``
+    until a catalog was read). ``source`` names the catalog in use ("" for none),
+    ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a router with no
+    replica: nothing to decide) the catalog is never read.
+    """
+
+    __slots__ = (
+        "_generation", "_stale", "_tasks", "classify", "enabled", "failures", "loads", "source",
+    )  # fmt: skip
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.classify: Classify = classify
+        self.source = ""
+        self.loads = 0
+        self.failures = 0
+        self._generation = 0  # bumped by every change, so an older read is not applied
+        self._stale = False  # a transaction changed functions: read again when it ends
+        self._tasks = BackgroundTasks("kailash_nodes-router:function-catalog")
+
+    async def load(self, pool: ConnectionPool) -> bool:
+        """Read the catalog on a connection of ``pool`` (the primary) and use it; return
+        whether it was read. Waits for a connection like any checkout; never raises but
+        for cancellation."""
+        if not self.enabled:
+            return False
+        generation = self._generation
+        try:
+            async with pool.connection() as pc:
+                return await self._read(pool, pc, generation)
+        except Exception as exc:
+            return self._failed(exc, generation)
+
+    async def after_ddl(
+        self, query: str, dialect: str, pool: ConnectionPool, pc: PooledConnection, pinned: bool
+    ) -> None:
+        """React to DDL ``query`` that just ran on ``pc`` (a connection of the primary
+        ``pool``; ``pinned``: a session's): when it may change functions, read the
+        catalog again.
+
+        Inside a transaction the change may yet roll back: the builtins-only rules apply
+        until :meth:`transaction_ended`. A pinned connection may carry its session's
+        search path, so the read runs on another connection, in the background (the
+        builtins-only rules meanwhile). Otherwise it runs on ``pc``, now, so the next
+        statement is judged by the new catalog.
+        """
+        if not (self.enabled and changes_routines(query, dialect)):
+            return
+        self._generation += 1
+        if pc.connection.in_transaction():
+            self._use(None)
+            self._stale = True
+        elif pinned:
+            self._use(None)
+            self._tasks.spawn(self.load(pool), "function-catalog")
+        else:
+            try:
+                await self._read(pool, pc, self._generation)
+            except Exception as exc:
+                self._failed(exc, self._generation)
+
+    def transaction_ended(self, pool: ConnectionPool) -> None:
+        """Read the catalog again in the background if a session changed functions."""
+        if self._stale:
+            self._stale = False
+            self._tasks.spawn(self.load(pool), "function-catalog")
+
+    async def wait_loaded(self, timeout: float = 5.0) -> None:
+        """Wait up to ``timeout`` s for catalog reads running in the background."""
+        await self._tasks.wait_all(timeout)
+
+    async def close(self) -> None:
+        """Cancel catalog reads running in the background."""
+        await self._tasks.cancel_all()
+
+    async def _read(self, pool: ConnectionPool, pc: PooledConnection, generation: int) -> bool:
+        catalog = await catalog_read(pc, pool.driver.function_catalog, pool.config.query_timeout)
+        if generation != self._generation:  # functions changed while it read: a newer read
+            return False  # follows (or the builtins-only rules hold until one does)
+        self._use(catalog)
+        self.loads += 1
+        return catalog is not None
+
+    def _failed(self, exc: Exception, generation: int) -> bool:
+        self.failures += 1
+        logger.debug("reading the function catalog failed: %s", exc)
+        if generation == self._generation:
+            self._use(None)  # fail closed: a stale catalog could call a changed function safe
+        return False
+
+    def _use(self, catalog: FunctionCatalog | None) -> None:
+        if catalog is None:
+            self.classify, self.source = classify, ""
+        else:
+            self.classify, self.source = classifier_for(catalog).classify, catalog.source
