@@ -24,7 +24,13 @@ from collections.abc import Callable
 from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.drivers import FunctionCatalog, catalog_read
 from kailash_nodes.pool import ConnectionPool, PooledConnection
-from kailash_nodes.sql import SAFE_FUNCTIONS, Classification, Classifier, changes_routines, classify
+from kailash_nodes.sql import (
+    DEFAULT_CLASSIFIER,
+    SAFE_FUNCTIONS,
+    Classification,
+    Classifier,
+    changes_routines,
+)
 
 __all__ = ["FunctionRules", "classifier_for"]
 
@@ -59,7 +65,7 @@ def classifier_for(catalog: FunctionCatalog, cache_size: int = 8192) -> Classifi
 class FunctionRules:
     """The router's classifier and the catalog it came from, refreshed after DDL.
 
-    ``classify(query, dialect)`` is the current classifier (the module's ``classify``
+    ``classify(query, dialect)`` is the current classifier's cache (``sql.classify``'s
     until a catalog was read). ``source`` names the catalog in use ("" for none),
     ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a router with no
     replica: nothing to decide) the catalog is never read.
@@ -71,7 +77,7 @@ class FunctionRules:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.classify: Classify = classify
+        self.classify: Classify = DEFAULT_CLASSIFIER.lookup
         self.source = ""
         self.loads = 0
         self.failures = 0
@@ -151,6 +157,6 @@ class FunctionRules:
 
     def _use(self, catalog: FunctionCatalog | None) -> None:
         if catalog is None:
-            self.classify, self.source = classify, ""
+            self.classify, self.source = DEFAULT_CLASSIFIER.lookup, ""
         else:
-            self.classify, self.source = classifier_for(catalog).classify, catalog.source
+            self.classify, self.source = classifier_for(catalog).lookup, catalog.source

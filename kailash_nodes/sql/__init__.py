@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kailash_nodes.sql.classify import (
+    DEFAULT_CLASSIFIER,
     SAFE_FUNCTIONS,
     Category,
     Classification,
@@ -15,6 +16,7 @@ from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuer
 from kailash_nodes.sql.routines import changes_routines
 
 __all__ = [
+    "DEFAULT_CLASSIFIER",
     "FORMAT",
     "NUMERIC",
     "QMARK",

@@ -70,6 +70,7 @@ from kailash_nodes.sql.fingerprint import (
 )
 
 __all__ = [
+    "DEFAULT_CLASSIFIER",
     "SAFE_FUNCTIONS",
     "Category",
     "Classification",
@@ -651,7 +652,8 @@ class Classifier:
     to be read-only, so reads calling them may go to a replica. ``unsafe_functions`` maps
     names a replica may not run to why (a catalog's verdict, e.g. ``"pg_proc: volatile"``):
     they leave the whitelist, builtins included, and the reason shows in the verdict.
-    ``cache_size`` bounds the cache of results per (query, dialect).
+    ``cache_size`` bounds the cache of results per (query, dialect). ``lookup(query,
+    dialect)`` is the cache itself: what :meth:`classify` calls, a call frame cheaper.
 
     >>> Classifier(safe_functions=["price_with_tax"]).classify(
     ...     "SELECT price_with_tax(p) FROM items").replica_safe
@@ -661,7 +663,7 @@ class Classifier:
     'app.total() is not known to be read-only (pg_proc: volatile)'
     """
 
-    __slots__ = ("_cached", "safe_functions", "unsafe_functions")
+    __slots__ = ("lookup", "safe_functions", "unsafe_functions")
 
     def __init__(
         self,
@@ -678,25 +680,27 @@ class Classifier:
         self.unsafe_functions: Mapping[str, str] = MappingProxyType(unsafe)
         named = SAFE_FUNCTIONS | {n.lower() for n in safe_functions}
         self.safe_functions = named.difference(unsafe)
-        self._cached = lru_cache(maxsize=cache_size)(self._miss)
+        self.lookup = lru_cache(maxsize=cache_size)(self._miss)
 
     def _miss(self, query: str, dialect: str) -> Classification:
         return _analyse(query, dialect, self.safe_functions, self.unsafe_functions)
 
     def classify(self, query: str, dialect: str = "postgres") -> Classification:
         """Classify ``query`` for ``dialect``; see :func:`classify`."""
-        return self._cached(query, dialect)
+        return self.lookup(query, dialect)
 
     def cache_info(self) -> tuple[int, int, int | None, int]:
         """Return (hits, misses, maxsize, currsize) of this classifier's cache."""
-        return self._cached.cache_info()
+        return self.lookup.cache_info()
 
     def cache_clear(self) -> None:
         """Empty this classifier's cache."""
-        self._cached.cache_clear()
+        self.lookup.cache_clear()
 
 
-_default_cached: Final = Classifier()._cached
+DEFAULT_CLASSIFIER: Final = Classifier()
+"""The classifier :func:`classify` uses: the builtins' list only, one process-wide cache."""
+_default_cached: Final = DEFAULT_CLASSIFIER.lookup
 
 
 def classify(query: str, dialect: str = "postgres") -> Classification:
