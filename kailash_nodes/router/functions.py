@@ -7,13 +7,16 @@ says a replica may run (``Driver.function_catalog``), cached per text like the m
 new classifier, and with it an empty cache: every verdict is taken again under the new
 rules.
 
-The catalog is read at start and again after DDL that may create, replace, alter or drop
-a function (``sql.changes_routines``). The primary's catalog is the authority: a
-streaming standby replays it, and a function the primary does not know cannot be called
-anywhere. Fail closed throughout: until a read succeeds, after a read fails, and while a
-transaction that changed functions is open (its changes may commit or roll back), the
-rules are the classifier's own list of builtins, so an unknown function goes to the
-primary. A failed read is logged at debug level and never fails a statement.
+The catalog is read at start, again after DDL that may create, replace, alter or drop a
+function (``sql.changes_routines``), and in the background when a statement first seen
+calls a function the catalog does not name at all (created since by another client: that
+statement goes to the primary, the next ones see it; each name asks at most once). The
+primary's catalog is the authority: a streaming standby replays it, and a function the
+primary does not know cannot be called anywhere. Fail closed throughout: until a read
+succeeds, after a read fails, and while a transaction that changed functions is open (its
+changes may commit or roll back), the rules are the classifier's own list of builtins, so
+an unknown function goes to the primary. A failed read is logged at debug level and never
+fails a statement.
 """
 
 from __future__ import annotations
@@ -36,9 +39,14 @@ __all__ = ["FunctionRules", "classifier_for"]
 
 logger = logging.getLogger("kailash_nodes.router")
 Classify = Callable[[str, str], Classification]
+_MAX_ASKED = 1024  # names absent from the catalog that may each ask for one more read
 
 
-def classifier_for(catalog: FunctionCatalog, cache_size: int = 8192) -> Classifier:
+def classifier_for(
+    catalog: FunctionCatalog,
+    cache_size: int = 8192,
+    on_unknown: Callable[[str], None] | None = None,
+) -> Classifier:
     """Return a Classifier whose whitelist is ``catalog``'s safe names plus the builtins it
     knows, less the names ``catalog`` finds unsafe.
 
@@ -59,7 +67,12 @@ def classifier_for(catalog: FunctionCatalog, cache_size: int = 8192) -> Classifi
         for name, why in catalog.unsafe.items()
         if name not in catalog.builtin or name not in SAFE_FUNCTIONS
     }
-    return Classifier(safe_functions=catalog.safe, unsafe_functions=unsafe, cache_size=cache_size)
+    return Classifier(
+        safe_functions=catalog.safe,
+        unsafe_functions=unsafe,
+        on_unknown=on_unknown,
+        cache_size=cache_size,
+    )
 
 
 class FunctionRules:
@@ -72,7 +85,8 @@ class FunctionRules:
     """
 
     __slots__ = (
-        "_generation", "_stale", "_tasks", "classify", "enabled", "failures", "loads", "source",
+        "_asked", "_generation", "_pool", "_stale", "_tasks", "classify", "enabled", "failures",
+        "loads", "source",
     )  # fmt: skip
 
     def __init__(self, *, enabled: bool = True) -> None:
@@ -83,6 +97,8 @@ class FunctionRules:
         self.failures = 0
         self._generation = 0  # bumped by every change, so an older read is not applied
         self._stale = False  # a transaction changed functions: read again when it ends
+        self._asked: set[str] = set()  # names not in the catalog that asked for a read
+        self._pool: ConnectionPool | None = None  # where the last catalog was read
         self._tasks = BackgroundTasks("kailash_nodes-router:function-catalog")
 
     async def load(self, pool: ConnectionPool) -> bool:
@@ -91,6 +107,7 @@ class FunctionRules:
         for cancellation."""
         if not self.enabled:
             return False
+        self._pool = pool
         generation = self._generation
         try:
             async with pool.connection() as pc:
@@ -159,4 +176,15 @@ class FunctionRules:
         if catalog is None:
             self.classify, self.source = DEFAULT_CLASSIFIER.lookup, ""
         else:
-            self.classify, self.source = classifier_for(catalog).lookup, catalog.source
+            classifier = classifier_for(catalog, on_unknown=self._unknown)
+            self.classify, self.source = classifier.lookup, catalog.source
+
+    def _unknown(self, name: str) -> None:
+        """Read the catalog again, in the background, for a name it did not hold (once
+        per name, up to ``_MAX_ASKED`` names; never while a read is running)."""
+        pool = self._pool
+        if pool is None or name in self._asked or len(self._asked) >= _MAX_ASKED:
+            return
+        if not len(self._tasks):
+            self._asked.add(name)
+            self._tasks.spawn(self.load(pool), "function-catalog")

@@ -203,6 +203,7 @@ class _Ctx(NamedTuple):
     engine: Dialect
     safe_functions: frozenset[str]
     unsafe_functions: Mapping[str, str]  # name -> why a catalog says a replica may not run it
+    on_unknown: Callable[[str], None] | None = None  # told of a name neither list knows
 
 
 _QUIET: Final = contextvars.ContextVar("kailash_nodes_sql_quiet", default=False)
@@ -382,7 +383,7 @@ def _read(facts: _Facts, ctx: _Ctx, statement: str) -> _Verdict:
         return _Verdict(_C.SESSION_STATE, statement, "SQL_CALC_FOUND_ROWS feeds FOUND_ROWS()")
     feature = facts.feature or ("subquery" if facts.selects > 1 else "")
     category = _C.READ_COMPLEX if feature else _C.READ_SIMPLE
-    problem = _function_problem(facts.funcs, ctx.safe_functions, ctx.unsafe_functions)
+    problem = _function_problem(facts.funcs, ctx)
     if problem is not None:
         cat, reason, vouchable = problem
         return _Verdict(cat, statement, reason, vouch=category if vouchable else None)
@@ -458,14 +459,14 @@ def _known_effect(name: str) -> tuple[Category, str] | None:
     )
 
 
-def _function_problem(
-    funcs: Iterable[exp.Func], safe: frozenset[str], why: Mapping[str, str]
-) -> tuple[Category, str, bool] | None:
+def _function_problem(funcs: Iterable[exp.Func], ctx: _Ctx) -> tuple[Category, str, bool] | None:
     """Return (category, reason, hint may vouch) for a call not known to be read-only.
 
-    A call with a known side effect wins over one that is merely unknown; ``why`` holds a
-    catalog's reason for names it knows are not safe (``"pg_proc: volatile"``).
+    A call with a known side effect wins over one that is merely unknown; the context's
+    ``unsafe_functions`` hold a catalog's reason for names it knows are not safe
+    (``"pg_proc: volatile"``), and ``on_unknown`` hears of a name neither list knows.
     """
+    safe, why = ctx.safe_functions, ctx.unsafe_functions
     unknown = ""
     for func in funcs:
         name = _function_name(func)
@@ -477,6 +478,8 @@ def _function_problem(
             unknown = name
     if unknown:
         because = why.get(unknown)
+        if because is None and ctx.on_unknown is not None:
+            ctx.on_unknown(unknown)
         detail = f" ({because})" if because else ""
         return _C.UNKNOWN, f"{unknown}() is not known to be read-only{detail}", True
     return None
@@ -595,14 +598,18 @@ def _net_op(ops: list[str]) -> str | None:
 
 
 def _analyse(
-    query: str, dialect: str, safe_functions: frozenset[str], why: Mapping[str, str] = _NO_REASONS
+    query: str,
+    dialect: str,
+    safe_functions: frozenset[str],
+    why: Mapping[str, str] = _NO_REASONS,
+    on_unknown: Callable[[str], None] | None = None,
 ) -> Classification:
-    """Classify ``query`` (uncached); ``why`` as in :func:`_function_problem`."""
+    """Classify ``query`` (uncached); ``why``, ``on_unknown`` as in :func:`_function_problem`."""
     if not isinstance(query, str):
         raise TypeError(f"query must be str (got {type(query).__name__})")
     name = dialect_name(dialect)
     scan, text = parseable_text(query, name)
-    ctx = _Ctx(text, name, ENGINES[name], safe_functions, why)
+    ctx = _Ctx(text, name, ENGINES[name], safe_functions, why, on_unknown)
     try:
         tokens = tokenize(text, name)
     except Exception:
@@ -652,6 +659,8 @@ class Classifier:
     to be read-only, so reads calling them may go to a replica. ``unsafe_functions`` maps
     names a replica may not run to why (a catalog's verdict, e.g. ``"pg_proc: volatile"``):
     they leave the whitelist, builtins included, and the reason shows in the verdict.
+    ``on_unknown(name)`` is called, when a text is first classified, with each function
+    name neither list knows (it must not raise).
     ``cache_size`` bounds the cache of results per (query, dialect). ``lookup(query,
     dialect)`` is the cache itself: what :meth:`classify` calls, a call frame cheaper.
 
@@ -663,13 +672,14 @@ class Classifier:
     'app.total() is not known to be read-only (pg_proc: volatile)'
     """
 
-    __slots__ = ("lookup", "safe_functions", "unsafe_functions")
+    __slots__ = ("lookup", "on_unknown", "safe_functions", "unsafe_functions")
 
     def __init__(
         self,
         *,
         safe_functions: Iterable[str] = (),
         unsafe_functions: Mapping[str, str] | None = None,
+        on_unknown: Callable[[str], None] | None = None,
         cache_size: int = 8192,
     ) -> None:
         if isinstance(safe_functions, str):
@@ -680,10 +690,11 @@ class Classifier:
         self.unsafe_functions: Mapping[str, str] = MappingProxyType(unsafe)
         named = SAFE_FUNCTIONS | {n.lower() for n in safe_functions}
         self.safe_functions = named.difference(unsafe)
+        self.on_unknown = on_unknown
         self.lookup = lru_cache(maxsize=cache_size)(self._miss)
 
     def _miss(self, query: str, dialect: str) -> Classification:
-        return _analyse(query, dialect, self.safe_functions, self.unsafe_functions)
+        return _analyse(query, dialect, self.safe_functions, self.unsafe_functions, self.on_unknown)
 
     def classify(self, query: str, dialect: str = "postgres") -> Classification:
         """Classify ``query`` for ``dialect``; see :func:`classify`."""
