@@ -463,6 +463,10 @@ class QueryRouter:
             result = await pool.execute(pc, call.query, call.params)
         except QueryError as exc:
             error = exc
+        except OutcomeUnknown:
+            if ddl:  # it may have changed functions: builtins only until the catalog is read
+                self.functions.after_lost_ddl(call.query, self.dialect, pool)
+            raise
         if ddl and error is None:  # it may have changed functions: read their catalog again
             pinned = call.session is not None and call.session.conn is pc
             await self.functions.after_ddl(call.query, self.dialect, pool, pc, pinned)

@@ -143,6 +143,15 @@ class FunctionRules:
             except Exception as exc:
                 self._failed(exc, self._generation)
 
+    def after_lost_ddl(self, query: str, dialect: str, pool: ConnectionPool) -> None:
+        """React to DDL ``query`` whose connection died before its answer (it may or may
+        not have run): when it may change functions, use the builtins only and read the
+        catalog again in the background, on another connection."""
+        if self.enabled and changes_routines(query, dialect):
+            self._generation += 1
+            self._use(None)
+            self._tasks.spawn(self.load(pool), "function-catalog")
+
     def transaction_ended(self, pool: ConnectionPool) -> None:
         """Read the catalog again in the background if a session changed functions."""
         if self._stale:

@@ -20,7 +20,7 @@ import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 from kailash_nodes.config import PoolConfig
-from kailash_nodes.errors import QueryError
+from kailash_nodes.errors import ConnectionFailed, QueryError
 from kailash_nodes.router.engine import QueryRouter
 from tests.conftest import server_dsn
 
@@ -262,6 +262,34 @@ async def test_pg_function_ddl_in_a_transaction_counts_once_it_ends(pg: Servers)
         assert (await bed.q(end, session="tx"))["success"]
         await bed.engine.functions.wait_loaded()
         assert (await bed.target(f"SELECT {name}(1)"))[0] == after, end
+
+
+@pytest.mark.postgres
+async def test_pg_function_ddl_whose_answer_is_lost_fails_closed(pg: Servers) -> None:
+    bed = await pg.open()
+    name, marker = fn_name(), uuid.uuid4().hex
+    pg.names.append(f"{name}(int)")
+    assert (await bed.q(pg_function(name, "STABLE", "SAFE")))["success"]
+    await on_standby(pg.replica, name, 1)
+    lost = asyncio.create_task(
+        bed.q(f"SELECT pg_sleep(5) /* {marker} */; {pg_function(name, 'VOLATILE', 'SAFE')}")
+    )
+    pid = None
+    for _ in range(200):
+        pid = await pg.primary.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+        if pid is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert pid is not None
+    await pg.primary.execute("SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(ConnectionFailed):  # OutcomeUnknown: it may have replaced it
+        await lost
+    assert not bed.engine.functions.classify(f"SELECT {name}(2)", "postgres").replica_safe
+    await bed.engine.functions.wait_loaded()  # read again: the replacement never ran
+    assert (await bed.target(f"SELECT {name}(3)"))[0] == REPLICA
 
 
 @pytest.mark.postgres
