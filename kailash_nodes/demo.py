@@ -290,18 +290,18 @@ def routing_section(demo: Demo) -> None:
 
 async def cache_section(demo: Demo) -> None:
     """Print the statement-cache hits the router reported."""
-    demo.head("prepared-statement cache")
+    demo.head("statement cache")
     cache = (await demo.router.get_metrics())["cache_stats"]
     hits = sum(1 for _, meta in demo.log if meta["cache_hit"])
     demo.say(f"  routing_metadata: cache_hit true for {hits} of {len(demo.log)} statements")
     demo.say(
-        f"  cache_stats: hit_rate {cache['hit_rate']:.2f} ({cache['hits']} hits of"
-        f" {cache['lookups']} lookups), {cache['total_entries']} statements prepared now,"
+        f"  cache_stats: {cache['statement_cache']} hit_rate {cache['hit_rate']:.2f}"
+        f" ({cache['hits']} hits of {cache['lookups']} lookups),"
+        f" {cache['total_entries']} statements cached now,"
         f" server_side_prepare={cache['server_side_prepare']}"
     )
-    if not cache["server_side_prepare"]:
-        demo.say("  no connection prepares statements on the server, so there is nothing to hit")
-        demo.say("  (SQLite and MySQL cannot; behind PgBouncer the driver turns it off)")
+    if cache["prepared"]["why"]:
+        demo.say(f"  nothing prepared on the server: {cache['prepared']['why']}")
 
 
 def prediction_section(demo: Demo) -> None:

@@ -17,7 +17,7 @@ SECTIONS = (
     "== read/write split ==",
     "== session transactions",
     "== routing decisions",
-    "== prepared-statement cache ==",
+    "== statement cache ==",
     "== learned next-statement predictions",
     "== adaptive sizing",
     "== pool stats",
@@ -73,6 +73,7 @@ async def check_report_is_true(demo: Demo, out: str) -> None:
     assert f"{r['queries_routed']} routed: {r['reads_to_replicas']} reads to replicas," in out
     assert r["queries_routed"] == len(demo.log)
     cache = metrics["cache_stats"]
+    assert f"{cache['statement_cache']} hit_rate" in out
     assert f"({cache['hits']} hits of {cache['lookups']} lookups)" in out
     assert f"server_side_prepare={cache['server_side_prepare']}" in out
     hits = sum(1 for _, meta in demo.log if meta["cache_hit"])
@@ -117,7 +118,8 @@ def check_sizing(demo: Demo, out: str) -> None:
 @pytest.mark.sqlite
 async def test_demo_on_sqlite_says_what_happened(tmp_path: Path) -> None:
     out = await run(f"sqlite:///{tmp_path / 'demo.db'}")
-    assert "no connection prepares statements on the server" in out
+    assert "nothing prepared on the server: SQLite has no server" in out
+    assert "cache_stats: sqlite3 hit_rate" in out
     assert "on replica:" not in out
 
 

@@ -99,6 +99,10 @@ class DriverConnection(Protocol):
 
     #: True when statements are prepared on the server and reused (asyncpg).
     server_prepare: bool
+    #: True when ``has_statement`` answers for a statement cache in the client library
+    #: instead (SQLite: sqlite3's own per-connection cache); False where it answers for
+    #: server-side prepare or there is no cache per connection (MySQL)
+    client_statement_cache: bool
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -148,7 +152,8 @@ class DriverConnection(Protocol):
         ...
 
     def has_statement(self, text: str) -> bool:
-        """Return whether ``text`` is prepared on this connection (False without prepare)."""
+        """Return whether ``text`` is prepared on this connection (False without prepare;
+        with ``client_statement_cache``: whether its next run reuses the cached one)."""
         ...
 
     async def prepare(self, text: str, timeout: float | None) -> bool:
@@ -163,8 +168,10 @@ class DriverConnection(Protocol):
         """Drop these prepared statements (all when None); return how many were cached."""
         ...
 
-    def resize_statement_cache(self, size: int) -> None:
-        """Keep at most ``size`` prepared statements (0 turns server-side prepare off)."""
+    def resize_statement_cache(self, size: int) -> bool:
+        """Keep at most ``size`` prepared statements (0 turns server-side prepare off);
+        return False when this connection cannot change its cache size (SQLite: fixed at
+        connect), so the pool replaces it with one opened at the new size."""
         ...
 
     def is_closed(self) -> bool:
@@ -254,6 +261,11 @@ class Driver(Protocol):
     #: True when statements can be prepared on the server and reused (a connection's own
     #: ``server_prepare`` says whether it does: not behind a transaction-pooling proxy)
     can_prepare: bool
+    #: the statement cache this backend reuses statements from (the router's
+    #: ``cache_stats.statement_cache``): "server_prepared" (PostgreSQL), "sqlite3" (the
+    #: client library's own cache, per connection) or "client_text" (nothing is prepared:
+    #: only the router's per-text work is reused, MySQL/MariaDB)
+    statement_cache: str
     #: True when a statement that outlived ``query_timeout`` is interrupted and undone by
     #: the driver itself, so the connection stays usable and nothing was applied (SQLite)
     undoes_timed_out: bool
@@ -349,8 +361,9 @@ class NoServerPrepare:
         """Return 0: there is nothing to forget."""
         return 0
 
-    def resize_statement_cache(self, size: int) -> None:
-        """Do nothing: there is no cache of ours to resize."""
+    def resize_statement_cache(self, size: int) -> bool:
+        """Return True: there is no cache of ours to resize."""
+        return True
 
 
 class Lease(Protocol):

@@ -1,7 +1,10 @@
 """MySQL / MariaDB driver on aiomysql (autocommit on, like the other backends).
 
-aiomysql has no server-side prepared statements: statements are sent as text with the
-parameters escaped client-side, which ``server_prepare = False`` reports honestly.
+aiomysql has no server-side prepared statements (it speaks only the text protocol, not
+the binary one COM_STMT_PREPARE/EXECUTE needs): statements are sent as text with the
+parameters escaped client-side, which ``server_prepare = False`` reports honestly. Nothing
+is cached per connection either; what is reused is the router's per-text work
+(``statement_cache = "client_text"``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class MySQLConnection(CursorReads, NoServerPrepare):
     """An aiomysql connection with one reusable dict cursor."""
 
     __slots__ = ("_conn", "_cursor", "mariadb", "server_prepare")
+
+    client_statement_cache = False  # nothing is cached per connection
 
     def __init__(self, conn: Any, cursor: Any) -> None:
         self._conn = conn
@@ -307,6 +312,7 @@ class MySQLDriver(NoReplication):
     placeholder_style = "format"
     dialect = "mysql"
     can_prepare = False
+    statement_cache = "client_text"
     undoes_timed_out = False
     routines_change_session = False
     tracks_positions = False

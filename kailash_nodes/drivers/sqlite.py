@@ -2,8 +2,19 @@
 
 Every aiosqlite call is a hop to the connection's thread (~100 µs), so a statement costs
 exactly one: ``execute_fetchall`` with ``sqlite3.Row`` rows, the row count read from
-``total_changes`` (a plain attribute, no hop). sqlite3 keeps its own per-connection
-statement cache (``cached_statements``); there is no server, so ``server_prepare`` is False.
+``total_changes`` (a plain attribute, no hop). There is no server, so ``server_prepare``
+is False; statements are reused from sqlite3's own per-connection cache instead.
+
+sqlite3's statement cache (``cached_statements``, fixed at connect) is an LRU keyed by the
+exact SQL text: in CPython 3.11 a ``functools.lru_cache`` around statement creation, used
+by every ``execute`` (not by ``executescript``); a statement that fails to compile (syntax
+error, missing table, several statements) is not kept, one that fails later (a constraint,
+a bad binding) is. sqlite3 does not say whether a run was a hit, so each connection keeps
+a mirror of it (`StatementMirror`): same size, same keys, updated for every text sent
+through ``execute`` on the connection, in the same order. With no failed statement the
+mirror holds exactly what sqlite3 holds (tests/router/test_statement_cache.py checks it
+against sqlite3's own counters and the ``sqlite_stmt`` table); a failure it cannot place
+makes it under-count, never over-count (see `StatementMirror.failed`).
 
 The ``sqlite3.Connection`` is opened by our own connector (passed to the public
 ``aiosqlite.Connection(connector, iter_chunk_size)``), so the driver holds it without
@@ -18,7 +29,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Coroutine
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -35,7 +47,7 @@ from kailash_nodes.drivers.base import (
 )
 from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 
-__all__ = ["DRIVER", "SQLiteConnection", "SQLiteCursor", "SQLiteDriver"]
+__all__ = ["DRIVER", "SQLiteConnection", "SQLiteCursor", "SQLiteDriver", "StatementMirror"]
 
 _T = TypeVar("_T")
 
@@ -58,18 +70,88 @@ def _interrupt(raw: sqlite3.Connection, fired: list[bool]) -> None:
     raw.interrupt()
 
 
+class StatementMirror:
+    """What sqlite3's statement cache of one connection holds: an LRU of ``capacity``
+    texts, each True (surely cached) or False (maybe: a failed statement).
+
+    Call `use` before each text goes to ``Cursor.execute`` and `failed` when that raised.
+
+    >>> m = StatementMirror(2)
+    >>> [m.use(t) for t in ("a", "b", "a", "c", "b")]
+    [None, None, True, None, None]
+    >>> list(m.texts), m.has("a"), m.count()
+    (['c', 'b'], False, 2)
+    """
+
+    __slots__ = ("capacity", "texts")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # text -> surely cached; least recently used first, as in lru_cache
+        self.texts: OrderedDict[str, bool] = OrderedDict()
+
+    def use(self, text: str) -> bool | None:
+        """Note that ``text`` is sent now; return what was known of it before (None: not
+        cached, a miss; True: a hit; False: maybe cached)."""
+        texts = self.texts
+        known = texts.get(text)
+        if known is None:
+            texts[text] = True
+            if len(texts) > self.capacity:
+                texts.popitem(last=False)
+        else:
+            texts.move_to_end(text)
+        return known
+
+    def failed(self, text: str, known: bool | None, exc: BaseException) -> None:
+        """Correct `use` after sending ``text`` raised ``exc``.
+
+        A hit stays cached whatever happens. On a miss, sqlite3 keeps the statement only
+        if it compiled: an IntegrityError comes from running it (constraints are checked
+        then), so it is kept; any other error may have come from compiling (there is no
+        telling apart "no such table" from a runtime error of the same class), so the text
+        is marked maybe: it keeps its place (as if kept) but is never reported cached
+        until a run succeeds. Marked so, the mirror's sure entries are all in sqlite3's
+        cache: it may under-count hits, never over-count.
+        """
+        if known is None and text in self.texts and not isinstance(exc, sqlite3.IntegrityError):
+            self.texts[text] = False
+
+    def has(self, text: str) -> bool:
+        """Return whether ``text`` is surely in sqlite3's cache (its next run is a hit)."""
+        return self.texts.get(text) is True
+
+    def count(self) -> int:
+        """Return how many texts are surely in sqlite3's cache."""
+        return sum(self.texts.values())
+
+
 class SQLiteConnection(CursorReads, NoServerPrepare):
     """An aiosqlite connection in autocommit mode (``isolation_level=None``); ``raw`` is
-    its ``sqlite3.Connection`` (used from this thread only for ``interrupt``/``close``)."""
+    its ``sqlite3.Connection`` (used from this thread only for ``interrupt``/``close``).
 
-    __slots__ = ("_closed", "_conn", "_raw", "_stopped", "server_prepare")
+    ``has_statement``/``cached_statements`` answer for sqlite3's statement cache, read
+    from the connection's `StatementMirror` (see the module doc).
+    """
 
-    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection) -> None:
+    __slots__ = (
+        "_closed",
+        "_conn",
+        "_raw",
+        "_stopped",
+        "client_statement_cache",
+        "server_prepare",
+        "statements",
+    )
+
+    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection, capacity: int) -> None:
         self._conn = conn
         self._raw = raw
         self._closed = False
         self._stopped = False  # close() or terminate() has asked the worker thread to end
         self.server_prepare = False
+        self.client_statement_cache = True
+        self.statements = StatementMirror(capacity)
 
     async def fetch(
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
@@ -80,13 +162,29 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
             return await self.fetch_some(text, args, mode, size, timeout)
         conn = self._conn
         before = conn.total_changes
-        if timeout is None:  # inline, not _call: one coroutine frame less on the hot path
-            try:
-                records = await conn.execute_fetchall(text, args)
-            except Exception as exc:
-                raise self._wrap(exc) from exc
+        # StatementMirror.use inline (a call costs every statement): before the hop, so the
+        # mirror sees the texts in the order sqlite3 does
+        texts = self.statements.texts
+        known = texts.get(text)
+        if known is None:
+            texts[text] = True
+            if len(texts) > self.statements.capacity:
+                texts.popitem(last=False)
         else:
-            records = await self._timed(conn.execute_fetchall(text, args), timeout)
+            texts.move_to_end(text)
+        try:
+            if timeout is None:  # inline, not _call: one coroutine frame less on the hot path
+                try:
+                    records = await conn.execute_fetchall(text, args)
+                except Exception as exc:
+                    raise self._wrap(exc) from exc
+            else:
+                records = await self._timed(conn.execute_fetchall(text, args), timeout)
+        except Exception as exc:
+            self.statements.failed(text, known, exc.__cause__ or exc)
+            raise
+        if known is False:  # ran: surely cached now
+            texts[text] = True
         if not records:
             return [], conn.total_changes - before
         rows = [dict(r) for r in records]
@@ -112,7 +210,40 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         return SQLiteCursor(self, await self._call(self._cursor(text, args), timeout))
 
     async def _cursor(self, text: str, args: tuple[Any, ...]) -> aiosqlite.Cursor:
-        return await self._conn.execute(text, args)
+        return await self._execute(self._conn.execute(text, args), text)
+
+    async def _execute(self, call: Coroutine[Any, Any, _T], text: str) -> _T:
+        """Await ``call``, which sends ``text`` through sqlite3's statement cache, keeping
+        the mirror in step (the paths off the hot one: cursors, ping, rollback)."""
+        known = self.statements.use(text)
+        try:
+            result = await call
+        except BaseException as exc:
+            self.statements.failed(text, known, exc)
+            raise
+        if known is False:
+            self.statements.texts[text] = True
+        return result
+
+    def has_statement(self, text: str) -> bool:
+        """Return whether sqlite3's statement cache surely holds ``text`` (no hop)."""
+        return self.statements.texts.get(text) is True
+
+    def cached_statements(self) -> int:
+        """Return how many statements sqlite3's cache surely holds on this connection."""
+        return self.statements.count()
+
+    def forget_statements(self, texts: Iterable[str] | None) -> int:
+        """Return 0: sqlite3 cannot drop a cached statement, and need not. After any schema
+        change SQLite itself compiles each cached statement again on its next run (every
+        one, whatever tables the change touched; ``sqlite_stmt.reprep`` counts it), so no
+        cached statement ever runs a stale plan."""
+        return 0
+
+    def resize_statement_cache(self, size: int) -> bool:
+        """Return whether the cache already has room for ``max(size, 1)`` statements:
+        sqlite3 fixes it at connect, so a connection of another size must be replaced."""
+        return max(size, 1) == self.statements.capacity
 
     async def _call(self, call: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
         """Await one hop to the connection's thread, with ``query_timeout`` when set."""
@@ -155,7 +286,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         """Run ``SELECT 1`` through the worker thread."""
         try:
             async with asyncio.timeout(timeout):
-                await self._conn.execute_fetchall("SELECT 1")
+                await self._execute(self._conn.execute_fetchall("SELECT 1"), "SELECT 1")
         except Exception as exc:
             self._closed = True
             raise ConnectionFailed(f"SQLite connection check failed: {exc}") from exc
@@ -164,7 +295,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         """Roll back the open transaction."""
         try:
             async with asyncio.timeout(timeout):
-                await self._conn.execute_fetchall("ROLLBACK")
+                await self._execute(self._conn.execute_fetchall("ROLLBACK"), "ROLLBACK")
         except Exception as exc:
             raise self._wrap(exc) from exc
 
@@ -286,6 +417,7 @@ class SQLiteDriver(NoReplication):
     placeholder_style = "qmark"
     dialect = "sqlite"
     can_prepare = False
+    statement_cache = "sqlite3"
     undoes_timed_out = True
     routines_change_session = False
     tracks_positions = False
@@ -317,6 +449,7 @@ class SQLiteDriver(NoReplication):
         database = params.database or ":memory:"
         uri = params.options.get("uri", "").lower() in ("1", "true") or database.startswith("file:")
         opened: list[sqlite3.Connection] = []
+        capacity = max(statement_cache_size, 1)
 
         def connector() -> sqlite3.Connection:  # runs in the connection's worker thread
             raw = sqlite3.connect(
@@ -324,7 +457,7 @@ class SQLiteDriver(NoReplication):
                 isolation_level=None,
                 timeout=_BUSY_TIMEOUT_S,
                 uri=uri,
-                cached_statements=max(statement_cache_size, 1),
+                cached_statements=capacity,
                 check_same_thread=False,
             )
             opened.append(raw)
@@ -336,7 +469,7 @@ class SQLiteDriver(NoReplication):
         except (OSError, TimeoutError, sqlite3.Error) as exc:
             raise ConnectionFailed(f"could not open {params.describe()}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        return SQLiteConnection(conn, opened[0])
+        return SQLiteConnection(conn, opened[0], capacity)
 
 
 DRIVER = SQLiteDriver()

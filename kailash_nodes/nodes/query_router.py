@@ -183,6 +183,8 @@ class QueryRouterNode(Node):
         Raises ParameterError when ``inputs`` is not a mapping or an input has the wrong
         type, UnknownOperation for an operation the router does not have.
         """
+        if type(inputs) is dict and "operation" not in inputs:  # a route: nearly every call
+            return await self._op_route(inputs)
         op = check_inputs(inputs, self.name).get("operation", "route")
         return await find_handler(self._handlers, op)(inputs)
 
@@ -214,8 +216,12 @@ class QueryRouterNode(Node):
 
     async def _op_route(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         query, params = query_and_params(inputs, "route")
-        session_id = optional_str(inputs, "session_id", "route")
-        engine = await self._engine()
+        session_id = inputs.get("session_id")
+        if session_id is not None:
+            session_id = optional_str(inputs, "session_id", "route")
+        engine = self.engine
+        if engine is None:  # first use: start it (the pools open)
+            engine = await self._engine()
         routed = await engine.route(query, params, session_id)
         result = execute_result(routed.connection_id, routed.result, routed.error)
         result["routing_metadata"] = routed.metadata
@@ -258,7 +264,7 @@ class QueryRouterNode(Node):
         return {"invalidated": True, "tables": tables, "statements_dropped": dropped}
 
     async def get_metrics(self) -> dict[str, Any]:
-        """Return router metrics, prepared-statement cache stats, sessions and replicas."""
+        """Return router metrics, statement cache stats, sessions and replicas."""
         engine = await self._engine()
         report = engine.metrics_report()
         report["prewarm"]["router_start_errors"] = self._prewarm_start_errors

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from kailash_nodes.config import PoolConfig, check_bool, check_number, redact_options
+from kailash_nodes.context import run_id_var
 from kailash_nodes.errors import (
     ConfigError,
     ParameterError,
@@ -157,7 +158,9 @@ class WorkflowConnectionPool(Node):
         type, UnknownOperation for an operation this node does not have; see docs/pool.md
         for each operation's inputs, result keys and errors.
         """
-        op = check_inputs(inputs, self.name).get("operation")
+        if type(inputs) is not dict:  # a plain dict (nearly every call) needs no check
+            check_inputs(inputs, self.name)
+        op = inputs.get("operation")
         handler = self._handlers.get(op) if type(op) is str else None
         if handler is None:
             handler = find_handler(self._handlers, op)  # raises UnknownOperation
@@ -195,35 +198,47 @@ class WorkflowConnectionPool(Node):
         if not self.engine.opened:
             await self.initialize()
         pc = await self.engine.acquire(inputs.get("timeout"))
-        self._leases[pc.id] = pc
-        run_id = current_run_id()
+        cid = pc.id
+        self._leases[cid] = pc
+        run_id = run_id_var.get()
         if run_id is not None:
-            self._lease_runs[pc.id] = run_id
+            self._lease_runs[cid] = run_id
         return {
-            "connection_id": pc.id,
-            "health_score": pc.health_score,
+            "connection_id": cid,
+            "health_score": pc.entry.health,
             "acquisition_time_ms": pc.wait * 1000.0,
         }
 
     async def _op_execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        pc = self._lease(inputs.get("connection_id"), "execute")
+        cid = inputs.get("connection_id")
+        pc = self._leases.get(cid) if type(cid) is str else None
+        if pc is None or self.engine.closed:
+            pc = self._lease(cid, "execute")  # raises, naming what was wrong
         query, params = query_and_params(inputs, "execute")
-        return await self._execute(
-            pc,
-            query,
-            params,
-            inputs.get("fetch_mode", "all"),
-            inputs.get("fetch_size", 100),
-            inputs.get("max_rows"),
-        )
+        try:  # the engine checks every argument (and refuses a second statement at once)
+            res = await self.engine.execute(
+                pc,
+                query,
+                params,
+                fetch_mode=inputs.get("fetch_mode", "all"),
+                fetch_size=inputs.get("fetch_size", 100),
+                max_rows=inputs.get("max_rows"),
+            )
+        except QueryError as exc:
+            return execute_result(pc.id, None, exc)
+        return execute_result(pc.id, res, None)
 
     async def _op_release(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         cid = inputs.get("connection_id")
-        pc = self._lease(cid, "release")
+        pc = self._leases.get(cid) if type(cid) is str else None
+        if pc is None:
+            pc = self._lease(cid, "release")  # raises, naming what was wrong
         status = await self.engine.release(pc)  # refuses while a statement is running
-        del self._leases[pc.id]
-        self._lease_runs.pop(pc.id, None)
-        return {"status": status, "connection_id": pc.id}
+        cid = pc.id
+        del self._leases[cid]
+        if self._lease_runs:
+            self._lease_runs.pop(cid, None)
+        return {"status": status, "connection_id": cid}
 
     async def _op_stats(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return self.get_stats()

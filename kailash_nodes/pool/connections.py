@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.config import PoolConfig
 from kailash_nodes.drivers import Driver, get_driver
-from kailash_nodes.errors import ParameterError, PoolClosed
+from kailash_nodes.errors import ParameterError, PoolClosed, PoolTimeout
 from kailash_nodes.pool.entry import Entry
 from kailash_nodes.pool.handoff import Handoff
 from kailash_nodes.pool.stats import PoolStats
@@ -46,7 +46,12 @@ class ConnectionSet:
         self.driver = driver or get_driver(config.connect.backend)
         self.stats = PoolStats()
         self.started_at = time.monotonic()
-        self.handoff = Handoff(self.stats, self._close_unwanted, strict_fifo=config.strict_fifo)
+        self.handoff = Handoff(
+            self.stats,
+            self._close_unwanted,
+            strict_fifo=config.strict_fifo,
+            timed_out=self._timed_out,
+        )
         self.idle = self.handoff.idle
         self.active = 0
         self.opened = False
@@ -263,10 +268,17 @@ class ConnectionSet:
         return self._statement_cache_size
 
     def set_statement_cache_size(self, size: int) -> None:
-        """Keep at most ``size`` prepared statements per connection (0: prepare nothing)."""
+        """Keep at most ``size`` prepared statements per connection (0: prepare nothing).
+
+        Connections opened from now get ``size``. An open one whose driver cannot resize
+        its cache (SQLite: sqlite3 fixes it at connect) has its lifetime ended: it is
+        replaced through the lifetime path (at its next checkout or release, or by
+        maintenance), the replacement opened before it closes.
+        """
         self._statement_cache_size = size
         for entry in self._entries:
-            entry.conn.resize_statement_cache(size)
+            if entry.conn.resize_statement_cache(size) is False:
+                entry.deadline = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -274,6 +286,14 @@ class ConnectionSet:
     def connect_time(self) -> float | None:
         """Return the recent seconds per connect (an average), None before the first."""
         return self.handoff.connect_time
+
+    def _timed_out(self, timeout: float) -> PoolTimeout:
+        """Count an acquire that waited ``timeout`` s unserved; return its error."""
+        self.stats.timeouts += 1
+        return PoolTimeout(
+            f"no connection available in pool {self.config.name!r} within {timeout:g}s "
+            f"({self.describe_state()})"
+        )
 
     def describe_state(self) -> str:
         """Return the pool's state in one line, for error messages."""

@@ -27,6 +27,7 @@ from kailash_nodes.config import PoolConfig, check_number
 from kailash_nodes.drivers import FETCH_MODES, Driver, DriverConnection, Rows
 from kailash_nodes.errors import (
     ConnectionFailed,
+    ConnectionReleased,
     ParameterError,
     PoolClosed,
     PoolTimeout,
@@ -198,11 +199,11 @@ class ConnectionPool(ConnectionSet):
             if start >= entry.deadline:
                 self.retire(entry, "lifetime")
                 continue
-            if (
-                entry.suspect or start - entry.last_used > self._check_idle_after
-            ) and not await self._validate(entry):
-                continue
-            return self._lease(entry, start)
+            if entry.suspect or start - entry.last_used > self._check_idle_after:
+                if not await self._validate(entry):
+                    continue
+                return self._lease(entry, start, None)
+            return self._lease(entry, start, start)  # nothing awaited: no wait to measure
         return await self._wait(start, self._acquire_timeout if timeout is None else timeout)
 
     def _bring_up(self, statement: str) -> None:
@@ -239,26 +240,21 @@ class ConnectionPool(ConnectionSet):
                 f"pool {self.config.name!r} has {len(handoff.waiters)} callers waiting "
                 f"(max_waiting={max_waiting}); {self.describe_state()}"
             )
-        fut = handoff.enqueue(start)
+        fut = handoff.enqueue(start, start + timeout)  # its timeout: the hand-off's timer
         if handoff.opening < len(handoff.waiters) and self.has_room():
             self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
         try:
-            async with asyncio.timeout(timeout):
-                entry = await fut
-        except TimeoutError:
-            handoff.abandon(fut)
-            self.stats.timeouts += 1
-            raise PoolTimeout(
-                f"no connection available in pool {self.config.name!r} within {timeout:g}s "
-                f"({self.describe_state()})"
-            ) from None
+            entry = await fut
+        except PoolTimeout:  # the hand-off's timer: counted there, nothing to give back
+            raise
         except BaseException:
             handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
-        return self._lease(entry, start)
+        return self._lease(entry, start, None)
 
-    def _lease(self, entry: Entry, start: float) -> PooledConnection:
-        now = time.monotonic()
+    def _lease(self, entry: Entry, start: float, now: float | None) -> PooledConnection:
+        if now is None:
+            now = time.monotonic()
         self._lease_seq += 1
         self.active += 1
         stats = self.stats
@@ -307,8 +303,10 @@ class ConnectionPool(ConnectionSet):
           a COMMIT) was sent and its answer was lost or came later than ``query_timeout``.
         - ConnectionReleased, PoolClosed.
         """
-        entry = pc.entry
-        if not isinstance(query, str):
+        entry = pc._entry  # not the property: one call less on every statement
+        if entry is None:
+            raise ConnectionReleased(f"connection {pc.id!r} was already released")
+        if type(query) is not str and not isinstance(query, str):
             raise ParameterError(f"query must be a string (got {type(query).__name__})")
         if fetch_mode != "all" and fetch_mode not in FETCH_MODES:
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
@@ -468,7 +466,10 @@ class ConnectionPool(ConnectionSet):
         if entry.last_used >= entry.deadline or self.closed:
             self.retire(entry, "lifetime" if not self.closed else "pool closed")
             return "recycled"
-        self._put_back(entry)
+        if self.handoff.waiters:  # callers wait: the hand-off rule decides
+            self._put_back(entry)
+        else:
+            self.idle.append(entry)
         return "released"
 
     def release_soon(self, pc: PooledConnection) -> None:
@@ -545,8 +546,10 @@ class ConnectionPool(ConnectionSet):
         UnsupportedStatement (not a query: SELECT, VALUES, TABLE or WITH, writing nothing),
         ConnectionReleased; while iterating QueryError or ConnectionFailed.
         """
-        entry = pc.entry
-        if not isinstance(query, str):
+        entry = pc._entry  # not the property: one call less on every statement
+        if entry is None:
+            raise ConnectionReleased(f"connection {pc.id!r} was already released")
+        if type(query) is not str and not isinstance(query, str):
             raise ParameterError(f"query must be a string (got {type(query).__name__})")
         check_number("batch_size", batch_size, low=1, integer=True, error=ParameterError)
         rq = rewrite(query, self._style)

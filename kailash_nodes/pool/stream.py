@@ -336,9 +336,9 @@ class StreamGuard:
         """Forget on the driver connection (client-side only)."""
         return self.inner.forget_statements(texts)
 
-    def resize_statement_cache(self, size: int) -> None:
-        """Resize on the driver connection (client-side only)."""
-        self.inner.resize_statement_cache(size)
+    def resize_statement_cache(self, size: int) -> bool:
+        """Resize on the driver connection (client-side only); return its answer."""
+        return self.inner.resize_statement_cache(size)
 
     def is_closed(self) -> bool:
         """Return True after an interrupted batch (the connection must not be used)."""

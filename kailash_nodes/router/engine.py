@@ -4,9 +4,13 @@ Writes and anything not provably a plain read go to the primary; plain reads go 
 usable replica (round-robin, lag under the threshold, not banned) when the split is on.
 A session's reads see its writes: after a write the session carries the primary's WAL
 position, and a replica serves its reads only once it has replayed that far (waiting up
-to ``consistency_timeout``), else the primary does. A failed replica read is retried on the
-primary, so no request is lost to a replica outage. Classification is cached per text, so
-a repeated statement costs a dictionary hit before its I/O.
+to ``consistency_timeout``), else the primary does. In a workflow run the token is the
+node's (`kailash_nodes.context.CausalContext`, merged along the workflow's edges), so
+concurrent nodes run concurrently and only nodes downstream of a write wait for it; the
+run's session (and its lock) serves only its transactions and session state. A failed
+replica read is retried on the primary, so no request is lost to a replica outage.
+Classification is cached per text, so a repeated statement costs a dictionary hit before
+its I/O.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from kailash_nodes.background import BackgroundTasks
-from kailash_nodes.context import current_run_id
+from kailash_nodes.context import Token, causal_var, current_run_id, merge_token
 from kailash_nodes.errors import (
     ConnectionFailed,
     OutcomeUnknown,
@@ -45,6 +49,7 @@ logger = logging.getLogger("kailash_nodes.router")
 _ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
 _COMMITS = frozenset({"commit", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
+_OTHER_COMMITS = frozenset({"commit_prepared"})  # raises a workflow node's token
 # Not prepared ahead: DDL (it invalidates, and preparing it buys nothing) and session
 # state (it pins a session connection).
 _NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
@@ -86,7 +91,7 @@ class Routed:
 class _Call:
     """One statement on its way through the router (a named bundle, not a public type)."""
 
-    __slots__ = ("cls", "params", "predict", "query", "session", "start", "text")
+    __slots__ = ("cls", "params", "predict", "query", "session", "start", "text", "token")
 
     def __init__(self, cls: Classification, query: str, params: Any, start: float) -> None:
         self.cls = cls
@@ -94,6 +99,8 @@ class _Call:
         self.params = params
         self.start = start
         self.session: Session | None = None
+        # Read-your-writes: the session, or the workflow node's CausalToken for our primary
+        self.token: Token | None = None
         self.predict = False  # ran prepared and learning is on: prepare what follows
         self.text: str | None = None  # its prepared text, once a checkout asked for it
 
@@ -127,13 +134,15 @@ class QueryRouter:
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
+        # The router's own classification cache, built from the functions the primary's
+        # catalog calls replica-safe: its hits are the reuse cache_stats reports where no
+        # connection caches statements ("client_text", MySQL)
+        self.functions = FunctionRules(enabled=bool(self.replicas.states))
         self._started = False
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
         self.predictor: Predictor | None = None
         self._ahead = BackgroundTasks("kailash_nodes-router:prepare-ahead")
-        # Classifies with the functions the primary's catalog calls replica-safe
-        self.functions = FunctionRules(enabled=bool(self.replicas.states))
 
     async def start(self) -> None:
         """Open the pools, size their statement caches, start the monitor and reaper."""
@@ -141,9 +150,9 @@ class QueryRouter:
             return
         self._started = True
         size = self.options.cache_size if self.options.prepare else 0
-        await self.primary.open()
-        for pool in self.pools():
+        for pool in self.pools():  # first: a pool opened now opens at this size (SQLite)
             pool.set_statement_cache_size(size)
+        await self.primary.open()
         if self.replicas.states:
             await self.functions.load(self.primary)  # only replicas need it; never raises
             await self.replicas.check_all()
@@ -194,33 +203,75 @@ class QueryRouter:
         call = _Call(self.functions.classify(query, self.dialect), query, params, time.monotonic())
         self.metrics.routed += 1
         try:
-            if session_id is None:
-                session_id = current_run_id()  # a workflow run is a session
-            op = call.cls.transaction_op
-            if op in _OTHER_TRANSACTION:  # ends a prepared transaction: any connection
-                return await self._stateless(call)
-            if session_id is None:
-                if op:
+            if session_id is not None:
+                return await self._explicit(call, session_id)
+            causal = causal_var.get()
+            cls = call.cls
+            op = cls.transaction_op
+            if causal is None:  # outside any workflow run: no session, no token
+                if op and op not in _OTHER_TRANSACTION:
                     raise SessionError(
-                        f"{call.cls.statement} needs a session_id (or a workflow run) so that "
+                        f"{cls.statement} needs a session_id (or a workflow run) so that "
                         "the statements of the transaction share one connection"
                     )
                 return await self._stateless(call)
-            session = call.session = self.sessions.get(session_id)
-            async with session.lock:
+            # The node's token for this primary (its upstream's writes and its own); a
+            # statement that may write gets one, a plain read without one carries none.
+            token = call.token = causal.tokens.get(self.primary)
+            if token is None and not cls.replica_safe:
+                call.token = causal.token(self.primary)
+            sessions = self.sessions.sessions
+            session = sessions.get(causal.run_id) if sessions else None
+            if (
+                op is None
+                and (session is None or not (session.pinned or session.expired))
+                and (cls.replica_safe or Category.SESSION_STATE not in cls.parts)
+            ) or op in _OTHER_TRANSACTION:  # nothing pinned for the run: no lock, concurrent
+                return await self._stateless(call)
+            session = call.session = self.sessions.get(causal.run_id)
+            async with session.lock:  # the run's pinned connection: one statement at a time
                 return await self._in_session(call, session)
         except BaseException:
             self.metrics.routing_errors += 1
             raise
 
+    async def _explicit(self, call: _Call, session_id: str) -> Routed:
+        """Run ``call`` in the session the caller named (its token is the session's).
+
+        Inside a workflow run, the session's token first takes in the node's (so the
+        node's reads see what is upstream of it), and the node's takes in the session's
+        after a write (so the nodes downstream see it).
+        """
+        if call.cls.transaction_op in _OTHER_TRANSACTION:  # a prepared one: any connection
+            return await self._stateless(call)
+        session = call.session = call.token = self.sessions.get(session_id)
+        causal = causal_var.get()
+        token = causal.tokens.get(self.primary) if causal is not None else None
+        if token is not None:
+            merge_token(session, token)
+        async with session.lock:
+            try:
+                return await self._in_session(call, session)
+            finally:
+                if causal is not None and session.tracked:
+                    merge_token(causal.token(self.primary), session)
+
     async def _stateless(self, call: _Call) -> Routed:
-        """Run ``call`` on a replica when it may and one serves it, else on the primary."""
-        session = call.session
+        """Run ``call`` on a replica when it may and one serves it, else on the primary.
+
+        ``call.token`` (a session's, or the workflow node's) holds what its reads must see;
+        a pending position is read (an await) only when there is one.
+        """
+        token = call.token
         if (
             call.cls.replica_safe
             and self.split
-            and self._read_from_replica(session)
-            and (session is None or await self.consistency.position_known(session))
+            and self._read_from_replica(token)
+            and (
+                token is None
+                or not token.lsn_pending
+                or await self.consistency.position_known(token)
+            )
         ):
             routed = await self._try_replica(call)
             if routed is not None:
@@ -229,11 +280,11 @@ class QueryRouter:
         pc = await pool.acquire(prefer=self._statement_text(call, pool))
         try:
             routed = await self._run(pool, pc, call, "primary")
-            if session is not None and call.cls.writes:
-                await self.consistency.note_write(session, pool, pc)
+            if token is not None and (call.cls.writes or call.cls.transaction_op in _OTHER_COMMITS):
+                await self.consistency.note_write(token, pool, pc)
         except OutcomeUnknown:
-            if session is not None:  # it may have been applied: reads must be able to see it
-                self.consistency.note_unknown_write(session)
+            if token is not None:  # it may have been applied: reads must be able to see it
+                self.consistency.note_unknown_write(token)
             raise
         finally:
             await pool.release(pc)
@@ -241,14 +292,14 @@ class QueryRouter:
             self._prepare_predicted_later(call)
         return routed
 
-    def _read_from_replica(self, session: Session | None, *, advance: bool = True) -> bool:
+    def _read_from_replica(self, token: Token | None, *, advance: bool = True) -> bool:
         """Return whether this read should try a replica (not the primary).
 
         ``advance=False`` answers for the next read without taking its turn (a pre-warm).
         """
         if not self.replicas.states:
             return False
-        if session is not None and session.primary_until > time.monotonic():
+        if token is not None and token.primary_until and token.primary_until > time.monotonic():
             return False
         if self.options.reads_on_primary:  # the primary takes its turn in the rotation
             turn = (self._turn + 1) % (len(self.replicas.states) + 1)
@@ -263,7 +314,7 @@ class QueryRouter:
         if state is None:
             self.metrics.fallbacks += 1
             return None
-        token = call.session.write_lsn if call.session is not None else 0
+        token = call.token.write_lsn if call.token is not None else 0
         try:
             pc = await state.pool.acquire(
                 timeout=state.checkout_timeout,
@@ -322,17 +373,17 @@ class QueryRouter:
         try:
             routed = await self._run(pool, pc, call, "primary")
         except ConnectionFailed as exc:
-            await self._pinned_lost(session.id, session, call.cls, isinstance(exc, OutcomeUnknown))
+            await self._pinned_lost(session, call, isinstance(exc, OutcomeUnknown))
             raise
         except BaseException:
             if pc.broken:  # cancelled mid-statement: the pool discards the connection
-                await self._pinned_lost(session.id, session, call.cls, True)
+                await self._pinned_lost(session, call, True)
             raise
         routed.metadata["session_id"] = session.id
         if routed.error is None:
-            await self._after_session_statement(session.id, session, call.cls, pool, pc)
+            await self._after_session_statement(session, call, pool, pc)
         else:
-            await self._after_session_error(session, call.cls, pc, pinning)
+            await self._after_session_error(session, call, pc, pinning)
         return routed
 
     def _starts_pin(self, cls: Classification, session: Session) -> bool:
@@ -356,52 +407,53 @@ class QueryRouter:
         return False
 
     async def _after_session_error(
-        self, session: Session, cls: Classification, pc: PooledConnection, pinning: bool
+        self, session: Session, call: _Call, pc: PooledConnection, pinning: bool
     ) -> None:
         """Keep or drop the pin after a statement the database refused."""
         sid = session.id
         if pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
             await self.sessions.unpin(sid, session)
         elif pc.broken or pc.connection.is_closed():  # e.g. a MySQL timeout closes it
-            await self._pinned_lost(sid, session, cls, False)
-        elif cls.transaction_op in _ENDS and not pc.connection.in_transaction():
+            await self._pinned_lost(session, call, False)
+        elif call.cls.transaction_op in _ENDS and not pc.connection.in_transaction():
             await self._end_transaction(sid, session)  # a failed COMMIT ends it too
 
-    async def _pinned_lost(
-        self, sid: str, session: Session, cls: Classification, unknown: bool
-    ) -> None:
-        """Unpin a session whose connection died under ``cls``; tombstone a lost transaction.
+    async def _pinned_lost(self, session: Session, call: _Call, unknown: bool) -> None:
+        """Unpin a session whose connection died under ``call``; tombstone a lost transaction.
 
         A transaction that this statement did not end died with the connection, and so did
         session state pinned by a SET (a later statement would silently run without it):
         what follows is refused until a new BEGIN or session-state statement, or
         end_session. After an end (its COMMIT's outcome unknown, or a ROLLBACK) of a
         session with no state, the transaction is over either way and nothing is refused.
+        An unknown outcome makes ``call``'s token pending (the session's, or the node's).
         """
-        lost = (session.in_transaction and cls.transaction_op not in _ENDS) or session.sticky
-        if unknown:  # it may have committed: reads must see it if it did
-            self.consistency.note_unknown_write(session)
+        sid = session.id
+        lost = (session.in_transaction and call.cls.transaction_op not in _ENDS) or session.sticky
+        if unknown and call.token is not None:  # it may have committed: reads must see it
+            self.consistency.note_unknown_write(call.token)
         await self.sessions.unpin(sid, session)
         if lost:
             session.expired = True
             self.sessions.sessions[sid] = session
 
     async def _after_session_statement(
-        self,
-        sid: str,
-        session: Session,
-        cls: Classification,
-        pool: ConnectionPool,
-        pc: PooledConnection,
+        self, session: Session, call: _Call, pool: ConnectionPool, pc: PooledConnection
     ) -> None:
+        """Track the pin after a statement that succeeded; a write outside a transaction,
+        or a COMMIT, raises ``call``'s token (in a workflow run: the node's, not the run's
+        session, so only the nodes downstream of the committing node wait for it)."""
+        sid, cls = session.id, call.cls
         op = cls.transaction_op
         if op == "begin":
             session.in_transaction = True
         elif Category.SESSION_STATE in cls.parts:
             session.sticky = True
         try:
-            if op in _COMMITS or (cls.writes and not session.in_transaction):
-                await self.consistency.note_write(session, pool, pc)
+            if call.token is not None and (
+                op in _COMMITS or (cls.writes and not session.in_transaction)
+            ):
+                await self.consistency.note_write(call.token, pool, pc)
         finally:  # the COMMIT's answer is the outcome: bookkeeping never keeps the pin
             if op in _ENDS:
                 await self._end_transaction(sid, session)
@@ -443,8 +495,15 @@ class QueryRouter:
             cache_hit = conn.has_statement(text)
             metrics.cache_lookups += 1
             metrics.cache_hits += cache_hit
+            metrics.prepared_lookups += 1
+            metrics.prepared_hits += cache_hit
             if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
                 metrics.prewarm.use(conn, text)
+        elif conn.client_statement_cache:  # SQLite: sqlite3's cache, not the server's
+            text = call.text or rewrite(call.query, self._style).text
+            cache_hit = conn.has_statement(text)
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
         metrics.routing_time.add(routing_time)
@@ -504,7 +563,7 @@ class QueryRouter:
         ):
             return False
         try:
-            query = predictor(shape, session.id if session is not None else None)
+            query = predictor(shape, session.id if session is not None else current_run_id())
         except Exception as exc:  # a prediction never fails anything
             self.metrics.prewarm.failed(PREDICTOR)
             logger.debug("predicting after %r failed: %s", shape, exc)
@@ -610,7 +669,10 @@ class QueryRouter:
         routing = m.routing()
         routing["consistency_waits"] = self.consistency.waits
         routing["consistency_fallbacks"] = self.consistency.fallbacks
-        cache = m.cache()
+        hits, misses = self.functions.cache_info()
+        kind = self.primary.driver.statement_cache
+        cache = m.cache(kind, self.prepares_on_server(), (hits, misses))
+        routing["cache_hits"], routing["cache_misses"] = cache["hits"], cache["misses"]
         cache["total_entries"] = self.cached_statements()
         cache["max_entries_per_connection"] = self.options.cache_size
         cache["server_side_prepare"] = self.prepares_on_server()

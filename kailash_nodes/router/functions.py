@@ -28,7 +28,6 @@ from kailash_nodes.background import BackgroundTasks
 from kailash_nodes.drivers import FunctionCatalog, catalog_read
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.sql import (
-    DEFAULT_CLASSIFIER,
     SAFE_FUNCTIONS,
     Classification,
     Classifier,
@@ -78,20 +77,23 @@ def classifier_for(
 class FunctionRules:
     """The router's classifier and the catalog it came from, refreshed after DDL.
 
-    ``classify(query, dialect)`` is the current classifier's cache (``sql.classify``'s
-    until a catalog was read). ``source`` names the catalog in use ("" for none),
-    ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a router with no
-    replica: nothing to decide) the catalog is never read.
+    ``classify(query, dialect)`` is the current classifier's cache (the router's own,
+    with the builtins' list only, until a catalog was read); :meth:`cache_info` counts
+    its hits and misses over every classifier it used. ``source`` names the catalog in use
+    ("" for none), ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a
+    router with no replica: nothing to decide) the catalog is never read.
     """
 
     __slots__ = (
-        "_asked", "_generation", "_pool", "_stale", "_tasks", "classify", "enabled", "failures",
-        "loads", "source",
+        "_asked", "_current", "_generation", "_pool", "_retired", "_stale", "_static", "_tasks",
+        "classify", "enabled", "failures", "loads", "source",
     )  # fmt: skip
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.classify: Classify = DEFAULT_CLASSIFIER.lookup
+        self._static = self._current = Classifier()  # the builtins' list only
+        self._retired = (0, 0)  # hits and misses of the catalog classifiers replaced
+        self.classify: Classify = self._static.lookup
         self.source = ""
         self.loads = 0
         self.failures = 0
@@ -132,10 +134,10 @@ class FunctionRules:
             return
         self._generation += 1
         if pc.connection.in_transaction():
-            self._use(None)
+            self.use(None)
             self._stale = True
         elif pinned:
-            self._use(None)
+            self.use(None)
             self._tasks.spawn(self.load(pool), "function-catalog")
         else:
             try:
@@ -149,7 +151,7 @@ class FunctionRules:
         catalog again in the background, on another connection."""
         if self.enabled and changes_routines(query, dialect):
             self._generation += 1
-            self._use(None)
+            self.use(None)
             self._tasks.spawn(self.load(pool), "function-catalog")
 
     def transaction_ended(self, pool: ConnectionPool) -> None:
@@ -170,7 +172,7 @@ class FunctionRules:
         catalog = await catalog_read(pc, pool.driver.function_catalog, pool.config.query_timeout)
         if generation != self._generation:  # functions changed while it read: a newer read
             return False  # follows (or the builtins-only rules hold until one does)
-        self._use(catalog)
+        self.use(catalog)
         self.loads += 1
         return catalog is not None
 
@@ -178,15 +180,30 @@ class FunctionRules:
         self.failures += 1
         logger.debug("reading the function catalog failed: %s", exc)
         if generation == self._generation:
-            self._use(None)  # fail closed: a stale catalog could call a changed function safe
+            self.use(None)  # fail closed: a stale catalog could call a changed function safe
         return False
 
-    def _use(self, catalog: FunctionCatalog | None) -> None:
+    def cache_info(self) -> tuple[int, int]:
+        """Return the hits and misses of the router's classification cache, over every
+        classifier it used (each catalog read brings a new one)."""
+        hits, misses = self._retired
+        for classifier in {self._static, self._current}:
+            h, m, _, _ = classifier.cache_info()
+            hits, misses = hits + h, misses + m
+        return hits, misses
+
+    def use(self, catalog: FunctionCatalog | None) -> None:
+        """Classify by ``catalog`` from now on (None: the builtins only), with a new cache."""
+        old = self._current
+        if old is not self._static:
+            h, m, _, _ = old.cache_info()
+            self._retired = (self._retired[0] + h, self._retired[1] + m)
         if catalog is None:
-            self.classify, self.source = DEFAULT_CLASSIFIER.lookup, ""
+            self._current, self.source = self._static, ""
         else:
-            classifier = classifier_for(catalog, on_unknown=self._unknown)
-            self.classify, self.source = classifier.lookup, catalog.source
+            self._current = classifier_for(catalog, on_unknown=self._unknown)
+            self.source = catalog.source
+        self.classify = self._current.lookup
 
     def _unknown(self, name: str) -> None:
         """Read the catalog again, in the background, for a name it did not hold (once

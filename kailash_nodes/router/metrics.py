@@ -17,6 +17,20 @@ from kailash_nodes.sql import Classification
 
 __all__ = ["RouterMetrics", "routing_metadata"]
 
+# Why nothing is prepared on the server (``cache_stats.prepared.why``), by the backend's
+# statement cache (``Driver.statement_cache``)
+_NOT_PREPARED = {
+    "sqlite3": "SQLite has no server: statements are reused from sqlite3's own cache",
+    "client_text": (
+        "the driver (aiomysql) has no server-side prepared statements (it speaks only the "
+        "text protocol): only the router's per-text work is reused"
+    ),
+    "server_prepared": (
+        "no connection prepares statements on the server now: prepare_statements=False, "
+        "cache_size=0, or a transaction-pooling proxy (PgBouncer) was detected"
+    ),
+}
+
 
 @dataclass(slots=True)
 class RouterMetrics:
@@ -28,8 +42,12 @@ class RouterMetrics:
     reads_primary: int = 0
     writes: int = 0
     fallbacks: int = 0
+    # statements looked up in a connection's statement cache (server-side prepared or
+    # sqlite3's), and of those the ones on a connection that prepares on the server
     cache_lookups: int = 0
     cache_hits: int = 0
+    prepared_lookups: int = 0
+    prepared_hits: int = 0
     invalidations: int = 0
     prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
     routing_time: Samples = field(default_factory=Samples)
@@ -60,18 +78,42 @@ class RouterMetrics:
             "replica_fallbacks": self.fallbacks,
         }
 
-    def cache(self) -> dict[str, Any]:
+    def cache(self, kind: str, on_server: bool, text_cache: tuple[int, int]) -> dict[str, Any]:
         """Return the ``cache_stats`` counters (the router adds what it reads from pools).
 
-        >>> RouterMetrics(cache_lookups=4, cache_hits=3).cache()["hit_rate"]
+        ``kind`` is the backend's statement cache (``Driver.statement_cache``);
+        ``on_server`` whether a connection prepares on the server now (without, a
+        "server_prepared" backend reuses only per-text work: "client_text"). For
+        "client_text" the counts are ``text_cache``: (hits, misses) of the router's own
+        classification cache. ``prepared`` counts server-side prepares only.
+
+        >>> RouterMetrics(cache_lookups=4, cache_hits=3).cache("sqlite3", False, (0, 0))[
+        ...     "hit_rate"]
         0.75
+        >>> c = RouterMetrics().cache("client_text", False, (9, 1))
+        >>> c["hit_rate"], c["prepared"]["hit_rate"], c["prepared"]["why"][:22]
+        (0.9, None, 'the driver (aiomysql) ')
         """
-        lookups, hits = self.cache_lookups, self.cache_hits
+        why = None if on_server else _NOT_PREPARED.get(kind, _NOT_PREPARED["server_prepared"])
+        if kind == "client_text" or not (on_server or kind == "sqlite3"):
+            kind = "client_text"
+            hits, lookups = text_cache[0], text_cache[0] + text_cache[1]
+        else:
+            lookups, hits = self.cache_lookups, self.cache_hits
+        plookups, phits = self.prepared_lookups, self.prepared_hits
         return {
+            "statement_cache": kind,
             "hit_rate": (hits / lookups) if lookups else 0.0,
             "lookups": lookups,
             "hits": hits,
             "misses": lookups - hits,
+            "prepared": {
+                "lookups": plookups,
+                "hits": phits,
+                "misses": plookups - phits,
+                "hit_rate": (phits / plookups) if plookups else None,
+                "why": why,
+            },
         }
 
     def learning(self, enabled: bool) -> dict[str, Any]:

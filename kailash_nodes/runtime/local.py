@@ -10,7 +10,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from kailash_nodes.config import RuntimeSettings
-from kailash_nodes.context import current_run_id, run_id_var
+from kailash_nodes.context import CausalContext, causal_var, current_run_id, run_id_var
 from kailash_nodes.errors import (
     NodeExecutionError,
     UnknownNode,
@@ -243,6 +243,7 @@ class LocalRuntime:
             )
         run_id = uuid.uuid4().hex
         token = _run_id.set(run_id)
+        causal = _Causal(workflow, run_id, causal_var.get())
         warming: LevelLookAhead | None = None
         failed = True  # until the last level returns: a failure or a cancellation
         try:
@@ -254,13 +255,14 @@ class LocalRuntime:
                 inputs = [self._inputs(workflow, params, n, results) for n in level]
                 if index + 1 < len(order):
                     warming = self._start_prewarm(workflow, params, order[index + 1], run_id)
-                outputs = await self._run_level(workflow, level, inputs, run_id)
+                outputs = await self._run_level(workflow, level, inputs, causal)
                 results.update(zip(level, outputs, strict=True))
             failed = False
         finally:
             if warming is not None:  # the run failed or was cancelled: stop them, await them
                 await warming.cancel()
             _run_id.reset(token)
+            causal.hand_back()
             self._end_run(workflow, run_id, failed)
         return results, run_id
 
@@ -316,12 +318,17 @@ class LocalRuntime:
         return inputs
 
     async def _run_level(
-        self, workflow: Workflow, level: tuple[str, ...], inputs: list[dict[str, Any]], run_id: str
+        self,
+        workflow: Workflow,
+        level: tuple[str, ...],
+        inputs: list[dict[str, Any]],
+        causal: _Causal,
     ) -> list[dict[str, Any]]:
         if len(level) == 1:
-            return [await self._run_node(workflow, level[0], inputs[0], run_id)]
+            return [await self._run_node(workflow, level[0], inputs[0], causal)]
+        run_id = causal.run_id
         tasks = [
-            asyncio.create_task(self._run_node(workflow, n, i, run_id), name=f"node {n} {run_id}")
+            asyncio.create_task(self._run_node(workflow, n, i, causal), name=f"node {n} {run_id}")
             for n, i in zip(level, inputs, strict=True)
         ]
         try:
@@ -339,18 +346,21 @@ class LocalRuntime:
         return [task.result() for task in tasks]
 
     async def _run_node(
-        self, workflow: Workflow, node_id: str, inputs: dict[str, Any], run_id: str
+        self, workflow: Workflow, node_id: str, inputs: dict[str, Any], causal: _Causal
     ) -> dict[str, Any]:
         node = workflow.nodes[node_id]
         if node.runtime is None:
             node.runtime = self
+        reset = causal_var.set(causal.start(node_id))  # this node's, for what it awaits
         try:
             result = await node.process(inputs)
         except NodeExecutionError as exc:
-            exc.add_note(f"raised by workflow node {node_id!r} in run {run_id}")
+            exc.add_note(f"raised by workflow node {node_id!r} in run {causal.run_id}")
             raise
         except Exception as exc:
             raise NodeExecutionError(f"node {node_id!r} failed: {exc}") from exc
+        finally:
+            causal_var.reset(reset)
         if not isinstance(result, dict):
             raise NodeExecutionError(
                 f"node {node_id!r} returned {type(result).__name__}, expected a dict"
@@ -371,3 +381,39 @@ def _check_parameters(parameters: Any) -> dict[str, Mapping[str, Any]]:
             f"'acquire'}} (got {type(parameters).__name__})"
         )
     return dict(parameters)
+
+
+class _Causal:
+    """The causal contexts of one run's node executions (docs/runtime.md#causal-contexts).
+
+    A node's context starts as the merge of the contexts of the nodes connected into it
+    (and of ``outer``, the context of the node that started this run, if any); the router
+    raises it after the node's writes. When the run ends, ``outer`` takes in every node's,
+    so the nodes downstream of the one that ran this workflow see its writes.
+    """
+
+    __slots__ = ("contexts", "outer", "run_id", "upstream")
+
+    def __init__(self, workflow: Workflow, run_id: str, outer: CausalContext | None) -> None:
+        self.run_id = run_id
+        self.outer = outer
+        self.contexts: dict[str, CausalContext] = {}
+        self.upstream: dict[str, list[str]] = {}
+        for c in workflow.connections:
+            self.upstream.setdefault(c.to_node, []).append(c.from_node)
+
+    def start(self, node_id: str) -> CausalContext:
+        """Return a new context for ``node_id``, covering its upstream nodes' writes."""
+        ctx = CausalContext(
+            self.run_id, tuple(self.contexts[n] for n in self.upstream.get(node_id, ()))
+        )
+        if self.outer is not None:
+            ctx.merge(self.outer)
+        self.contexts[node_id] = ctx
+        return ctx
+
+    def hand_back(self) -> None:
+        """Let the context of the node that started this run cover every write of it."""
+        if self.outer is not None:
+            for ctx in self.contexts.values():
+                self.outer.merge(ctx)

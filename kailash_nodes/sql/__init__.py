@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kailash_nodes.sql.classify import (
-    DEFAULT_CLASSIFIER,
     SAFE_FUNCTIONS,
     Category,
     Classification,
@@ -16,7 +15,6 @@ from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuer
 from kailash_nodes.sql.routines import changes_routines
 
 __all__ = [
-    "DEFAULT_CLASSIFIER",
     "FORMAT",
     "NUMERIC",
     "QMARK",

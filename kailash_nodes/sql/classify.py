@@ -70,7 +70,6 @@ from kailash_nodes.sql.fingerprint import (
 )
 
 __all__ = [
-    "DEFAULT_CLASSIFIER",
     "SAFE_FUNCTIONS",
     "Category",
     "Classification",
@@ -709,9 +708,7 @@ class Classifier:
         self.lookup.cache_clear()
 
 
-DEFAULT_CLASSIFIER: Final = Classifier()
-"""The classifier :func:`classify` uses: the builtins' list only, one process-wide cache."""
-_default_cached: Final = DEFAULT_CLASSIFIER.lookup
+_default_cached: Final = Classifier().lookup
 
 
 def classify(query: str, dialect: str = "postgres") -> Classification:

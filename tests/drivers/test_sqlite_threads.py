@@ -35,7 +35,7 @@ def test_terminate_just_before_the_loop_closes_ends_the_thread_cleanly(tmp_path:
     asyncio.run(open_and_drop())
     # An "Event loop is closed" in the worker would be an unhandled thread exception,
     # which pytest turns into an error (filterwarnings = error).
-    assert _threads_after(5.0, before) == before
+    assert _threads_after(5.0, before) <= before  # an earlier test's thread may end meanwhile
 
 
 async def test_terminate_interrupts_a_running_statement(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_cancelled_statement_then_closing_the_pool_lets_the_loop_close(
     try:
         for _ in range(5):
             asyncio.run(cancel_then_close())
-        assert _threads_after(5.0, before) == before
+        assert _threads_after(5.0, before) <= before  # an earlier test's thread may end meanwhile
     finally:
         threading.excepthook = hook
     assert caught == []

@@ -251,6 +251,27 @@ async def test_acquire_times_out_with_pool_state_in_message(make_pool: PoolFacto
     assert pool.engine.state()["active_connections"] == 0
 
 
+async def test_each_waiter_times_out_at_its_own_deadline(make_pool: PoolFactory) -> None:
+    # One timer serves every waiter: a short timeout queued behind a long one still
+    # expires first, the long one keeps waiting and is served, and a timeout counts once.
+    pool = make_pool(min_connections=1, max_connections=1, timeout=30)
+    held = await pool.acquire()
+    patient = asyncio.create_task(pool.acquire())
+    hasty = asyncio.create_task(pool.acquire(timeout=0.05))
+    later = asyncio.create_task(pool.acquire(timeout=0.2))
+    with pytest.raises(PoolTimeout, match=r"within 0.05s"):
+        await hasty
+    assert not patient.done() and not later.done()
+    with pytest.raises(PoolTimeout, match=r"within 0.2s"):
+        await later
+    assert not patient.done()
+    await pool.release(held)
+    served = await asyncio.wait_for(patient, 5)
+    await pool.release(served)
+    stats = pool.engine.state()
+    assert (stats["active_connections"], pool.engine.stats.timeouts) == (0, 2)
+
+
 async def test_full_waiting_queue_rejects_at_once(make_pool: PoolFactory) -> None:
     pool = make_pool(min_connections=1, max_connections=1, max_waiting=2, timeout=5)
     held = await pool.acquire()

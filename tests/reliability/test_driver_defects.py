@@ -188,7 +188,9 @@ async def test_router_through_pgbouncer_with_defaults_prepares_nothing_by_name()
         await asyncio.gather(*(caller(c) for c in range(10)))
         metrics = await router.get_metrics()
     assert wrong == []
-    assert metrics["cache_stats"]["lookups"] == 0 and metrics["cache_stats"]["total_entries"] == 0
+    cache = metrics["cache_stats"]
+    assert cache["prepared"]["lookups"] == 0 and cache["total_entries"] == 0
+    assert cache["statement_cache"] == "client_text"
 
 
 # ---------------------------------------------------------------- 2. session state

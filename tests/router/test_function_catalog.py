@@ -20,8 +20,10 @@ import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 from kailash_nodes.config import PoolConfig
+from kailash_nodes.drivers import FunctionCatalog
 from kailash_nodes.errors import ConnectionFailed, QueryError
 from kailash_nodes.router.engine import QueryRouter
+from kailash_nodes.router.functions import FunctionRules
 from tests.conftest import server_dsn
 
 REPLICA = "replica:replica_pool"
@@ -372,3 +374,15 @@ async def test_maria_function_ddl_through_the_router_is_learned(maria: Servers) 
     assert (await bed.q(f"DROP FUNCTION {name}"))["success"]
     assert (await bed.q(maria_function(name, "MODIFIES SQL DATA")))["success"]
     assert (await bed.target(f"SELECT {name}(1)"))[0] == "primary"
+
+
+def test_cache_counts_carry_over_a_new_catalog() -> None:
+    rules = FunctionRules()
+    for _ in range(3):
+        rules.classify("SELECT f(1)", "postgres")
+    assert rules.cache_info() == (2, 1)
+    rules.use(FunctionCatalog("pg_proc", frozenset({"f"}), {}, frozenset()))
+    assert rules.classify("SELECT f(1)", "postgres").replica_safe  # judged again: a miss
+    rules.use(None)
+    assert not rules.classify("SELECT f(1)", "postgres").replica_safe  # the first cache's hit
+    assert rules.cache_info() == (3, 2) and rules.source == ""

@@ -14,8 +14,9 @@ ROUTER_KEYS = {
 }  # fmt: skip
 CACHE_KEYS = {
     "hit_rate", "lookups", "hits", "misses", "total_entries", "max_entries_per_connection",
-    "server_side_prepare", "invalidations",
+    "server_side_prepare", "invalidations", "statement_cache", "prepared",
 }  # fmt: skip
+KINDS = {"postgresql": "server_prepared", "sqlite": "sqlite3", "mysql": "client_text"}
 LEARNING_KEYS = {"enabled", "prewarms", "prewarms_used", "prewarms_wasted_or_pending",
                  "prewarm_errors"}  # fmt: skip
 TOP_KEYS = {
@@ -54,9 +55,14 @@ async def test_report_counts_what_was_routed_with_every_key(
     assert (r["cache_hits"], r["cache_misses"]) == (c["hits"], c["misses"])
     prepared = backend.name == "postgresql"
     assert c["server_side_prepare"] is prepared
-    # prepared: CREATE, the SELECT once, the INSERT, the failed SELECT; hits: 2 SELECTs
-    assert (c["lookups"], c["hits"]) == ((6, 2) if prepared else (0, 0))
-    assert c["hit_rate"] == (2 / 6 if prepared else 0.0)
+    assert c["statement_cache"] == KINDS[backend.name]
+    # each backend's cache (server-side prepared, sqlite3's, the router's per-text one)
+    # misses CREATE, the first SELECT, the INSERT and the failed SELECT; 2 SELECTs hit
+    assert (c["lookups"], c["hits"], c["hit_rate"]) == (6, 2, 2 / 6)
+    p = c["prepared"]
+    assert (p["lookups"], p["hits"]) == ((6, 2) if prepared else (0, 0))
+    assert p["hit_rate"] == (2 / 6 if prepared else None)
+    assert (p["why"] is None) is prepared
     assert m["pattern_learning"]["enabled"] is False
 
 
@@ -69,7 +75,18 @@ def test_metrics_sections_read_the_counters() -> None:
     assert routing["replica_fallbacks"] == 2 and routing["routing_samples"] == 2
     assert abs(routing["avg_routing_time_ms"] - 2.0) < 1e-9
     assert routing["p99_routing_time_ms"] == 3.0
-    assert m.cache() == {"hit_rate": 0.25, "lookups": 4, "hits": 1, "misses": 3}
+    m.prepared_lookups, m.prepared_hits = 2, 1
+    cache = m.cache("server_prepared", True, (7, 7))
+    assert cache == {
+        "statement_cache": "server_prepared",
+        "hit_rate": 0.25,
+        "lookups": 4,
+        "hits": 1,
+        "misses": 3,
+        "prepared": {"lookups": 2, "hits": 1, "misses": 1, "hit_rate": 0.5, "why": None},
+    }
+    text = m.cache("client_text", False, (3, 1))
+    assert (text["lookups"], text["hits"], text["hit_rate"]) == (4, 3, 0.75)
 
 
 async def test_statement_in_a_transaction_hits_the_cache_of_its_pinned_connection(
@@ -88,7 +105,7 @@ async def test_statement_in_a_transaction_hits_the_cache_of_its_pinned_connectio
     finally:
         await router.process({"query": f"DROP TABLE IF EXISTS {table}"})
         await router.close()
-    prepared = backend.name == "postgresql"
+    cached = backend.name != "mysql"  # a connection's cache: server-side or sqlite3's
     assert first["routing_metadata"]["cache_hit"] is False
-    assert pinned["routing_metadata"]["cache_hit"] is prepared
+    assert pinned["routing_metadata"]["cache_hit"] is cached
     assert pinned["routing_metadata"]["session_id"] == "s"

@@ -111,7 +111,8 @@ async def test_concurrent_callers_with_default_settings_get_correct_results(
 
     metrics = await bouncer.get_metrics()
     stats = metrics["cache_stats"]
-    assert stats["total_entries"] == 0 and stats["lookups"] == 0 and stats["hits"] == 0
+    assert stats["total_entries"] == 0 and stats["prepared"]["lookups"] == 0
+    assert stats["statement_cache"] == "client_text"  # only the router's per-text work
     assert stats["server_side_prepare"] is False  # read from the connections, not the config
     assert metrics["router_metrics"]["routing_errors"] == 0
     engine = bouncer.engine

@@ -288,18 +288,18 @@ async def test_a_connection_already_holding_the_statement_is_preferred(bed: Bed)
     assert pool.stats.affinity_picks >= 1
 
 
-async def test_a_workflow_run_is_a_session_for_every_statement(bed: Bed) -> None:
-    from kailash_nodes.context import run_id_var
+async def test_a_transaction_of_a_workflow_run_holds_every_statement_of_the_run(bed: Bed) -> None:
+    from kailash_nodes.context import CausalContext, causal_var
 
     t = bed.table
-    token = run_id_var.set("run-42")
+    token = causal_var.set(CausalContext("run-42"))  # what the runtime sets for a node
     try:
         await bed.q("BEGIN")
         ins = await bed.q(f"INSERT INTO {t} VALUES (1, 'in run')")
         assert ins["routing_metadata"]["session_id"] == "run-42"
         await bed.q("ROLLBACK")
     finally:
-        run_id_var.reset(token)
+        causal_var.reset(token)
     res = await bed.q(f"SELECT count(*) AS n FROM {t} /* route:primary */")
     assert res["data"] == [{"n": 0}]
 
