@@ -261,15 +261,15 @@ async def replica_section(demo: Demo) -> None:
     if not demo.replica_dsn:
         demo.say("  no --replica-dsn: no replica pool, so reads run on the primary")
         return
-    # The classifier does not know pg_is_in_recovery(), so it fails closed to the primary;
-    # a route:replica hint vouches that the function does not write.
+    # The primary's catalog says pg_is_in_recovery() only reads (a replica may run it);
+    # txid_current() assigns a transaction id, which a standby cannot: the primary.
     for query in (
-        "SELECT pg_is_in_recovery() AS in_recovery /* route:replica */",
         "SELECT pg_is_in_recovery() AS in_recovery",
+        "SELECT pg_is_in_recovery() AS in_recovery, txid_current() > 0 AS xid",
     ):
         res = await demo.route(query, check=False)
         answer = res["data"][0]["in_recovery"] if res["success"] else f"error: {res['error']}"
-        demo.say(f"  {query:<62} on {res['routing_metadata']['target']}: in_recovery={answer}")
+        demo.say(f"  {query:<70} on {res['routing_metadata']['target']}: in_recovery={answer}")
 
 
 def routing_section(demo: Demo) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "Driver",
     "DriverConnection",
     "DriverCursor",
+    "FunctionCatalog",
     "Lease",
     "NoReplication",
     "NoServerPrepare",
@@ -222,6 +223,26 @@ class ConnectionLimit:
     others: int
 
 
+@dataclass(frozen=True, slots=True)
+class FunctionCatalog:
+    """Which functions the server says a read replica may run (``Driver.function_catalog``).
+
+    Names are lower-cased: ``schema.name`` for a qualified call, the bare name for a call
+    the connection's search path resolves (PostgreSQL's ``pg_catalog`` functions: bare
+    only). A name is safe only when every function it may call is (every overload).
+    """
+
+    #: where the verdicts come from: "pg_proc", "information_schema.ROUTINES"
+    source: str
+    #: names a replica may run
+    safe: frozenset[str]
+    #: names a replica may not run, with why ("volatile", "parallel restricted", ...)
+    unsafe: Mapping[str, str]
+    #: the names of ``unsafe`` that only call the server's own builtins: a curated list of
+    #: effect-free builtins may still vouch for them (``random()`` is volatile, and harmless)
+    builtin: frozenset[str]
+
+
 class Driver(Protocol):
     """A backend: its name, its facts, how to connect, and its catalog reads.
 
@@ -303,6 +324,14 @@ class Driver(Protocol):
         per session (PostgreSQL); elsewhere every session counts and ``own_connections``
         (the pool's own) are subtracted.
         """
+        ...
+
+    async def function_catalog(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> FunctionCatalog | None:
+        """Read which functions a read replica may run, from the server's catalog (the
+        rule per backend: docs/classification.md), or return None when this backend
+        has no catalog to read (no round trip)."""
         ...
 
 
@@ -395,6 +424,13 @@ class NoReplication:
     async def drain(self, timeout: float) -> None:
         """Return at once: a terminated connection of this backend holds nothing of the
         event loop."""
+        return None
+
+    async def function_catalog(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> FunctionCatalog | None:
+        """Return None: no catalog of functions to read (no round trip); the classifier's
+        own list of builtins is all there is."""
         return None
 
 

@@ -25,6 +25,7 @@ from kailash_nodes.drivers.base import (
     ConnectionLimit,
     CursorReads,
     DriverConnection,
+    FunctionCatalog,
     NoReplication,
     NoServerPrepare,
     Rows,
@@ -52,6 +53,15 @@ _LIMIT_SQL = (
     "SELECT @@max_connections AS max_connections, "
     "(SELECT COUNT(*) FROM information_schema.processlist) AS everyone"
 )
+# Stored functions with their declared data access (builtins are not listed here: the
+# classifier knows them). MySQL has no overloads; a bare call resolves in the default
+# database, so only its functions get a bare name.
+_FUNCTIONS_SQL = (
+    "SELECT LOWER(ROUTINE_SCHEMA) AS db, LOWER(ROUTINE_NAME) AS name, "
+    "SQL_DATA_ACCESS AS access, COALESCE(ROUTINE_SCHEMA = DATABASE(), 0) AS here "
+    "FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'"
+)
+_READ_ONLY_ACCESS = frozenset({"NO SQL", "READS SQL DATA"})
 _SENDABLE_BASES = (
     int, float, str, bytes, bytearray, decimal.Decimal, datetime.date, datetime.time,
     datetime.timedelta, list, tuple, set, frozenset,
@@ -322,6 +332,23 @@ class MySQLDriver(NoReplication):
         row = cast(dict[str, Any], data)  # a SELECT without FROM: one row
         others = int(row["everyone"]) - own_connections
         return ConnectionLimit(int(row["max_connections"]), 0, others)
+
+    async def function_catalog(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> FunctionCatalog | None:
+        """Read information_schema.ROUTINES: a stored function a replica may run is one
+        declared ``NO SQL`` or ``READS SQL DATA`` (the declaration is trusted, not checked
+        by the server)."""
+        data, _ = await conn.fetch(_FUNCTIONS_SQL, (), "all", 0, timeout)
+        verdicts: dict[str, str | None] = {}
+        for row in cast(list[dict[str, Any]], data):
+            access = str(row["access"])
+            why = None if access in _READ_ONLY_ACCESS else f"SQL_DATA_ACCESS {access}"
+            names = [f"{row['db']}.{row['name']}"] + ([row["name"]] if row["here"] else [])
+            verdicts.update(dict.fromkeys(names, why))
+        safe = frozenset(n for n, why in verdicts.items() if why is None)
+        unsafe = {n: why for n, why in verdicts.items() if why is not None}
+        return FunctionCatalog("information_schema.ROUTINES", safe, unsafe, frozenset())
 
     async def connect(self, params: ConnectParams, statement_cache_size: int) -> MySQLConnection:
         """Open one connection within ``params.connect_timeout``; raise ConnectionFailed."""

@@ -1,4 +1,5 @@
-"""PostgreSQL's catalog reads: replica status, WAL positions, the connection budget.
+"""PostgreSQL's catalog reads: replica status, WAL positions, the connection budget, and
+which functions a standby may run.
 
 Kept apart from ``postgres.py`` because nothing here needs asyncpg: each read runs on an
 open connection through the ``DriverConnection`` protocol (prepared and cached there like
@@ -7,11 +8,22 @@ any statement), so ``lsn_to_int`` can be imported without the driver library.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from kailash_nodes.drivers.base import ConnectionLimit, DriverConnection, ReplicaStatus
+from kailash_nodes.drivers.base import (
+    ConnectionLimit,
+    DriverConnection,
+    FunctionCatalog,
+    ReplicaStatus,
+)
 
-__all__ = ["PostgresCatalog", "lsn_to_int"]
+__all__ = [
+    "STANDBY_READERS",
+    "STANDBY_UNSAFE",
+    "STANDBY_UNSAFE_PREFIXES",
+    "PostgresCatalog",
+    "lsn_to_int",
+]
 
 # Measured on the standby: lag 0 when everything received is replayed (and a WAL receiver
 # runs), else the age of the last replayed commit; the replay LSN is what read-your-writes
@@ -34,6 +46,85 @@ _LIMIT_SQL = (
     "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
     "AND application_name IS DISTINCT FROM $1)::int AS others"
 )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Functions a standby may not run although pg_proc may call them stable or immutable and
+# parallel safe, or that act on the server that runs them rather than read it (the sources,
+# and how the list was chosen: docs/classification.md, "The server's catalog"). Applied to
+# every schema; most are volatile anyway, the list keeps them out whatever a server says.
+STANDBY_UNSAFE: Final = _names(
+    """pg_backup_start pg_backup_stop pg_switch_wal pg_create_restore_point pg_current_wal_lsn
+    pg_current_wal_insert_lsn pg_current_wal_flush_lsn pg_walfile_name pg_walfile_name_offset
+    pg_promote pg_wal_replay_pause pg_wal_replay_resume
+    pg_cancel_backend pg_terminate_backend pg_reload_conf pg_rotate_logfile
+    pg_log_backend_memory_contexts
+    pg_create_physical_replication_slot pg_create_logical_replication_slot
+    pg_drop_replication_slot pg_copy_physical_replication_slot
+    pg_copy_logical_replication_slot pg_replication_slot_advance
+    pg_stat_clear_snapshot pg_stat_force_next_flush
+    txid_current txid_current_if_assigned pg_current_xact_id pg_current_xact_id_if_assigned
+    pg_export_snapshot pg_import_system_collations pg_nextoid
+    nextval setval currval lastval set_config pg_notify
+    brin_summarize_new_values brin_summarize_range brin_desummarize_range
+    gin_clean_pending_list"""
+)
+# LIKE patterns of the same: logical decoding and replication origins, statistics resets,
+# advisory locks, large objects, binary-upgrade support, dblink (writes elsewhere).
+STANDBY_UNSAFE_PREFIXES: Final = (
+    "pg\\_logical\\_%",
+    "pg\\_replication\\_origin\\_%",
+    "pg\\_stat\\_reset%",
+    "pg\\_advisory\\_%",
+    "pg\\_try\\_advisory\\_%",
+    "lo\\_%",
+    "binary\\_upgrade\\_%",
+    "dblink%",
+)
+# pg_catalog functions that only read and run on a standby (checked on one), though
+# pg_proc calls them volatile or parallel restricted: recovery information, the server's
+# address, start and configuration times, object sizes.
+STANDBY_READERS: Final = _names(
+    """pg_is_in_recovery pg_last_wal_receive_lsn pg_last_wal_replay_lsn
+    pg_last_xact_replay_timestamp pg_is_wal_replay_paused pg_get_wal_replay_pause_state
+    inet_server_addr inet_server_port pg_conf_load_time pg_postmaster_start_time
+    pg_jit_available version pg_database_size pg_relation_size pg_total_relation_size
+    pg_table_size pg_indexes_size pg_tablespace_size"""
+)
+# One row per name a call may use: "schema.fn" for every function, and the bare name for
+# functions in the connection's search path (pg_catalog's: bare only). A name is safe only
+# when every function behind it is; "why" lists what the others are.
+_FUNCTIONS_SQL = """
+WITH f AS (
+  SELECT lower(p.proname) AS name, lower(n.nspname) AS schema,
+         n.nspname = 'pg_catalog' AS builtin,
+         n.nspname = ANY (current_schemas(true)) AS searched,
+         CASE
+           WHEN p.proname = ANY ($1::text[]) OR p.proname LIKE ANY ($2::text[])
+             THEN 'cannot run on a standby, or acts on the server that runs it'
+           WHEN n.nspname = 'pg_catalog' AND p.proname = ANY ($3::text[]) THEN NULL
+           WHEN p.prokind = 'p' THEN 'a procedure'
+           WHEN p.prokind <> 'f' AND n.nspname <> 'pg_catalog'
+             THEN 'a user-defined aggregate or window function'
+           WHEN p.provolatile = 'v' THEN 'volatile'
+           WHEN p.proparallel = 'r' THEN 'parallel restricted'
+           WHEN p.proparallel <> 's' THEN 'parallel unsafe'
+         END AS why
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname NOT LIKE 'pg\\_toast%'
+), k AS (
+  SELECT CASE WHEN builtin THEN name ELSE schema || '.' || name END AS key, builtin, why
+  FROM f
+  UNION ALL
+  SELECT name, builtin, why FROM f WHERE searched AND NOT builtin
+)
+SELECT key, bool_and(why IS NULL) AS safe, bool_and(builtin) AS builtin,
+       string_agg(DISTINCT why, ', ' ORDER BY why) AS why
+FROM k GROUP BY key
+"""
 
 
 def lsn_to_int(lsn: str | None) -> int:
@@ -93,3 +184,17 @@ class PostgresCatalog:
         return ConnectionLimit(
             int(row["max_connections"]), int(row["reserved"]), int(row["others"])
         )
+
+    async def function_catalog(
+        self, conn: DriverConnection, timeout: float | None
+    ) -> FunctionCatalog | None:
+        """Read pg_proc: a function a standby may run is a plain function (or one of
+        pg_catalog's aggregates and window functions), stable or immutable, parallel
+        safe and not in ``STANDBY_UNSAFE``; or one of pg_catalog's ``STANDBY_READERS``."""
+        args = (list(STANDBY_UNSAFE), list(STANDBY_UNSAFE_PREFIXES), list(STANDBY_READERS))
+        data, _ = await conn.fetch(_FUNCTIONS_SQL, args, "all", 0, timeout)
+        rows = cast(list[dict[str, Any]], data)
+        safe = frozenset(r["key"] for r in rows if r["safe"])
+        unsafe = {r["key"]: r["why"] for r in rows if not r["safe"]}
+        builtin = frozenset(r["key"] for r in rows if not r["safe"] and r["builtin"])
+        return FunctionCatalog("pg_proc", safe, unsafe, builtin)

@@ -36,12 +36,13 @@ from kailash_nodes.errors import (
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
 from kailash_nodes.router.consistency import ReadYourWrites
+from kailash_nodes.router.functions import FunctionRules
 from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
 from kailash_nodes.router.plan import Plan, PlanCache
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
 from kailash_nodes.router.sessions import Session, SessionTable
-from kailash_nodes.sql import Category, Classification, Classifier, classify, rewrite
+from kailash_nodes.sql import Category, Classification, rewrite
 
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
@@ -134,13 +135,15 @@ class QueryRouter:
         self._statement_tables: LRUCache[str, frozenset[str]] = LRUCache(
             maxsize=max(options.cache_size, 1) * 4
         )
-        # The router's own classification cache behind the plans
-        self._classifier = Classifier()
-        self._classify = self._classifier.classify
+        # What the primary's catalog says a replica may run decides classification; a
+        # new catalog (or none) clears the plans classified by the old one.
+        self.functions = FunctionRules(
+            enabled=bool(self.replicas.states), changed=lambda: self.plans.clear()
+        )
         # Per text: classification, driver text and routing facts, one lookup a statement.
         # Its hits are the reuse cache_stats reports where no connection caches statements
         # ("client_text": MySQL, or PostgreSQL behind a transaction-pooling proxy).
-        self.plans = PlanCache(lambda q: self._classify(q, self.dialect), self._style)
+        self.plans = PlanCache(lambda q: self.functions.classify(q, self.dialect), self._style)
         self._started = False
         self._turn = 0
         # Pattern learning: shape, session -> the query text predicted next (use_learning)
@@ -157,6 +160,7 @@ class QueryRouter:
             pool.set_statement_cache_size(size)
         await self.primary.open()
         if self.replicas.states:
+            await self.functions.load(self.primary)  # only replicas need it; never raises
             await self.replicas.check_all()
         self.replicas.start()
         self.sessions.start()
@@ -167,6 +171,7 @@ class QueryRouter:
         Statements being prepared ahead are cancelled; their connections go back.
         """
         await self._ahead.cancel_all()
+        await self.functions.close()
         await self.replicas.stop()
         await self.sessions.stop()
 
@@ -460,6 +465,7 @@ class QueryRouter:
         session.in_transaction = False
         if not session.sticky:
             await self.sessions.unpin(sid, session)
+        self.functions.transaction_ended(self.primary)
 
     async def end_session(self, session_id: str) -> bool:
         """Return the session's connection (rolling back an open transaction)."""
@@ -512,7 +518,8 @@ class QueryRouter:
         else:
             metrics.reads_primary += 1
         cls = plan.cls
-        if plan.ddl:  # a DDL part anywhere in the text (tables: all parts')
+        ddl = plan.ddl
+        if ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
             self.invalidate(cls.tables)
         error: QueryError | None = None
         result: QueryResult | None = None
@@ -522,6 +529,13 @@ class QueryRouter:
             )
         except QueryError as exc:
             error = exc
+        except OutcomeUnknown:
+            if ddl:  # it may have changed functions: builtins only until the catalog is read
+                self.functions.after_lost_ddl(call.query, self.dialect, pool)
+            raise
+        if ddl and error is None:  # it may have changed functions: read their catalog again
+            pinned = call.session is not None and call.session.conn is pc
+            await self.functions.after_ddl(call.query, self.dialect, pool, pc, pinned)
         if text and error is None:
             if not cache_hit and cls.tables:
                 self._statement_tables[text] = cls.tables  # once per prepare, not per query
@@ -597,7 +611,7 @@ class QueryRouter:
         failure is counted for ``source`` and logged at debug level, never raised.
         """
         try:
-            cls = classify(query, self.dialect)
+            cls = self.functions.classify(query, self.dialect)
             rq = rewrite(query, self._style)
         except Exception as exc:  # the statement's own call raises it, typed
             self.metrics.prewarm.failed(source)

@@ -29,7 +29,8 @@ class Plan:
         # execute raises that ParameterError again, with its context
         self.rq = rq
         self.writes = cls.writes
-        self.ddl = cls.ddl and bool(cls.tables)  # DDL whose tables' statements go stale
+        self.ddl = cls.ddl  # a DDL part anywhere (its tables' statements go stale, and
+        # a function it creates or drops changes what a replica may run)
         self.replica_safe = cls.replica_safe
         self.counts_as_write = self.writes or cls.transaction_op is not None
         self.query_type = cls.category.value

@@ -12,6 +12,7 @@ from kailash_nodes.sql.classify import (
 )
 from kailash_nodes.sql.outcome import lost_in_flight, timed_out
 from kailash_nodes.sql.placeholders import FORMAT, NUMERIC, QMARK, RewrittenQuery, bind, rewrite
+from kailash_nodes.sql.routines import changes_routines
 
 __all__ = [
     "FORMAT",
@@ -24,6 +25,7 @@ __all__ = [
     "RewrittenQuery",
     "bind",
     "calls_routines",
+    "changes_routines",
     "classify",
     "lost_in_flight",
     "rewrite",

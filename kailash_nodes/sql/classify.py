@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from sqlglot import exp
@@ -158,6 +159,7 @@ _DENIED: Final = {
         " last_insert_rowid changes total_changes",
     ),
 }
+_NO_REASONS: Final[Mapping[str, str]] = MappingProxyType({})
 _DENIED_PREFIXES: Final = (
     ("pg_advisory_", _SS, "{}() takes or frees an advisory lock"),
     ("pg_try_advisory_", _SS, "{}() takes or frees an advisory lock"),
@@ -199,6 +201,8 @@ class _Ctx(NamedTuple):
     dialect: str
     engine: Dialect
     safe_functions: frozenset[str]
+    unsafe_functions: Mapping[str, str]  # name -> why a catalog says a replica may not run it
+    on_unknown: Callable[[str], None] | None = None  # told of a name neither list knows
 
 
 _QUIET: Final = contextvars.ContextVar("kailash_nodes_sql_quiet", default=False)
@@ -378,7 +382,7 @@ def _read(facts: _Facts, ctx: _Ctx, statement: str) -> _Verdict:
         return _Verdict(_C.SESSION_STATE, statement, "SQL_CALC_FOUND_ROWS feeds FOUND_ROWS()")
     feature = facts.feature or ("subquery" if facts.selects > 1 else "")
     category = _C.READ_COMPLEX if feature else _C.READ_SIMPLE
-    problem = _function_problem(facts.funcs, ctx.safe_functions)
+    problem = _function_problem(facts.funcs, ctx)
     if problem is not None:
         cat, reason, vouchable = problem
         return _Verdict(cat, statement, reason, vouch=category if vouchable else None)
@@ -424,7 +428,7 @@ def calls_routines(query: str, dialect: str = "postgres") -> bool:
         return False
     name = dialect_name(dialect)
     text = parseable_text(query, name)[1]
-    ctx = _Ctx(text, name, ENGINES[name], SAFE_FUNCTIONS)
+    ctx = _Ctx(text, name, ENGINES[name], SAFE_FUNCTIONS, _NO_REASONS)
     try:
         trees = [_parse(s, ctx) for s in split_statements(tokenize(text, name))]
     except Exception:  # sqlglot raises more than ParseError on odd input
@@ -454,13 +458,14 @@ def _known_effect(name: str) -> tuple[Category, str] | None:
     )
 
 
-def _function_problem(
-    funcs: Iterable[exp.Func], safe: frozenset[str]
-) -> tuple[Category, str, bool] | None:
+def _function_problem(funcs: Iterable[exp.Func], ctx: _Ctx) -> tuple[Category, str, bool] | None:
     """Return (category, reason, hint may vouch) for a call not known to be read-only.
 
-    A call with a known side effect wins over one that is merely unknown.
+    A call with a known side effect wins over one that is merely unknown; the context's
+    ``unsafe_functions`` hold a catalog's reason for names it knows are not safe
+    (``"pg_proc: volatile"``), and ``on_unknown`` hears of a name neither list knows.
     """
+    safe, why = ctx.safe_functions, ctx.unsafe_functions
     unknown = ""
     for func in funcs:
         name = _function_name(func)
@@ -471,7 +476,11 @@ def _function_problem(
         if opaque and name not in safe and not unknown:
             unknown = name
     if unknown:
-        return _C.UNKNOWN, f"{unknown}() is not known to be read-only", True
+        because = why.get(unknown)
+        if because is None and ctx.on_unknown is not None:
+            ctx.on_unknown(unknown)
+        detail = f" ({because})" if because else ""
+        return _C.UNKNOWN, f"{unknown}() is not known to be read-only{detail}", True
     return None
 
 
@@ -587,13 +596,19 @@ def _net_op(ops: list[str]) -> str | None:
     return ops[-1] if ops else None
 
 
-def _analyse(query: str, dialect: str, safe_functions: frozenset[str]) -> Classification:
-    """Classify ``query`` (uncached)."""
+def _analyse(
+    query: str,
+    dialect: str,
+    safe_functions: frozenset[str],
+    why: Mapping[str, str] = _NO_REASONS,
+    on_unknown: Callable[[str], None] | None = None,
+) -> Classification:
+    """Classify ``query`` (uncached); ``why``, ``on_unknown`` as in :func:`_function_problem`."""
     if not isinstance(query, str):
         raise TypeError(f"query must be str (got {type(query).__name__})")
     name = dialect_name(dialect)
     scan, text = parseable_text(query, name)
-    ctx = _Ctx(text, name, ENGINES[name], safe_functions)
+    ctx = _Ctx(text, name, ENGINES[name], safe_functions, why, on_unknown)
     try:
         tokens = tokenize(text, name)
     except Exception:
@@ -640,41 +655,60 @@ class Classifier:
     """Classify SQL with your own additions to the function whitelist; LRU-cached per instance.
 
     ``safe_functions`` adds names (``schema.fn`` for a qualified call) of functions you know
-    to be read-only, so reads calling them may go to a replica. ``cache_size`` bounds the
-    cache of results per (query, dialect).
+    to be read-only, so reads calling them may go to a replica. ``unsafe_functions`` maps
+    names a replica may not run to why (a catalog's verdict, e.g. ``"pg_proc: volatile"``):
+    they leave the whitelist, builtins included, and the reason shows in the verdict.
+    ``on_unknown(name)`` is called, when a text is first classified, with each function
+    name neither list knows (it must not raise).
+    ``cache_size`` bounds the cache of results per (query, dialect). ``lookup(query,
+    dialect)`` is the cache itself: what :meth:`classify` calls, a call frame cheaper.
 
     >>> Classifier(safe_functions=["price_with_tax"]).classify(
     ...     "SELECT price_with_tax(p) FROM items").replica_safe
     True
+    >>> Classifier(unsafe_functions={"app.total": "pg_proc: volatile"}).classify(
+    ...     "SELECT app.total(a) FROM t").reason
+    'app.total() is not known to be read-only (pg_proc: volatile)'
     """
 
-    __slots__ = ("_cached", "safe_functions")
+    __slots__ = ("lookup", "on_unknown", "safe_functions", "unsafe_functions")
 
-    def __init__(self, *, safe_functions: Iterable[str] = (), cache_size: int = 8192) -> None:
+    def __init__(
+        self,
+        *,
+        safe_functions: Iterable[str] = (),
+        unsafe_functions: Mapping[str, str] | None = None,
+        on_unknown: Callable[[str], None] | None = None,
+        cache_size: int = 8192,
+    ) -> None:
         if isinstance(safe_functions, str):
             raise TypeError("safe_functions must be an iterable of names, not one str")
         if not isinstance(cache_size, int) or cache_size < 1:
             raise ValueError(f"cache_size must be an int >= 1 (got {cache_size!r})")
-        self.safe_functions = SAFE_FUNCTIONS | {n.lower() for n in safe_functions}
-        self._cached = lru_cache(maxsize=cache_size)(self._miss)
+        unsafe = {n.lower(): str(why) for n, why in (unsafe_functions or {}).items()}
+        self.unsafe_functions: Mapping[str, str] = MappingProxyType(unsafe)
+        named = SAFE_FUNCTIONS | {n.lower() for n in safe_functions}
+        self.safe_functions = named.difference(unsafe)
+        self.on_unknown = on_unknown
+        self.lookup = lru_cache(maxsize=cache_size)(self._miss)
 
     def _miss(self, query: str, dialect: str) -> Classification:
-        return _analyse(query, dialect, self.safe_functions)
+        return _analyse(query, dialect, self.safe_functions, self.unsafe_functions, self.on_unknown)
 
     def classify(self, query: str, dialect: str = "postgres") -> Classification:
         """Classify ``query`` for ``dialect``; see :func:`classify`."""
-        return self._cached(query, dialect)
+        return self.lookup(query, dialect)
 
     def cache_info(self) -> tuple[int, int, int | None, int]:
         """Return (hits, misses, maxsize, currsize) of this classifier's cache."""
-        return self._cached.cache_info()
+        return self.lookup.cache_info()
 
     def cache_clear(self) -> None:
         """Empty this classifier's cache."""
-        self._cached.cache_clear()
+        self.lookup.cache_clear()
 
 
-_default_cached: Final = Classifier()._cached
+_default_cached: Final = Classifier().lookup
 
 
 def classify(query: str, dialect: str = "postgres") -> Classification:
