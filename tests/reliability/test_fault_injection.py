@@ -120,7 +120,7 @@ class Bed:
             try:
                 return {r["grp"]: r["n"] for r in await guard(conn.fetch(sql))}
             finally:
-                await conn.close(5.0)
+                await conn.close()
         f = parse_dsn(self.check_dsn)[1]
         conn = await guard(
             aiomysql.connect(
