@@ -219,6 +219,15 @@ def writer_then_reader(stack: Stack, t: str, key: int) -> WorkflowBuilder:
     return wf
 
 
+def with_a_bystander(stack: Stack, t: str, key: int) -> WorkflowBuilder:
+    """`writer_then_reader` plus n -> x, where x counts the table but is fed by n only."""
+    wf = writer_then_reader(stack, t, key)
+    step(wf, stack, "n", "SELECT 1 AS one")
+    step(wf, stack, "x", f"SELECT count(*) AS n FROM {t}")
+    edge(wf, "n", "x")
+    return wf
+
+
 @pytest.mark.postgres
 async def test_a_node_fed_by_a_writer_sees_its_row_every_time(pg_table: str) -> None:
     async with pg_stack() as stack:
@@ -247,11 +256,7 @@ async def test_a_node_not_downstream_of_a_write_keeps_reading_the_replica(pg_tab
     the write, but is not downstream of it: the lagging standby serves it."""
     t = pg_table
     async with pg_stack(consistency_timeout=0.05) as stack, replay_paused():
-        wf = writer_then_reader(stack, t, 300)
-        step(wf, stack, "n", "SELECT 1 AS one")
-        step(wf, stack, "x", f"SELECT count(*) AS n FROM {t}")
-        edge(wf, "n", "x")
-        results, _ = await stack.run(wf)
+        results, _ = await stack.run(with_a_bystander(stack, t, 300))
         assert target(results["r"]) == "primary" and results["r"]["data"] == [{"v": "v300"}]
         assert target(results["x"]) == "replica:replica_pool"
         assert results["x"]["data"] == [{"n": 1}]  # the standby had not replayed the write
@@ -341,11 +346,7 @@ async def test_without_positions_only_downstream_nodes_read_the_primary_after_a_
     async with stack.runtime:
         assert (await stack.q(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)"))["success"]
         try:
-            wf = writer_then_reader(stack, table, 1)
-            step(wf, stack, "n", "SELECT 1 AS one")
-            step(wf, stack, "x", f"SELECT count(*) AS n FROM {table}")
-            edge(wf, "n", "x")
-            results, _ = await stack.run(wf)
+            results, _ = await stack.run(with_a_bystander(stack, table, 1))
             assert target(results["r"]) == "primary" and results["r"]["data"] == [{"v": "v1"}]
             assert target(results["x"]) == "replica:replica_pool"
         finally:

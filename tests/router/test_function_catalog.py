@@ -114,6 +114,17 @@ class Servers:
         return await self.stack.enter_async_context(make_bed(*self.dsns))
 
 
+async def stable_on_the_standby(pg: Servers) -> tuple[Bed, str]:
+    """Open the bed and create a STABLE PARALLEL SAFE function through the router; return
+    the bed and the function's name once the standby has it."""
+    bed = await pg.open()
+    name = fn_name()
+    pg.names.append(f"{name}(int)")
+    assert (await bed.q(pg_function(name, "STABLE", "SAFE")))["success"]
+    await on_standby(pg.replica, name, 1)
+    return bed, name
+
+
 @pytest.fixture
 async def pg() -> AsyncIterator[Servers]:
     """Connections to the PostgreSQL primary and standby; the bed opens on demand."""
@@ -232,12 +243,7 @@ async def test_pg_a_function_created_elsewhere_is_learned_from_its_first_call(
 
 @pytest.mark.postgres
 async def test_pg_replace_and_drop_through_the_router_change_the_verdict(pg: Servers) -> None:
-    replica = pg.replica
-    bed = await pg.open()
-    name = fn_name()
-    pg.names.append(f"{name}(int)")
-    assert (await bed.q(pg_function(name, "STABLE", "SAFE")))["success"]
-    await on_standby(replica, name, 1)
+    bed, name = await stable_on_the_standby(pg)
     assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
     assert (await bed.q(pg_function(name, "VOLATILE", "SAFE")))["success"]
     where, why = await bed.target(f"SELECT {name}(1)")
@@ -250,12 +256,7 @@ async def test_pg_replace_and_drop_through_the_router_change_the_verdict(pg: Ser
 
 @pytest.mark.postgres
 async def test_pg_function_ddl_in_a_transaction_counts_once_it_ends(pg: Servers) -> None:
-    replica = pg.replica
-    bed = await pg.open()
-    name = fn_name()
-    pg.names.append(f"{name}(int)")
-    assert (await bed.q(pg_function(name, "STABLE", "SAFE")))["success"]
-    await on_standby(replica, name, 1)
+    bed, name = await stable_on_the_standby(pg)
     for end, after in (("ROLLBACK", REPLICA), ("COMMIT", "primary")):
         assert (await bed.q("BEGIN", session="tx"))["success"]
         assert (await bed.q(pg_function(name, "VOLATILE", "SAFE"), session="tx"))["success"]
