@@ -183,8 +183,16 @@ class QueryRouterNode(Node):
         Raises ParameterError when ``inputs`` is not a mapping or an input has the wrong
         type, UnknownOperation for an operation the router does not have.
         """
-        if type(inputs) is dict and "operation" not in inputs:  # a route: nearly every call
-            return await self._op_route(inputs)
+        engine = self.engine
+        if engine is not None and type(inputs) is dict and "operation" not in inputs:
+            # A route (nearly every call), run here rather than in _op_route: every frame
+            # in the await chain is resumed once more when the statement's answer arrives
+            query, params = inputs.get("query"), inputs.get("parameters")
+            if type(query) is str and "params" not in inputs and "session_id" not in inputs:
+                routed = await engine.route(query, params, None)
+                result = execute_result(routed.connection_id, routed.result, routed.error)
+                result["routing_metadata"] = routed.metadata
+                return result
         op = check_inputs(inputs, self.name).get("operation", "route")
         return await find_handler(self._handlers, op)(inputs)
 
