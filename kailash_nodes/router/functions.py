@@ -78,14 +78,15 @@ class FunctionRules:
     """The router's classifier and the catalog it came from, refreshed after DDL.
 
     ``classify(query, dialect)`` is the current classifier's cache (the router's own,
-    with the builtins' list only, until a catalog was read); :meth:`cache_info` counts
-    its hits and misses over every classifier it used. ``source`` names the catalog in use
+    with the builtins' list only, until a catalog was read); the router's plans sit in
+    front of it and are cleared (``changed``) with every new classifier. ``source`` names
+    the catalog in use
     ("" for none), ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a
     router with no replica: nothing to decide) the catalog is never read.
     """
 
     __slots__ = (
-        "_asked", "_changed", "_current", "_generation", "_pool", "_retired", "_stale", "_static",
+        "_asked", "_changed", "_current", "_generation", "_pool", "_stale", "_static",
         "_tasks",
         "classify", "enabled", "failures", "loads", "source",
     )  # fmt: skip
@@ -94,7 +95,6 @@ class FunctionRules:
         self.enabled = enabled
         self._changed = changed  # told after every change of classifier
         self._static = self._current = Classifier()  # the builtins' list only
-        self._retired = (0, 0)  # hits and misses of the catalog classifiers replaced
         self.classify: Classify = self._static.lookup
         self.source = ""
         self.loads = 0
@@ -185,21 +185,8 @@ class FunctionRules:
             self.use(None)  # fail closed: a stale catalog could call a changed function safe
         return False
 
-    def cache_info(self) -> tuple[int, int]:
-        """Return the hits and misses of the router's classification cache, over every
-        classifier it used (each catalog read brings a new one)."""
-        hits, misses = self._retired
-        for classifier in {self._static, self._current}:
-            h, m, _, _ = classifier.cache_info()
-            hits, misses = hits + h, misses + m
-        return hits, misses
-
     def use(self, catalog: FunctionCatalog | None) -> None:
         """Classify by ``catalog`` from now on (None: the builtins only), with a new cache."""
-        old = self._current
-        if old is not self._static:
-            h, m, _, _ = old.cache_info()
-            self._retired = (self._retired[0] + h, self._retired[1] + m)
         if catalog is None:
             self._current, self.source = self._static, ""
         else:

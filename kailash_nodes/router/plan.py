@@ -35,11 +35,6 @@ class Plan:
         self.counts_as_write = self.writes or cls.transaction_op is not None
         self.query_type = cls.category.value
 
-    @property
-    def text(self) -> str | None:
-        """Return the text the driver runs (and prepares), or None if it does not rewrite."""
-        return self.rq.text if self.rq is not None else None
-
 
 class PlanCache:
     """Plans per statement text, at most ``size`` (the oldest dropped first).
@@ -47,7 +42,7 @@ class PlanCache:
     >>> from kailash_nodes.sql import classify
     >>> plans = PlanCache(lambda q: classify(q, "postgres"), "numeric", size=2)
     >>> p = plans.get("SELECT * FROM t WHERE id = ?")
-    >>> p.text, p.replica_safe, p.writes, p.query_type
+    >>> p.rq.text, p.replica_safe, p.writes, p.query_type
     ('SELECT * FROM t WHERE id = $1', True, False, 'read_simple')
     >>> plans.get("SELECT * FROM t WHERE id = ?") is p, plans.lookups, plans.misses
     (True, 2, 1)

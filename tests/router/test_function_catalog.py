@@ -24,6 +24,7 @@ from kailash_nodes.drivers import FunctionCatalog
 from kailash_nodes.errors import ConnectionFailed, QueryError
 from kailash_nodes.router.engine import QueryRouter
 from kailash_nodes.router.functions import FunctionRules
+from kailash_nodes.router.plan import PlanCache
 from tests.conftest import server_dsn
 
 REPLICA = "replica:replica_pool"
@@ -378,12 +379,15 @@ async def test_maria_function_ddl_through_the_router_is_learned(maria: Servers) 
 
 
 def test_cache_counts_carry_over_a_new_catalog() -> None:
-    rules = FunctionRules()
+    # The router's plans sit in front of the rules and are cleared with every new
+    # catalog; their counts (cache_stats' client_text reuse) carry over the clearing.
+    plans = PlanCache(lambda q: rules.classify(q, "postgres"), "numeric")
+    rules = FunctionRules(changed=plans.clear)
     for _ in range(3):
-        rules.classify("SELECT f(1)", "postgres")
-    assert rules.cache_info() == (2, 1)
+        plans.get("SELECT f(1)")
+    assert (plans.lookups - plans.misses, plans.misses) == (2, 1)
     rules.use(FunctionCatalog("pg_proc", frozenset({"f"}), {}, frozenset()))
-    assert rules.classify("SELECT f(1)", "postgres").replica_safe  # judged again: a miss
+    assert plans.get("SELECT f(1)").replica_safe  # judged again: a miss
     rules.use(None)
-    assert not rules.classify("SELECT f(1)", "postgres").replica_safe  # the first cache's hit
-    assert rules.cache_info() == (3, 2) and rules.source == ""
+    assert not plans.get("SELECT f(1)").replica_safe  # judged again by the builtins
+    assert (plans.lookups - plans.misses, plans.misses) == (2, 3) and rules.source == ""
