@@ -95,7 +95,7 @@ class ConnectionPool(ConnectionSet):
 
     def __init__(self, config: PoolConfig, driver: Driver | None = None) -> None:
         super().__init__(config, driver)
-        self._style = self.style = self.driver.placeholder_style
+        self.style = self.driver.placeholder_style  # the placeholders its driver takes
         # A user function may set a role the server does not report (execute)
         self._routines_dirty = self.driver.routines_change_session
         # The settings read on every acquire/execute/release, as plain attributes: a read
@@ -199,11 +199,11 @@ class ConnectionPool(ConnectionSet):
             if start >= entry.deadline:
                 self.retire(entry, "lifetime")
                 continue
-            if entry.suspect or start - entry.last_used > self._check_idle_after:
-                if not await self._validate(entry):
-                    continue
-                return self._lease(entry, start, None)
-            return self._lease(entry, start, start)  # nothing awaited: no wait to measure
+            if (
+                entry.suspect or start - entry.last_used > self._check_idle_after
+            ) and not await self._validate(entry):
+                continue
+            return self._lease(entry, start)
         return await self._wait(start, self._acquire_timeout if timeout is None else timeout)
 
     def _bring_up(self, statement: str) -> None:
@@ -250,11 +250,10 @@ class ConnectionPool(ConnectionSet):
         except BaseException:
             handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
-        return self._lease(entry, start, None)
+        return self._lease(entry, start)
 
-    def _lease(self, entry: Entry, start: float, now: float | None) -> PooledConnection:
-        if now is None:
-            now = time.monotonic()
+    def _lease(self, entry: Entry, start: float) -> PooledConnection:
+        now = time.monotonic()
         self._lease_seq += 1
         self.active += 1
         stats = self.stats
@@ -315,7 +314,7 @@ class ConnectionPool(ConnectionSet):
             raise ParameterError(f"fetch_mode must be one of {FETCH_MODES} (got {fetch_mode!r})")
         if type(fetch_size) is not int or fetch_size < 1:  # the check's call only when bad
             check_number("fetch_size", fetch_size, low=1, integer=True, error=ParameterError)
-        rq = rewrite(query, self._style) if rewritten is None else rewritten
+        rq = rewrite(query, self.style) if rewritten is None else rewritten
         args = bind(rq, params)
         if rq.statements != 1:
             self._check_script(rq, args)
@@ -555,7 +554,7 @@ class ConnectionPool(ConnectionSet):
         if type(query) is not str and not isinstance(query, str):
             raise ParameterError(f"query must be a string (got {type(query).__name__})")
         check_number("batch_size", batch_size, low=1, integer=True, error=ParameterError)
-        rq = rewrite(query, self._style)
+        rq = rewrite(query, self.style)
         args = bind(rq, params)
         if rq.statements != 1:
             raise ParameterError(f"stream reads one query (got {rq.statements} statements)")
