@@ -24,7 +24,7 @@ from kailash_nodes.nodes.operations import (
 )
 from kailash_nodes.nodes.results import execute_result
 from kailash_nodes.nodes.workflow_connection_pool import WorkflowConnectionPool
-from kailash_nodes.router import QueryRouter, RouterOptions
+from kailash_nodes.router import QueryRouter, Routed, RouterOptions
 from kailash_nodes.runtime import Node, register_node_type
 
 __all__ = ["QueryRouterNode"]
@@ -189,10 +189,7 @@ class QueryRouterNode(Node):
             # in the await chain is resumed once more when the statement's answer arrives
             query, params = inputs.get("query"), inputs.get("parameters")
             if type(query) is str and "params" not in inputs and "session_id" not in inputs:
-                routed = await engine.route(query, params, None)
-                result = execute_result(routed.connection_id, routed.result, routed.error)
-                result["routing_metadata"] = routed.metadata
-                return result
+                return _route_result(await engine.route(query, params, None))
         op = check_inputs(inputs, self.name).get("operation", "route")
         return await find_handler(self._handlers, op)(inputs)
 
@@ -232,10 +229,7 @@ class QueryRouterNode(Node):
         engine = self.engine
         if engine is None:  # first use: start it (the pools open)
             engine = await self._engine()
-        routed = await engine.route(query, params, session_id)
-        result = execute_result(routed.connection_id, routed.result, routed.error)
-        result["routing_metadata"] = routed.metadata
-        return result
+        return _route_result(await engine.route(query, params, session_id))
 
     async def _op_end_session(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         sid = optional_str(inputs, "session_id", "end_session")
@@ -285,3 +279,10 @@ def _retrieve(task: asyncio.Task[QueryRouter]) -> None:
     """Mark a failed start's exception retrieved (its callers got it through the shield)."""
     if not task.cancelled():
         task.exception()
+
+
+def _route_result(routed: Routed) -> dict[str, Any]:
+    """Return the result dict of a routed statement: execute's keys and routing_metadata."""
+    result = execute_result(routed.connection_id, routed.result, routed.error)
+    result["routing_metadata"] = routed.metadata
+    return result
