@@ -326,6 +326,27 @@ def make_rounds(
     return [[rng.randint(1, keys) for _ in range(size)] for _ in range(count)]
 
 
+def fmt_ratio(value: float | None, unit: str = "×") -> str:
+    """Return ``value`` with two decimals and ``unit``, or "n/a".
+
+    >>> fmt_ratio(1.234), fmt_ratio(None)
+    ('1.23×', 'n/a')
+    """
+    return "n/a" if value is None else f"{value:.2f}{unit}"
+
+
+def verdict(value: float | None, target: float, *, at_least: bool = False) -> str:
+    """Return PASS when ``value`` is at most (``at_least``: at least) ``target``, else FAIL;
+    n/a without a value.
+
+    >>> verdict(1.1, 1.15), verdict(2.0, 1.5, at_least=True), verdict(None, 1.0)
+    ('PASS', 'PASS', 'n/a')
+    """
+    if value is None:
+        return "n/a"
+    return "PASS" if (value >= target if at_least else value <= target) else "FAIL"
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Return the nearest-rank percentile of ``values`` (``fraction`` in 0..1).
 

@@ -33,9 +33,11 @@ from _common import (
     RawFloor,
     Result,
     compare,
+    fmt_ratio,
     format_table,
     machine_facts,
     make_rounds,
+    verdict,
     write_json,
 )
 from _placement import local_postmasters, separate_cpus
@@ -569,8 +571,8 @@ async def _bench_backend(key: str, target: str, args: argparse.Namespace) -> lis
             ours, floor = by_name.get("ours pool.process"), results[0]
             raw = ours.paired_ratio(floor) if ours is not None and ours.us else None
             print(
-                f"  acceptance (paired per round): pool.process {_ratio(raw)} {floor.name} "
-                f"(target ≤ 1.2): {_verdict(raw, 1.2)}"
+                f"  acceptance (paired per round): pool.process {fmt_ratio(raw)} {floor.name} "
+                f"(target ≤ 1.2): {verdict(raw, 1.2)}"
             )
     return out
 
@@ -589,33 +591,23 @@ def _acceptance(callers: int, results: list[Result]) -> None:
     faster = pool.us / ours.us if pool is not None and pool.us else None  # throughput ratio
     if callers == 0:
         print(
-            f"  acceptance (paired per round): pool.process {_ratio(raw)} raw asyncpg "
-            f"(target ≤ 1.1): {_verdict(raw, 1.1)}"
+            f"  acceptance (paired per round): pool.process {fmt_ratio(raw)} raw asyncpg "
+            f"(target ≤ 1.1): {verdict(raw, 1.1)}"
         )
         return
     if callers in (16, 64):
         print(
-            f"  acceptance: throughput {_ratio(faster)} asyncpg.Pool's (target ≥ 1.5): "
-            f"{_verdict(faster, 1.5, at_least=True)}"
+            f"  acceptance: throughput {fmt_ratio(faster)} asyncpg.Pool's (target ≥ 1.5): "
+            f"{verdict(faster, 1.5, at_least=True)}"
         )
     if callers == 64:
         p50, p99 = ours.wait_us("p50"), ours.wait_us("p99")
         spread = p99 / p50 if p50 and p99 is not None else None
         print(
-            f"  acceptance: pool.process {_ratio(raw)} the raw workers, paired (target ≤ 1.4): "
-            f"{_verdict(raw, 1.4)}; acquire wait p99/p50 = {_ratio(spread, '')} (target ≤ 3): "
-            f"{_verdict(spread, 3)}"
+            f"  acceptance: pool.process {fmt_ratio(raw)} the raw workers, paired (target ≤ 1.4): "
+            f"{verdict(raw, 1.4)}; acquire wait p99/p50 = {fmt_ratio(spread, '')} (target ≤ 3): "
+            f"{verdict(spread, 3)}"
         )
-
-
-def _ratio(value: float | None, unit: str = "×") -> str:
-    return "n/a" if value is None else f"{value:.2f}{unit}"
-
-
-def _verdict(value: float | None, target: float, *, at_least: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return "PASS" if (value >= target if at_least else value <= target) else "FAIL"
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -46,8 +46,10 @@ from _common import (
     format_table,
     machine_facts,
     make_rounds,
+    verdict,
     write_json,
 )
+from _common import fmt_ratio as _fmt
 from _placement import local_postmasters, separate_cpus
 from bench_classify import REALISTIC
 from bench_pool import (
@@ -520,10 +522,6 @@ def _paired(results: Sequence[Result], name: str, floor: str) -> float | None:
     return a.paired_ratio(b)
 
 
-def _fmt(ratio: float | None, unit: str = "×") -> str:
-    return "n/a" if ratio is None else f"{ratio:.2f}{unit}"
-
-
 def _paired_gap(results: Sequence[Result], name: str, floor: str) -> float | None:
     """Median over rounds of ``name``'s µs/query minus ``floor``'s in the same round."""
     by_name = {r.name: r for r in results}
@@ -547,10 +545,10 @@ def _quartiles(results: Sequence[Result], name: str, floor: str) -> str:
 def _acceptance_sequential(results: Sequence[Result], cpu: Mapping[str, float]) -> None:
     """Print: router ≤ 1.15× raw asyncpg (issue #14); kailash's router ≥ 3× slower."""
     vs_raw = _paired(results, ROUTER, RAW)
-    verdict = "n/a" if vs_raw is None else ("PASS" if vs_raw <= 1.15 else "FAIL")
     print(
         f"  acceptance: router.process primary-only = {_fmt(vs_raw)} raw asyncpg, paired "
-        f"(target ≤ 1.15): {verdict}; per-round ratios {_quartiles(results, ROUTER, RAW)}; "
+        f"(target ≤ 1.15): {verdict(vs_raw, 1.15)}; "
+        f"per-round ratios {_quartiles(results, ROUTER, RAW)}; "
         f"it adds {_fmt(_paired_gap(results, ROUTER, RAW), ' µs')}/query "
         f"(pool.process adds {_fmt(_paired_gap(results, POOL, RAW), ' µs')})"
     )
@@ -565,10 +563,9 @@ def _acceptance_sequential(results: Sequence[Result], cpu: Mapping[str, float]) 
     if lit is None and fix is None:
         print("  acceptance: ours vs kailash's router: n/a (kailash not importable or failed)")
     else:
-        verdict = "n/a" if lit is None else ("PASS" if lit >= 3 else "FAIL")
         print(
             f"  acceptance: kailash router literal id (as shipped) / ours = {_fmt(lit)}, paired "
-            f"(target ≥ 3): {verdict}; with the params fix: {_fmt(fix)}"
+            f"(target ≥ 3): {verdict(lit, 3, at_least=True)}; with the params fix: {_fmt(fix)}"
         )
     rep = _paired(results, ROUTER_REPLICA, RAW_REPLICA)
     if rep is not None:
@@ -592,11 +589,11 @@ def _acceptance_prepared(results: Sequence[Result], lineup: Sequence[Contender])
             print(f"  acceptance: prepared hit rate n/a ({contender.name} failed)")
             continue
         rate, server, cached = stats["hit_rate"], stats["server"], stats["cached"]
-        verdict = "PASS" if rate >= 0.95 and server == cached else "FAIL"
+        outcome = "PASS" if rate >= 0.95 and server == cached else "FAIL"
         print(
             f"  acceptance: prepared hit rate {rate:.2%} over {stats['lookups']} lookups "
             f"(target ≥ 95%), pg_prepared_statements {server} vs cached_statements() "
-            f"{cached} (must match): {verdict}"
+            f"{cached} (must match): {outcome}"
         )
 
 
@@ -784,10 +781,9 @@ async def _postgres(args: argparse.Namespace, rng: random.Random, keep: Keep) ->
         results, cpu = await _measure_mode(title, lineup, callers, args, rng)
         if callers == 64:  # issue #14: router ≤ 1.5× the raw workers at 64 callers
             vs_raw = _paired(results, ROUTER, RAW)
-            verdict = "n/a" if vs_raw is None else ("PASS" if vs_raw <= 1.5 else "FAIL")
             print(
                 f"  acceptance: router.process primary-only = {_fmt(vs_raw)} the raw workers, "
-                f"paired (target ≤ 1.5): {verdict}"
+                f"paired (target ≤ 1.5): {verdict(vs_raw, 1.5)}"
             )
         keep("concurrent", callers, results, cpu)
     if "prepared" in args.modes:
