@@ -9,14 +9,20 @@ short.
 
 ``open_idle`` wraps the pool's ``open_ahead`` (open one connection now, for nobody in
 particular) with the checks and the bounded wait a warm-up needs.
+
+Both take ``skip``: idle connections a warm-up should pass over (another warm-up has
+claimed them for its own caller). Idle means "idle and not skipped" then, among the
+few most recently used ones an acquire looks through (``AFFINITY_DEPTH``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from kailash_nodes.errors import ConnectionFailed
+from kailash_nodes.pool.connections import AFFINITY_DEPTH
 
 if TYPE_CHECKING:
     from kailash_nodes.pool.engine import ConnectionPool
@@ -24,8 +30,22 @@ if TYPE_CHECKING:
 
 __all__ = ["checkout_for_warming", "open_idle"]
 
+_NONE: frozenset[object] = frozenset()
 
-async def open_idle(pool: ConnectionPool, timeout: float) -> bool:
+
+def _bring_up_unskipped(pool: ConnectionPool, skip: Container[object]) -> bool:
+    """Move the most recently used idle connection not in ``skip`` to the top of the idle
+    stack (looking ``AFFINITY_DEPTH`` deep); return whether there was one."""
+    idle = pool.idle_entries()
+    for i in range(len(idle) - 1, max(-1, len(idle) - 1 - AFFINITY_DEPTH), -1):
+        if idle[i].conn not in skip:
+            if i != len(idle) - 1:
+                idle.append(idle.pop(i))
+            return True
+    return False
+
+
+async def open_idle(pool: ConnectionPool, timeout: float, skip: Container[object] = _NONE) -> bool:
     """Open one connection when none is idle and the pool has room; return if it did.
 
     The new connection goes where any new one goes: to the oldest waiter if callers are
@@ -33,7 +53,9 @@ async def open_idle(pool: ConnectionPool, timeout: float) -> bool:
     a cancelled or timed-out wait leaves the opening to finish in the pool's own task.
     Raises ConnectionFailed when the opening failed.
     """
-    if not pool.opened or pool.closed or pool.idle_entries() or not pool.has_room():
+    if not pool.opened or pool.closed or not pool.has_room():
+        return False
+    if any(e.conn not in skip for e in pool.idle_entries()[-AFFINITY_DEPTH:]):
         return False
     failed = pool.stats.connections_failed
     task = pool.open_ahead()  # an owned pool task, counted in the pool's size at once
@@ -46,7 +68,7 @@ async def open_idle(pool: ConnectionPool, timeout: float) -> bool:
 
 
 async def checkout_for_warming(
-    pool: ConnectionPool, timeout: float
+    pool: ConnectionPool, timeout: float, skip: Container[object] = _NONE
 ) -> tuple[PooledConnection | None, bool]:
     """Check out the connection the pool's next acquire would lend, if one can be had now.
 
@@ -56,10 +78,14 @@ async def checkout_for_warming(
     new one): this never waits for a connection in use. Raises ConnectionFailed when the
     opening failed, and what ``pool.acquire`` raises. Give the connection back with
     ``pool.release``: it goes back on top of the idle stack.
+
+    A connection in ``skip`` is lent only when every idle one is (the pool is at its
+    limit): a warm-up on it still helps, just less.
     """
     if not pool.opened or pool.closed:
         return None, False
-    opened = await open_idle(pool, timeout)
+    opened = await open_idle(pool, timeout, skip)
     if not pool.idle_entries():
         return None, opened
+    _bring_up_unskipped(pool, skip)
     return await pool.acquire(timeout), opened  # pops the top of the idle stack, no wait

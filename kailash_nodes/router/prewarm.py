@@ -7,11 +7,18 @@ on the connection the node's checkout will get (``runtime``). Every such prepare
 in a ledger keyed by (connection, statement text); a later statement that finds it
 prepared there (a cache hit) marks it used. One that is gone before any use (evicted,
 invalidated, its connection closed) was wasted.
+
+A runtime pre-warm also claims its connection for a while (``CLAIM_SECONDS``, or until
+used): the nodes of one level are pre-warmed at once and then run at once, each taking
+the idle connection holding its statement, so a second node's pre-warm must not go to
+the connection a first one just prepared on (both nodes would want it; one would miss).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Container
 from dataclasses import dataclass
 
 from kailash_nodes.drivers import DriverConnection
@@ -24,6 +31,7 @@ from kailash_nodes.errors import (
 from kailash_nodes.pool import ConnectionPool, PooledConnection, checkout_for_warming
 
 __all__ = [
+    "CLAIM_SECONDS",
     "PREDICTOR",
     "PREWARM_TIMEOUT",
     "RUNTIME",
@@ -40,6 +48,7 @@ PREDICTOR = "predictor"
 RUNTIME = "runtime"
 PREWARM_TIMEOUT = 2.0  # longest prepare (and checkout) a pre-warm waits for
 _MAX_PENDING = 4096
+CLAIM_SECONDS = 5.0  # how long a runtime pre-warm keeps other pre-warms off its connection
 
 
 @dataclass(slots=True)
@@ -55,7 +64,7 @@ class SourceCounts:
 class PreparedAheadLedger:
     """Statements prepared ahead and not yet used, and the counters of each source."""
 
-    __slots__ = ("connections_opened", "counts", "pending")
+    __slots__ = ("claims", "connections_opened", "counts", "pending")
 
     def __init__(self) -> None:
         # (connection, text) -> source, oldest first; a plain dict so that the check on a
@@ -63,6 +72,8 @@ class PreparedAheadLedger:
         self.pending: dict[tuple[DriverConnection, str], str] = {}
         self.counts = {PREDICTOR: SourceCounts(), RUNTIME: SourceCounts()}
         self.connections_opened = 0  # runtime pre-warms that found nothing idle and opened one
+        # connection -> when a runtime pre-warm prepared on it, until a statement uses it
+        self.claims: dict[DriverConnection, float] = {}
 
     def prepared(self, conn: DriverConnection, text: str, source: str) -> None:
         """Record a statement prepared ahead on ``conn``."""
@@ -70,8 +81,24 @@ class PreparedAheadLedger:
         pending = self.pending
         pending.pop((conn, text), None)  # prepared again: the earlier one went unused
         pending[(conn, text)] = source
+        if source == RUNTIME:
+            self.claims[conn] = time.monotonic()
         if len(pending) > _MAX_PENDING:
             self._trim()
+
+    def claimed(self) -> Container[DriverConnection]:
+        """Return the connections runtime pre-warms claimed in the last ``CLAIM_SECONDS``
+        and no statement has used since (forgetting older claims).
+
+        Live, not a copy: a pre-warm waiting for a connection to open must see the claims
+        the pre-warms running alongside it make meanwhile.
+        """
+        claims = self.claims
+        if claims:
+            since = time.monotonic() - CLAIM_SECONDS
+            for conn in [c for c, at in claims.items() if at < since]:
+                del claims[conn]
+        return claims.keys()
 
     def _trim(self) -> None:
         """Forget entries whose statement is gone, then the oldest, down to 3/4 of the bound.
@@ -90,6 +117,8 @@ class PreparedAheadLedger:
         source = self.pending.pop((conn, text), None)
         if source is not None:
             self.counts[source].used += 1
+            if source == RUNTIME:
+                self.claims.pop(conn, None)
 
     def failed(self, source: str) -> None:
         """Count a pre-warm that failed."""
@@ -170,8 +199,10 @@ async def prepare_ahead(
     Nothing is done when one of the idle connections that checkout looks through already
     has it, or when every connection is busy (a pre-warm never waits for one in use).
     With nothing idle and room to grow, a connection is opened for it first (only with
-    ``open_connection``). The connection goes back on top of the idle stack, where the
-    next checkout finds it. Failures are counted and logged at debug level, not raised.
+    ``open_connection``). A runtime pre-warm treats connections other runtime pre-warms
+    claimed as not idle, falling back to one of them only when the pool is at its limit.
+    The connection goes back on top of the idle stack, where the next checkout finds it.
+    Failures are counted and logged at debug level, not raised.
     """
     if pool.closed or not pool.statement_cache_size:
         return False
@@ -181,7 +212,11 @@ async def prepare_ahead(
     if not open_connection and not pool.idle:
         return False  # nothing idle: the checkout would open one
     try:
-        pc, opened = await checkout_for_warming(pool, min(pool.config.timeout, PREWARM_TIMEOUT))
+        pc, opened = await checkout_for_warming(
+            pool,
+            min(pool.config.timeout, PREWARM_TIMEOUT),
+            ledger.claimed() if source == RUNTIME else (),
+        )
     except (ConnectionFailed, PoolTimeout, PoolClosed, TooManyRequests) as exc:
         ledger.failed(source)
         logger.debug("pre-warming %r: no connection from %s: %s", text, pool.config.name, exc)

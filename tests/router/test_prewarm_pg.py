@@ -191,6 +191,60 @@ async def test_two_router_nodes_in_one_level_are_both_prewarmed(pg_table: str) -
 
 
 @pytest.mark.postgres
+async def test_a_second_prewarm_does_not_take_the_connection_a_first_one_just_prepared_on(
+    pg_table: str,
+) -> None:
+    # The interleaving behind a flaky two-node level, made deterministic: one idle
+    # connection, two pre-warms one after the other. Both on that connection, only one of
+    # the two nodes (which then run at once) could hit.
+    stack = Stack(server_dsn("KN_PG_DSN"))
+    steps = steps_for(pg_table)
+    async with stack.runtime:
+        await stack.router.process({"query": steps["a"], "parameters": [1]})  # opens 1 conn
+        assert stack.pool.engine.state()["idle_connections"] == 1
+        assert await stack.router.prewarm({"query": steps["b"]}) == 1
+        assert await stack.router.prewarm({"query": steps["c"]}) == 1
+        prewarm = await stack.prewarm_metrics()
+        assert prewarm["connections_opened"] == 1  # c's went to a new connection
+        holders = {
+            text: [e.name for e in stack.pool.engine.idle if e.conn.has_statement(text)]
+            for text in (steps["b"], steps["c"].replace("?", "$1"))
+        }
+        assert all(len(names) == 1 for names in holders.values()), holders
+        assert len({names[0] for names in holders.values()}) == 2, holders
+        b, c = await asyncio.gather(
+            stack.router.process({"query": steps["b"], "parameters": [1]}),
+            stack.router.process({"query": steps["c"], "parameters": [1]}),
+        )
+        assert (b["routing_metadata"]["cache_hit"], c["routing_metadata"]["cache_hit"]) == (
+            True,
+            True,
+        )
+        assert (await stack.prewarm_metrics())["by_source"]["runtime"]["used"] == 2
+
+
+@pytest.mark.postgres
+async def test_a_prewarm_at_the_pool_limit_uses_a_claimed_connection(pg_table: str) -> None:
+    stack = Stack(server_dsn("KN_PG_DSN"))  # max_connections=4
+    steps = steps_for(pg_table)
+    async with stack.runtime:
+        await stack.router.process({"query": steps["a"], "parameters": [1]})
+        pool = stack.pool.engine
+        held = [await pool.acquire() for _ in range(4)]
+        await pool.release(held.pop())  # at the limit, one idle
+        try:
+            assert await stack.router.prewarm({"query": steps["b"]}) == 1
+            assert await stack.router.prewarm({"query": steps["c"]}) == 1  # no room: shares
+        finally:
+            for pc in held:
+                await pool.release(pc)
+        holders = [e for e in pool.idle if e.conn.has_statement(steps["b"])]
+        assert len(holders) == 1
+        assert holders[0].conn.has_statement(steps["c"].replace("?", "$1"))
+        assert (await stack.prewarm_metrics())["connections_opened"] == 0
+
+
+@pytest.mark.postgres
 async def test_prewarm_opens_a_connection_when_none_is_idle(pg_table: str) -> None:
     stack = Stack(server_dsn("KN_PG_DSN"))
     steps = steps_for(pg_table)
