@@ -97,19 +97,19 @@ class ConnectionPool(ConnectionSet):
         super().__init__(config, driver)
         self.style = self.driver.placeholder_style  # the placeholders its driver takes
         # A user function may set a role the server does not report (execute)
-        self._routines_dirty = self.driver.routines_change_session
+        self.routines_dirty = self.driver.routines_change_session
         # The settings read on every acquire/execute/release, as plain attributes: a read
         # of a pydantic model's field costs ~3x a plain attribute's (BaseModel defines
         # __getattr__, which takes attribute reads off CPython's fast path).
         cfg = self.config
         self._acquire_timeout = cfg.timeout
         self._check_idle_after = cfg.check_idle_after
-        self._query_timeout = cfg.query_timeout
-        self._max_rows = cfg.max_rows
+        self.query_timeout = cfg.query_timeout
+        self.max_rows = cfg.max_rows
         self._health_threshold = cfg.health_threshold
         # The hand-off's bound method, looked up once: release calls it on every return.
         self._put_back: Callable[[Entry], None] = self.handoff.put_back
-        self._lease_seq = 0
+        self.lease_seq = 0  # checkouts so far: the number in each lease id
         self._maintenance: Periodic | None = None
         # Called after every statement (query, seconds, rows, success, handle) when set:
         # the pool node's pattern tracking hooks in here.
@@ -215,6 +215,32 @@ class ConnectionPool(ConnectionSet):
                 self.stats.affinity_picks += 1
                 return
 
+    def take_ready(self, prefer: str | None, now: float) -> Entry | None:
+        """Check out the idle connection `acquire` would lend at ``now`` when it needs
+        nothing first (no check, no retirement, no wait, no opening); else None, and
+        nothing changed but the idle order. Counted as a checkout; give it back with
+        `checkin`. For `run_once` (the hot path): everything else goes through `acquire`.
+        """
+        idle = self.idle
+        if not idle or self.closed:
+            return None
+        if prefer is not None and not idle[-1].conn.has_statement(prefer):
+            self._bring_up(prefer)
+        entry = idle[-1]
+        if (
+            entry.suspect
+            or now - entry.last_used > self._check_idle_after
+            or now >= entry.deadline
+            or entry.conn.is_closed()
+        ):
+            return None
+        idle.pop()
+        self.lease_seq += 1
+        self.active += 1
+        self.stats.acquires += 1
+        entry.leased = True
+        return entry
+
     async def _validate(self, entry: Entry) -> bool:
         """Ping a connection that sat idle past the window; retire it if dead."""
         self.stats.checks_performed += 1
@@ -254,13 +280,13 @@ class ConnectionPool(ConnectionSet):
 
     def _lease(self, entry: Entry, start: float) -> PooledConnection:
         now = time.monotonic()
-        self._lease_seq += 1
+        self.lease_seq += 1
         self.active += 1
         stats = self.stats
         stats.acquires += 1
         stats.acquire_wait.add(now - start)
         entry.leased = True
-        return PooledConnection(entry, f"{entry.name}#{self._lease_seq}", self, now, now - start)
+        return PooledConnection(entry, f"{entry.name}#{self.lease_seq}", self, now, now - start)
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:
@@ -320,7 +346,7 @@ class ConnectionPool(ConnectionSet):
             self._check_script(rq, args)
         if entry.busy:
             raise _running(pc)
-        if rq.session_state or (self._routines_dirty and calls_routines(query)):
+        if rq.session_state or (self.routines_dirty and calls_routines(query)):
             entry.dirty = True  # a user function may have set a role: reset on release
         conn = entry.conn
         start = time.monotonic()
@@ -328,17 +354,17 @@ class ConnectionPool(ConnectionSet):
         entry.busy = True
         try:
             if rq.statements > 1:
-                data, count = await conn.execute_script(rq.text, self._query_timeout)
-            elif max_rows is None and self._max_rows is None:  # no limit: stream.py
+                data, count = await conn.execute_script(rq.text, self.query_timeout)
+            elif max_rows is None and self.max_rows is None:  # no limit: stream.py
                 data, count = await conn.fetch(
-                    rq.text, args, fetch_mode, fetch_size, self._query_timeout
+                    rq.text, args, fetch_mode, fetch_size, self.query_timeout
                 )
             else:
-                data, count = await self._fetch_limited(
+                data, count = await self.fetch_limited(
                     conn, rq, args, fetch_mode, fetch_size, max_rows
                 )
         except (QueryError, ConnectionFailed) as exc:
-            mapped = self._failed(pc, query, exc, time.monotonic() - start, was_in, observe)
+            mapped = self.failed(entry, pc, query, exc, time.monotonic() - start, was_in, observe)
             if mapped is exc:
                 raise
             raise mapped from exc
@@ -349,6 +375,13 @@ class ConnectionPool(ConnectionSet):
             raise
         finally:
             entry.busy = False
+        duration = self.succeeded(entry, start)
+        if self.observer is not None and observe:
+            self.observer(query, duration, count, True, pc)
+        return QueryResult(data, count, duration)
+
+    def succeeded(self, entry: Entry, start: float) -> float:
+        """Count a statement that ran on ``entry`` from ``start``; return its duration."""
         duration = time.monotonic() - start
         stats = self.stats
         stats.queries_executed += 1
@@ -356,9 +389,7 @@ class ConnectionPool(ConnectionSet):
         entry.queries += 1
         if entry.health < MAX_HEALTH:  # the common case (full health) skips the call
             entry.credit(_HEALTH_SUCCESS)
-        if self.observer is not None and observe:
-            self.observer(query, duration, count, True, pc)
-        return QueryResult(data, count, duration)
+        return duration
 
     def _check_script(self, rq: RewrittenQuery, args: tuple[Any, ...]) -> None:
         """Refuse an empty query, and a multi-statement one the pool does not allow or
@@ -373,9 +404,10 @@ class ConnectionPool(ConnectionSet):
         if args:
             raise ParameterError("parameters cannot be used with a multi-statement query")
 
-    def _failed(
+    def failed(
         self,
-        pc: PooledConnection,
+        entry: Entry,
+        pc: PooledConnection | None,
         query: str,
         exc: QueryError | ConnectionFailed,
         took: float,
@@ -386,11 +418,11 @@ class ConnectionPool(ConnectionSet):
         statement whose answer was lost or late may have done (OutcomeUnknown...).
 
         ``was_in``: whether a transaction was open before it (None: it was never sent).
+        ``pc``: the lease it ran on (None: `run_once`, which runs only without an observer).
         """
-        entry = pc.entry
         if isinstance(exc, QueryError):
             self.count_failure(entry, exc)
-            if self.observer is not None and observe:
+            if self.observer is not None and observe and pc is not None:
                 self.observer(query, took, 0, False, pc)
             if exc.error_type == "QueryTimeout" and was_in is not None:
                 return self._late_answer(entry, query, was_in) or exc
@@ -446,11 +478,15 @@ class ConnectionPool(ConnectionSet):
             raise ParameterError(
                 f"connection {pc.id!r} is running a statement: release it once that returns"
             )
-        entry = pc.detach()
+        return await self.checkin(pc.detach(), pc.acquired_at)
+
+    async def checkin(self, entry: Entry, acquired_at: float) -> str:
+        """Take back ``entry``, checked out since ``acquired_at`` (`release` without the
+        handle; `run_once` calls it directly). Answers like `release`."""
         entry.leased = False
         self.active -= 1
         now = entry.last_used = time.monotonic()
-        self.stats.hold_time.add(now - pc.acquired_at)
+        self.stats.hold_time.add(now - acquired_at)
         if self.closed and not self.active:
             self._drained.set()
         conn = entry.conn
@@ -517,7 +553,7 @@ class ConnectionPool(ConnectionSet):
 
     # ------------------------------------------------------------------ big results
 
-    async def _fetch_limited(
+    async def fetch_limited(
         self,
         conn: DriverConnection,
         rq: RewrittenQuery,
@@ -563,7 +599,7 @@ class ConnectionPool(ConnectionSet):
                 "stream reads queries (SELECT, VALUES, TABLE or WITH that write nothing); "
                 "run other statements with execute"
             )
-        if rq.session_state or (self._routines_dirty and calls_routines(query)):
+        if rq.session_state or (self.routines_dirty and calls_routines(query)):
             entry.dirty = True
         return ResultStream(self, pc, query, rq.text, args, batch_size)
 

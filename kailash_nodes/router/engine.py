@@ -34,7 +34,7 @@ from kailash_nodes.errors import (
     SessionError,
     TooManyRequests,
 )
-from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult
+from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, run_once
 from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.functions import FunctionRules
 from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
@@ -206,8 +206,23 @@ class QueryRouter:
             await self.start()
         if type(query) is not str and not isinstance(query, str):
             raise ParameterError(f"'query' must be a string (got {type(query).__name__})")
-        call = _Call(self.plans.get(query), query, params, time.monotonic())
+        plan = self.plans.get(query)
+        start = time.monotonic()
         self.metrics.routed += 1
+        if (
+            plan.one_shot
+            and session_id is None
+            and causal_var.get() is None
+            and self.predictor is None
+            and not (plan.replica_safe and self.split and self.replicas.states)
+            and not self.metrics.prewarm.pending
+        ):
+            try:
+                return await self._one_shot(plan, query, params, start)
+            except BaseException:
+                self.metrics.routing_errors += 1
+                raise
+        call = _Call(plan, query, params, start)
         try:
             if session_id is not None:
                 return await self._explicit(call, session_id)
@@ -542,6 +557,40 @@ class QueryRouter:
             call.predict = self.predictor is not None  # set only with prepare_predicted
         metadata = routing_metadata(cls, plan.query_type, target, pc.id, cache_hit, routing_time)
         return Routed(result, error, metadata, pc.id)
+
+    async def _one_shot(self, plan: Plan, query: str, params: Any, start: float) -> Routed:
+        """The common case in one call to the pool (`run_once`): a statement on the
+        primary with no session, no workflow run, no replica to read from, no learning
+        and no pre-warm pending. It counts what `_run` counts for such a statement."""
+        pool = self.primary
+        rq = plan.rq
+        assert rq is not None  # plan.one_shot
+        ran = await run_once(
+            pool, query, rq, params, rq.text if pool.statement_cache_size else None
+        )
+        metrics = self.metrics
+        conn = ran.conn
+        cache_hit = ran.hit
+        if conn.server_prepare or conn.client_statement_cache:
+            metrics.cache_lookups += 1
+            metrics.cache_hits += cache_hit
+            if conn.server_prepare:
+                metrics.prepared_lookups += 1
+                metrics.prepared_hits += cache_hit
+            if not cache_hit and ran.error is None and plan.cls.tables:
+                self._statement_tables[rq.text] = plan.cls.tables
+        else:
+            cache_hit = False
+        routing_time = ran.sent - start
+        metrics.routing_time.add(routing_time)
+        if plan.counts_as_write:
+            metrics.writes += 1
+        else:
+            metrics.reads_primary += 1
+        metadata = routing_metadata(
+            plan.cls, plan.query_type, "primary", ran.lease_id, cache_hit, routing_time
+        )
+        return Routed(ran.result, ran.error, metadata, ran.lease_id)
 
     def _prepare_predicted_later(self, call: _Call) -> None:
         """Prepare the statement predicted to follow ``call`` in an owned background task.

@@ -21,7 +21,16 @@ __all__ = ["Plan", "PlanCache"]
 class Plan:
     """One statement text's classification, driver text and routing facts."""
 
-    __slots__ = ("cls", "counts_as_write", "ddl", "query_type", "replica_safe", "rq", "writes")
+    __slots__ = (
+        "cls",
+        "counts_as_write",
+        "ddl",
+        "one_shot",
+        "query_type",
+        "replica_safe",
+        "rq",
+        "writes",
+    )
 
     def __init__(self, cls: Classification, rq: RewrittenQuery | None) -> None:
         self.cls = cls
@@ -34,6 +43,15 @@ class Plan:
         self.replica_safe = cls.replica_safe
         self.counts_as_write = self.writes or cls.transaction_op is not None
         self.query_type = cls.category.value
+        # Nothing for a session to keep and nothing to invalidate: outside a session or a
+        # workflow run, it may take the pool's one-shot path (QueryRouter._one_shot)
+        self.one_shot = (
+            rq is not None
+            and rq.statements == 1
+            and not rq.session_state
+            and cls.transaction_op is None
+            and not cls.ddl
+        )
 
 
 class PlanCache:
