@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from kailash_nodes.errors import ConnectionFailed, QueryError
+from kailash_nodes.errors import ConnectionFailed, ParameterError, QueryError
 from kailash_nodes.pool.engine import ConnectionPool, QueryResult
 from kailash_nodes.sql import RewrittenQuery, bind, calls_routines
 
@@ -93,6 +93,9 @@ async def run_once(
         if mapped is exc:
             raise
         raise mapped from exc
+    except ParameterError:  # the driver refused a value before sending: the link is fine
+        await pool.checkin(entry, start)
+        raise
     except BaseException:  # cancelled mid-statement: the wire state is unknown
         entry.broken = True
         await pool.checkin(entry, start)

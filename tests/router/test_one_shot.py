@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
+from kailash_nodes.errors import ParameterError
 from kailash_nodes.pool import ConnectionPool
 from tests.conftest import server_dsn
 
@@ -155,6 +156,20 @@ async def test_an_idle_connection_killed_behind_the_pools_back_is_not_used(
         await asyncio.sleep(0.2)  # past check_idle_after: the next checkout checks it
         r = await router.process({"query": "SELECT pg_backend_pid() AS pid"})
         assert r["success"] is True and r["data"][0]["pid"] != pid
+        assert pool.state()["active_connections"] == 0
+
+
+async def test_a_value_the_driver_refuses_raises_and_keeps_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with routed(max_connections=1) as (router, pool):
+        seen = one_shot_taken(router, monkeypatch)
+        pid = (await router.process({"query": "SELECT pg_backend_pid() AS pid"}))["data"][0]["pid"]
+        with pytest.raises(ParameterError):
+            await router.process({"query": "SELECT $1::int + 1 AS n", "parameters": ["x"]})
+        assert len(seen) == 2
+        again = await router.process({"query": "SELECT pg_backend_pid() AS pid"})
+        assert again["data"][0]["pid"] == pid  # not replaced: nothing was sent
         assert pool.state()["active_connections"] == 0
 
 
