@@ -102,7 +102,7 @@ class ConnectionPool(ConnectionSet):
         # of a pydantic model's field costs ~3x a plain attribute's (BaseModel defines
         # __getattr__, which takes attribute reads off CPython's fast path).
         cfg = self.config
-        self._acquire_timeout = cfg.timeout
+        self.acquire_timeout = cfg.timeout
         self._check_idle_after = cfg.check_idle_after
         self.query_timeout = cfg.query_timeout
         self.max_rows = cfg.max_rows
@@ -204,7 +204,8 @@ class ConnectionPool(ConnectionSet):
             ) and not await self._validate(entry):
                 continue
             return self._lease(entry, start)
-        return await self._wait(start, self._acquire_timeout if timeout is None else timeout)
+        timeout = self.acquire_timeout if timeout is None else timeout
+        return self._lease(await self.wait_entry(start, timeout), start)
 
     def _bring_up(self, statement: str) -> None:
         """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
@@ -235,10 +236,7 @@ class ConnectionPool(ConnectionSet):
         ):
             return None
         idle.pop()
-        self.lease_seq += 1
-        self.active += 1
-        self.stats.acquires += 1
-        entry.leased = True
+        self.lend(entry)
         return entry
 
     async def _validate(self, entry: Entry) -> bool:
@@ -257,7 +255,10 @@ class ConnectionPool(ConnectionSet):
         entry.credit(_HEALTH_SUCCESS)
         return True
 
-    async def _wait(self, start: float, timeout: float) -> PooledConnection:
+    async def wait_entry(self, start: float, timeout: float) -> Entry:
+        """Wait in the queue (begun at ``start``) up to ``timeout`` s for a connection
+        handed over; raise TooManyRequests (queue full) or PoolTimeout. The caller
+        checks it out (`_lease`, or `lend` for `run_once`)."""
         max_waiting = self.config.max_waiting
         handoff = self.handoff
         if max_waiting and len(handoff.waiters) >= max_waiting:
@@ -270,13 +271,19 @@ class ConnectionPool(ConnectionSet):
         if handoff.opening < len(handoff.waiters) and self.has_room():
             self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
         try:
-            entry = await fut
+            return await fut
         except PoolTimeout:  # the hand-off's timer: counted there, nothing to give back
             raise
         except BaseException:
             handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
             raise
-        return self._lease(entry, start)
+
+    def lend(self, entry: Entry) -> None:
+        """Count ``entry`` checked out without a lease handle (`run_once`)."""
+        self.lease_seq += 1
+        self.active += 1
+        self.stats.acquires += 1
+        entry.leased = True
 
     def _lease(self, entry: Entry, start: float) -> PooledConnection:
         now = time.monotonic()

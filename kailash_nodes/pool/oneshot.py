@@ -8,8 +8,10 @@ frame and clock read it takes costs about three times what it costs in a tight l
 times, and runs in one frame over the driver's.
 
 The common case is an idle connection that `acquire` would lend at once (`take_ready`:
-nothing to check, retire or wait for) on a pool with no observer. Anything else goes
-through `acquire`, `execute` and `release` themselves. Both ways do the same bookkeeping:
+nothing to check or retire), or, with nothing idle, one handed over after a wait in the
+pool's queue (`wait_entry`, as `acquire` waits), on a pool with no observer. Anything
+else (an idle connection due for a check, a pool not open yet, an observer) goes through
+`acquire`, `execute` and `release` themselves. Both ways do the same bookkeeping:
 the checkout, its wait, the statement's time and outcome, the hold time, the health
 credit, and on release the same rollback/reset/retire rules (`ConnectionPool.checkin`).
 """
@@ -71,7 +73,10 @@ async def run_once(
     start = time.monotonic()
     entry = pool.take_ready(lookup, start) if pool.observer is None else None
     if entry is None:
-        return await _leased(pool, query, rq, params, lookup)
+        if pool.observer is not None or pool.idle or not pool.opened or pool.closed:
+            return await _leased(pool, query, rq, params, lookup)
+        entry = await pool.wait_entry(start, pool.acquire_timeout)  # nothing idle: queue
+        pool.lend(entry)
     lease_id = f"{entry.name}#{pool.lease_seq}"
     conn = entry.conn
     hit = lookup is not None and conn.has_statement(lookup)
@@ -108,7 +113,7 @@ async def run_once(
 async def _leased(
     pool: ConnectionPool, query: str, rq: RewrittenQuery, params: Any, lookup: str | None
 ) -> Ran:
-    """`run_once` through the lease API: waits, checks, opening, an observer."""
+    """`run_once` through the lease API: an idle check, opening the pool, an observer."""
     pc = await pool.acquire(prefer=lookup)
     try:
         conn = pc.connection

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
-from kailash_nodes.errors import ParameterError
+from kailash_nodes.errors import ParameterError, PoolTimeout
 from kailash_nodes.pool import ConnectionPool
 from tests.conftest import server_dsn
 
@@ -171,6 +171,32 @@ async def test_a_value_the_driver_refuses_raises_and_keeps_the_connection(
         again = await router.process({"query": "SELECT pg_backend_pid() AS pid"})
         assert again["data"][0]["pid"] == pid  # not replaced: nothing was sent
         assert pool.state()["active_connections"] == 0
+
+
+async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with routed(max_connections=1, timeout=0.5) as (router, pool):
+        seen = one_shot_taken(router, monkeypatch)
+        held = await pool.acquire()
+        waiting = asyncio.ensure_future(router.process({"query": "SELECT 4 AS n"}))
+        await asyncio.sleep(0.1)
+        assert pool.state()["waiting_requests"] == 1
+        await pool.release(held)  # handed to the waiter
+        assert (await waiting)["data"] == [{"n": 4}]
+        held = await pool.acquire()
+        with pytest.raises(PoolTimeout):
+            await router.process({"query": "SELECT 5 AS n"})
+        cancelled = asyncio.ensure_future(router.process({"query": "SELECT 6 AS n"}))
+        await asyncio.sleep(0.1)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert pool.state()["waiting_requests"] == 0
+        await pool.release(held)
+        assert (pool.state()["active_connections"], pool.state()["idle_connections"]) == (0, 1)
+        assert len(seen) == 3
+        assert (await router.process({"query": "SELECT 7 AS n"}))["data"] == [{"n": 7}]
 
 
 async def test_the_pools_max_rows_holds_on_the_one_shot_path(
