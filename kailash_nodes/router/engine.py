@@ -24,7 +24,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from kailash_nodes.background import BackgroundTasks
-from kailash_nodes.context import Token, causal_var, current_run_id, merge_token
+from kailash_nodes.context import CausalContext, Token, causal_var, current_run_id, merge_token
 from kailash_nodes.errors import (
     ConnectionFailed,
     OutcomeUnknown,
@@ -212,7 +212,7 @@ class QueryRouter:
         if (
             plan.one_shot
             and session_id is None
-            and causal_var.get() is None
+            and ((causal := causal_var.get()) is None or self._plain_read_in_run(plan, causal))
             and self.predictor is None
             and not (plan.replica_safe and self.split and self.replicas.states)
             and not self.metrics.prewarm.pending
@@ -255,6 +255,17 @@ class QueryRouter:
         except BaseException:
             self.metrics.routing_errors += 1
             raise
+
+    def _plain_read_in_run(self, plan: Plan, causal: CausalContext) -> bool:
+        """Return whether a statement inside a workflow run may take the one-shot path: a
+        plain read whose node has no write to see on this primary (no token), while the
+        run holds no pinned connection. (That is what `route` would send to `_stateless`
+        with no token; the one-shot path then excludes replica reads itself.)"""
+        if not plan.replica_safe or causal.tokens.get(self.primary) is not None:
+            return False
+        sessions = self.sessions.sessions
+        session = sessions.get(causal.run_id) if sessions else None
+        return session is None or not (session.pinned or session.expired)
 
     async def _explicit(self, call: _Call, session_id: str) -> Routed:
         """Run ``call`` in the session the caller named (its token is the session's).
@@ -560,8 +571,9 @@ class QueryRouter:
 
     async def _one_shot(self, plan: Plan, query: str, params: Any, start: float) -> Routed:
         """The common case in one call to the pool (`run_once`): a statement on the
-        primary with no session, no workflow run, no replica to read from, no learning
-        and no pre-warm pending. It counts what `_run` counts for such a statement."""
+        primary with no session, no replica to read from, no learning and no pre-warm
+        pending, outside a workflow run or a plain read in one with nothing to wait for
+        (`_plain_read_in_run`). It counts what `_run` counts for such a statement."""
         pool = self.primary
         rq = plan.rq
         assert rq is not None  # plan.one_shot

@@ -5,8 +5,9 @@ exactly like the acquire/execute/release path it stands in for."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 from kailash_nodes.errors import ParameterError, PoolTimeout
 from kailash_nodes.pool import ConnectionPool
+from kailash_nodes.runtime import Node, WorkflowBuilder
 from tests.conftest import server_dsn
 
 pytestmark = pytest.mark.postgres
@@ -128,18 +130,6 @@ async def test_a_statement_cancelled_on_the_wire_replaces_its_connection(
             r = await router.process({"query": "SELECT pg_backend_pid() AS pid"})
             pids.add(r["data"][0]["pid"])
         assert pid not in pids
-        admin = await asyncpg.connect(server_dsn("KN_PG_DSN"))
-        try:
-            for _ in range(50):  # the server ends the closed connection's backend soon
-                alive = await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
-                )
-                if not alive:
-                    break
-                await asyncio.sleep(0.1)
-            assert alive == 0
-        finally:
-            await admin.close()
 
 
 async def test_an_idle_connection_killed_behind_the_pools_back_is_not_used(
@@ -222,3 +212,103 @@ async def test_a_pool_with_learning_on_runs_it_through_a_lease(
         assert r["data"] == [{"n": 3}] and seen  # the same entry point, the lease inside
         assert re.fullmatch(r"db_pool-c\d+#\d+", r["connection_id"])
         assert pool.state()["active_connections"] == 0
+
+
+@asynccontextmanager
+async def run_bed(table: str) -> AsyncIterator[tuple[LocalRuntime, QueryRouterNode]]:
+    """A primary-only router in a runtime, and ``table`` with no rows."""
+    admin = await asyncpg.connect(server_dsn("KN_PG_DSN"))
+    await admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    runtime = LocalRuntime()
+    runtime.register_node(
+        "db_pool",
+        WorkflowConnectionPool(
+            name="db_pool", connection_string=server_dsn("KN_PG_DSN"), max_connections=4
+        ),
+    )
+    router = QueryRouterNode(name="router", connection_pool="db_pool")
+    runtime.register_node("router", router)
+    try:
+        async with runtime:
+            yield runtime, router
+    finally:
+        await admin.execute(f"DROP TABLE IF EXISTS {table}")
+        await admin.close()
+
+
+async def run_chain(
+    runtime: LocalRuntime,
+    router: QueryRouterNode,
+    steps: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run one router node per step, each fed by the one before; return the results and
+    the statements that took the one-shot path."""
+    seen = one_shot_taken(router, monkeypatch)
+    wf = WorkflowBuilder()
+    ids = list(steps)
+    for node_id in ids:
+        wf.add_node(node_id, router, query=steps[node_id])
+    for before, after in itertools.pairwise(ids):
+        wf.add_connection(before, "row_count", after, f"after_{before}")
+    results, _ = await runtime.execute_async(wf.build())
+    return results, seen
+
+
+async def test_in_a_run_only_a_read_with_no_write_upstream_takes_the_one_shot_path(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with run_bed(table) as (runtime, router):
+        steps = {
+            "first": f"SELECT count(*) AS n FROM {table}",
+            "write": f"INSERT INTO {table} VALUES (1)",
+            "after": f"SELECT count(*) AS n FROM {table}",
+        }
+        results, seen = await run_chain(runtime, router, steps, monkeypatch)
+        assert results["after"]["data"] == [{"n": 1}]
+        assert seen == [f"SELECT count(*) AS n FROM {table}"]  # "first" only
+
+
+async def test_in_a_run_a_read_inside_its_transaction_stays_on_the_pinned_connection(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with run_bed(table) as (runtime, router):
+        steps = {
+            "begin": "BEGIN",
+            "write": f"INSERT INTO {table} VALUES (2)",
+            "read": f"SELECT count(*) AS n FROM {table} WHERE id = 2",
+            "plain": "SELECT 1 AS one",
+            "end": "ROLLBACK",
+        }
+        results, seen = await run_chain(runtime, router, steps, monkeypatch)
+        assert results["read"]["data"] == [{"n": 1}]  # the uncommitted row: same connection
+        assert results["plain"]["connection_id"] == results["read"]["connection_id"]
+        assert seen == []
+        again = await router.process({"query": f"SELECT count(*) AS n FROM {table}"})
+        assert again["data"] == [{"n": 0}]  # rolled back
+
+
+class Gate(Node):
+    """A node that is not a router: whatever runs after it inherits no write from it."""
+
+    async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return {"go": True}
+
+
+async def test_in_a_run_holding_a_transaction_a_read_with_no_write_upstream_joins_it(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with run_bed(table) as (runtime, router):
+        seen = one_shot_taken(router, monkeypatch)
+        wf = WorkflowBuilder()
+        wf.add_node("begin", router, query="BEGIN")
+        wf.add_node("gate", Gate(name="gate"))
+        wf.add_node("solo", router, query=f"SELECT count(*) AS n FROM {table}")
+        wf.add_node("end", router, query="ROLLBACK")
+        # begin and gate make the first level; solo (fed by gate only, so carrying no
+        # token from begin) the second: it runs while the run holds BEGIN's connection
+        wf.add_connection("gate", "go", "solo", "after_gate")
+        wf.add_connection("solo", "row_count", "end", "after_solo")
+        results, _ = await runtime.execute_async(wf.build())
+        assert results["solo"]["connection_id"] == results["begin"]["connection_id"]
+        assert seen == []
