@@ -35,9 +35,11 @@ from kailash_nodes.errors import (
     TooManyRequests,
 )
 from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, run_once
+from kailash_nodes.router.call import Call, Routed
 from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.functions import FunctionRules
 from kailash_nodes.router.metrics import RouterMetrics, routing_metadata
+from kailash_nodes.router.pinned import PinnedSessions
 from kailash_nodes.router.plan import Plan, PlanCache
 from kailash_nodes.router.prewarm import PREDICTOR, RUNTIME, prepare_ahead
 from kailash_nodes.router.replicas import ReplicaSet
@@ -47,8 +49,6 @@ from kailash_nodes.sql import Category, Classification, rewrite
 __all__ = ["QueryRouter", "Routed", "RouterOptions"]
 
 logger = logging.getLogger("kailash_nodes.router")
-_ENDS = frozenset({"commit", "rollback", "prepare_transaction"})
-_COMMITS = frozenset({"commit", "prepare_transaction"})
 _OTHER_TRANSACTION = frozenset({"commit_prepared", "rollback_prepared"})
 _OTHER_COMMITS = frozenset({"commit_prepared"})  # raises a workflow node's token
 # Not prepared ahead: DDL (it invalidates, and preparing it buys nothing) and session
@@ -79,34 +79,7 @@ class RouterOptions:
     prepare_predicted: bool = False
 
 
-@dataclass(slots=True)
-class Routed:
-    """A routed statement's result and how it was routed."""
-
-    result: QueryResult | None
-    error: QueryError | None
-    metadata: dict[str, Any]
-    connection_id: str
-
-
-class _Call:
-    """One statement on its way through the router (a named bundle, not a public type)."""
-
-    __slots__ = ("cls", "params", "plan", "predict", "query", "session", "start", "token")
-
-    def __init__(self, plan: Plan, query: str, params: Any, start: float) -> None:
-        self.plan = plan
-        self.cls = plan.cls
-        self.query = query
-        self.params = params
-        self.start = start
-        self.session: Session | None = None
-        # Read-your-writes: the session, or the workflow node's CausalToken for our primary
-        self.token: Token | None = None
-        self.predict = False  # ran prepared and learning is on: prepare what follows
-
-
-class QueryRouter:
+class QueryRouter(PinnedSessions):
     """Route statements over a primary pool and optional replica pools."""
 
     def __init__(
@@ -222,7 +195,7 @@ class QueryRouter:
             except BaseException:
                 self.metrics.routing_errors += 1
                 raise
-        call = _Call(plan, query, params, start)
+        call = Call(plan, query, params, start)
         try:
             if session_id is not None:
                 return await self._explicit(call, session_id)
@@ -267,7 +240,7 @@ class QueryRouter:
         session = sessions.get(causal.run_id) if sessions else None
         return session is None or not (session.pinned or session.expired)
 
-    async def _explicit(self, call: _Call, session_id: str) -> Routed:
+    async def _explicit(self, call: Call, session_id: str) -> Routed:
         """Run ``call`` in the session the caller named (its token is the session's).
 
         Inside a workflow run, the session's token first takes in the node's (so the
@@ -288,7 +261,7 @@ class QueryRouter:
                 if causal is not None and session.tracked:
                     merge_token(causal.token(self.primary), session)
 
-    async def _stateless(self, call: _Call) -> Routed:
+    async def _stateless(self, call: Call) -> Routed:
         """Run ``call`` on a replica when it may and one serves it, else on the primary.
 
         ``call.token`` (a session's, or the workflow node's) holds what its reads must see;
@@ -342,7 +315,7 @@ class QueryRouter:
             return turn != 0
         return True
 
-    async def _try_replica(self, call: _Call) -> Routed | None:
+    async def _try_replica(self, call: Call) -> Routed | None:
         """Run a plain read on a usable replica; None sends it to the primary instead."""
         state = self.replicas.pick(self.options.replica_lag_threshold)
         if state is None:
@@ -381,131 +354,14 @@ class QueryRouter:
             self._prepare_predicted_later(call)
         return routed
 
-    def _statement_text(self, call: _Call, pool: ConnectionPool) -> str | None:
+    def _statement_text(self, call: Call, pool: ConnectionPool) -> str | None:
         """Return the text the driver prepares for ``call`` (None without prepare on
         ``pool``, or for a text that does not rewrite)."""
         rq = call.plan.rq
         return rq.text if rq is not None and pool.statement_cache_size else None
 
-    async def _in_session(self, call: _Call, session: Session) -> Routed:
-        """Run ``call`` on the session's pinned connection, pinning one when it starts a
-        transaction or session state; run it like any other statement otherwise."""
-        pinning = not session.pinned and self._starts_pin(call.cls, session)
-        if not session.pinned and not pinning:
-            return await self._stateless(call)
-        if pinning:
-            session.conn = await self.primary.acquire()
-            session.pool = self.primary
-            session.expired = False
-        pool, pc = session.pool, session.conn
-        assert pool is not None and pc is not None  # pinned just above or before
-        try:
-            routed = await self._run(pool, pc, call, "primary")
-        except ConnectionFailed as exc:
-            await self._pinned_lost(session, call, isinstance(exc, OutcomeUnknown))
-            raise
-        except BaseException:
-            if pc.broken:  # cancelled mid-statement: the pool discards the connection
-                await self._pinned_lost(session, call, True)
-            raise
-        routed.metadata["session_id"] = session.id
-        if routed.error is None:
-            await self._after_session_statement(session, call, pool, pc)
-        else:
-            await self._after_session_error(session, call, pc, pinning)
-        return routed
-
-    def _starts_pin(self, cls: Classification, session: Session) -> bool:
-        """Return whether ``cls`` pins a connection to the unpinned ``session``.
-
-        Raises SessionError for a statement that needs the transaction or session state
-        the session no longer (or never) had.
-        """
-        op = cls.transaction_op
-        if op == "begin" or Category.SESSION_STATE in cls.parts:
-            return True
-        if session.expired:
-            raise SessionError(
-                f"session {session.id!r} lost its transaction or its session state (SET, temp "
-                f"tables...) with its connection (rolled back after "
-                f"{self.sessions.timeout:g}s idle, or the connection failed); BEGIN or a "
-                "session-state statement starts again, end_session forgets it"
-            )
-        if op:
-            raise SessionError(f"{cls.statement}: no open transaction in session {session.id!r}")
-        return False
-
-    async def _after_session_error(
-        self, session: Session, call: _Call, pc: PooledConnection, pinning: bool
-    ) -> None:
-        """Keep or drop the pin after a statement the database refused."""
-        sid = session.id
-        if pinning:  # the BEGIN/SET that would have pinned failed: nothing to keep
-            await self.sessions.unpin(sid, session)
-        elif pc.broken or pc.connection.is_closed():  # e.g. a MySQL timeout closes it
-            await self._pinned_lost(session, call, False)
-        elif call.cls.transaction_op in _ENDS and not pc.connection.in_transaction():
-            await self._end_transaction(sid, session)  # a failed COMMIT ends it too
-
-    async def _pinned_lost(self, session: Session, call: _Call, unknown: bool) -> None:
-        """Unpin a session whose connection died under ``call``; tombstone a lost transaction.
-
-        A transaction that this statement did not end died with the connection, and so did
-        session state pinned by a SET (a later statement would silently run without it):
-        what follows is refused until a new BEGIN or session-state statement, or
-        end_session. After an end (its COMMIT's outcome unknown, or a ROLLBACK) of a
-        session with no state, the transaction is over either way and nothing is refused.
-        An unknown outcome makes ``call``'s token pending (the session's, or the node's).
-        """
-        sid = session.id
-        lost = (session.in_transaction and call.cls.transaction_op not in _ENDS) or session.sticky
-        if unknown and call.token is not None:  # it may have committed: reads must see it
-            self.consistency.note_unknown_write(call.token)
-        await self.sessions.unpin(sid, session)
-        if lost:
-            session.expired = True
-            self.sessions.sessions[sid] = session
-
-    async def _after_session_statement(
-        self, session: Session, call: _Call, pool: ConnectionPool, pc: PooledConnection
-    ) -> None:
-        """Track the pin after a statement that succeeded; a write outside a transaction,
-        or a COMMIT, raises ``call``'s token (in a workflow run: the node's, not the run's
-        session, so only the nodes downstream of the committing node wait for it)."""
-        sid, cls = session.id, call.cls
-        op = cls.transaction_op
-        if op == "begin":
-            session.in_transaction = True
-        elif Category.SESSION_STATE in cls.parts:
-            session.sticky = True
-        try:
-            if call.token is not None and (
-                op in _COMMITS or (cls.writes and not session.in_transaction)
-            ):
-                await self.consistency.note_write(call.token, pool, pc)
-        finally:  # the COMMIT's answer is the outcome: bookkeeping never keeps the pin
-            if op in _ENDS:
-                await self._end_transaction(sid, session)
-
-    async def _end_transaction(self, sid: str, session: Session) -> None:
-        session.in_transaction = False
-        if not session.sticky:
-            await self.sessions.unpin(sid, session)
-        self.functions.transaction_ended(self.primary)
-
-    async def end_session(self, session_id: str) -> bool:
-        """Return the session's connection (rolling back an open transaction)."""
-        session = self.sessions.sessions.get(session_id)
-        if session is None:
-            return False
-        async with session.lock:
-            session.forget_writes()
-            session.expired = False
-            await self.sessions.unpin(session_id, session)
-        return True
-
     async def _run(
-        self, pool: ConnectionPool, pc: PooledConnection, call: _Call, target: str
+        self, pool: ConnectionPool, pc: PooledConnection, call: Call, target: str
     ) -> Routed:
         """Execute ``call`` on ``pc`` and count it; a database error is returned, not raised.
 
@@ -604,7 +460,7 @@ class QueryRouter:
         )
         return Routed(ran.result, ran.error, metadata, ran.lease_id)
 
-    def _prepare_predicted_later(self, call: _Call) -> None:
+    def _prepare_predicted_later(self, call: Call) -> None:
         """Prepare the statement predicted to follow ``call`` in an owned background task.
 
         Started after ``call``'s connection went back, so the caller never waits for it;
