@@ -72,11 +72,13 @@ async def run_once(
     args = bind(rq, params)  # ParameterError before anything is checked out
     start = time.monotonic()
     entry = pool.take_ready(lookup, start) if pool.observer is None else None
+    acquired = start  # checked out at once: held from here
     if entry is None:
         if pool.observer is not None or pool.idle or not pool.opened or pool.closed:
             return await _leased(pool, query, rq, params, lookup)
         entry = await pool.wait_entry(start, pool.acquire_timeout)  # nothing idle: queue
         pool.lend(entry)
+        acquired = time.monotonic()  # the wait is not part of the hold time
     lease_id = f"{entry.name}#{pool.lease_seq}"
     conn = entry.conn
     hit = lookup is not None and conn.has_statement(lookup)
@@ -92,21 +94,21 @@ async def run_once(
             data, count = await pool.fetch_limited(conn, rq, args, "all", 100, None)
     except (QueryError, ConnectionFailed) as exc:
         mapped = pool.failed(entry, None, query, exc, time.monotonic() - sent, was_in, True)
-        await pool.checkin(entry, start)
+        await pool.checkin(entry, acquired)
         if mapped is exc and isinstance(exc, QueryError):
             return Ran(None, exc, lease_id, conn, hit, sent)
         if mapped is exc:
             raise
         raise mapped from exc
     except ParameterError:  # the driver refused a value before sending: the link is fine
-        await pool.checkin(entry, start)
+        await pool.checkin(entry, acquired)
         raise
     except BaseException:  # cancelled mid-statement: the wire state is unknown
         entry.broken = True
-        await pool.checkin(entry, start)
+        await pool.checkin(entry, acquired)
         raise
     duration = pool.succeeded(entry, sent)
-    await pool.checkin(entry, start)
+    await pool.checkin(entry, acquired)
     return Ran(QueryResult(data, count, duration), None, lease_id, conn, hit, sent)
 
 

@@ -170,10 +170,13 @@ async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_ca
         seen = one_shot_taken(router, monkeypatch)
         held = await pool.acquire()
         waiting = asyncio.ensure_future(router.process({"query": "SELECT 4 AS n"}))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         assert pool.state()["waiting_requests"] == 1
         await pool.release(held)  # handed to the waiter
         assert (await waiting)["data"] == [{"n": 4}]
+        # its samples: the wait (about 0.3 s) is acquire time, not hold time
+        waited, held_for = pool.stats.acquire_wait.recent(1)[0], pool.stats.hold_time.recent(1)[0]
+        assert waited > 0.2 > held_for
         held = await pool.acquire()
         with pytest.raises(PoolTimeout):
             await router.process({"query": "SELECT 5 AS n"})
