@@ -188,7 +188,6 @@ class QueryRouter(PinnedSessions):
             and ((causal := causal_var.get()) is None or self._plain_read_in_run(plan, causal))
             and self.predictor is None
             and not (plan.replica_safe and self.split and self.replicas.states)
-            and not self.metrics.prewarm.pending
         ):
             try:
                 return await self._one_shot(plan, query, params, start)
@@ -427,8 +426,8 @@ class QueryRouter(PinnedSessions):
 
     async def _one_shot(self, plan: Plan, query: str, params: Any, start: float) -> Routed:
         """The common case in one call to the pool (`run_once`): a statement on the
-        primary with no session, no replica to read from, no learning and no pre-warm
-        pending, outside a workflow run or a plain read in one with nothing to wait for
+        primary with no session, no replica to read from and no learning, outside a
+        workflow run or a plain read in one with nothing to wait for
         (`_plain_read_in_run`). It counts what `_run` counts for such a statement."""
         pool = self.primary
         rq = plan.rq
@@ -445,6 +444,8 @@ class QueryRouter(PinnedSessions):
             if conn.server_prepare:
                 metrics.prepared_lookups += 1
                 metrics.prepared_hits += cache_hit
+                if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
+                    metrics.prewarm.use(conn, rq.text)
             if not cache_hit and ran.error is None and plan.cls.tables:
                 self._statement_tables[rq.text] = plan.cls.tables
         else:
