@@ -269,7 +269,12 @@ async def replica_section(demo: Demo) -> None:
     ):
         res = await demo.route(query, check=False)
         answer = res["data"][0]["in_recovery"] if res["success"] else f"error: {res['error']}"
-        demo.say(f"  {query:<70} on {res['routing_metadata']['target']}: in_recovery={answer}")
+        routing = res["routing_metadata"]
+        demo.say(f"  {query:<70} on {routing['target']}: in_recovery={answer}")
+        if "txid" not in query and not routing["target"].startswith("replica:"):
+            # say why the replica did not serve it (a lag, a ban, or the classification)
+            replicas = (await demo.router.get_metrics())["replicas"]
+            demo.say(f"    not on a replica: {routing['reason']}; replicas: {replicas}")
 
 
 def routing_section(demo: Demo) -> None:

@@ -128,7 +128,7 @@ async def test_demo_on_sqlite_says_what_happened(tmp_path: Path) -> None:
 async def test_demo_on_postgres_with_replica_reads_on_the_replica() -> None:
     out = await run(server_dsn("KN_PG_DSN"), server_dsn("KN_PG_REPLICA_DSN"))
     lines = out.splitlines()
-    assert any("on replica:replica_pool: in_recovery=True" in line for line in lines)
+    assert any("on replica:replica_pool: in_recovery=True" in line for line in lines), out
     assert any("on primary: in_recovery=False" in line for line in lines)
     assert any(line.startswith("  lookup        on replica:replica_pool") for line in lines)
     assert any(line.startswith("  mark_shipped  on primary") for line in lines)
