@@ -613,4 +613,9 @@ class QueryRouter(PinnedSessions):
             "pinned_sessions": self.sessions.pinned(),
             "sessions_expired": self.sessions.expired,
             "replicas": {s.name: s.describe(now) for s in self.replicas.states},
+            "function_catalog": {
+                "source": self.functions.source or None,
+                "reads": self.functions.loads,
+                "failed_reads": self.functions.failures,
+            },
         }

@@ -21,6 +21,7 @@ fails a statement.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ __all__ = ["FunctionRules", "classifier_for"]
 logger = logging.getLogger("kailash_nodes.router")
 Classify = Callable[[str, str], Classification]
 _MAX_ASKED = 1024  # names absent from the catalog that may each ask for one more read
+_RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds before reading again after a failed read
 
 
 def classifier_for(
@@ -86,8 +88,8 @@ class FunctionRules:
     """
 
     __slots__ = (
-        "_asked", "_changed", "_current", "_generation", "_pool", "_stale", "_static",
-        "_tasks",
+        "_asked", "_changed", "_current", "_generation", "_pool", "_retrying", "_stale",
+        "_static", "_tasks",
         "classify", "enabled", "failures", "loads", "source",
     )  # fmt: skip
 
@@ -103,6 +105,7 @@ class FunctionRules:
         self._stale = False  # a transaction changed functions: read again when it ends
         self._asked: set[str] = set()  # names not in the catalog that asked for a read
         self._pool: ConnectionPool | None = None  # where the last catalog was read
+        self._retrying = False  # a failed read is being retried (with a growing delay)
         self._tasks = BackgroundTasks("kailash_nodes-router:function-catalog")
 
     async def load(self, pool: ConnectionPool) -> bool:
@@ -183,7 +186,27 @@ class FunctionRules:
         logger.debug("reading the function catalog failed: %s", exc)
         if generation == self._generation:
             self.use(None)  # fail closed: a stale catalog could call a changed function safe
+            if not self._retrying and self._pool is not None:
+                self._retrying = True  # a failure (e.g. at start) must not last for good
+                self._tasks.spawn(self._retry(self._pool), "function-catalog-retry")
         return False
+
+    async def _retry(self, pool: ConnectionPool) -> None:
+        """Read the catalog again after a failed read: after 1 s, then twice as long each
+        time up to 60 s, until a read succeeds or something else reads it (a DDL, the end
+        of a transaction that changed functions)."""
+        delay = _RETRY_FIRST
+        try:
+            while not self.source and not self._stale:
+                await asyncio.sleep(delay)
+                if self.source or self._stale:
+                    return
+                failures = self.failures
+                if await self.load(pool) or self.failures == failures:
+                    return  # read, or nothing to read (no catalog, not enabled)
+                delay = min(delay * 2, _RETRY_MAX)
+        finally:
+            self._retrying = False
 
     def use(self, catalog: FunctionCatalog | None) -> None:
         """Classify by ``catalog`` from now on (None: the builtins only), with a new cache."""

@@ -320,6 +320,43 @@ async def test_pg_a_failed_catalog_read_fails_closed_and_fails_no_statement(
     assert bed.engine.functions.failures == 1 and bed.engine.functions.source == ""
 
 
+@pytest.mark.postgres
+async def test_pg_a_catalog_read_that_failed_at_start_is_retried(
+    pg: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, replica = pg.primary, pg.replica
+    name = fn_name()
+    pg.names.append(f"{name}(int)")
+    await primary.execute(pg_function(name, "STABLE", "SAFE"))
+    await on_standby(replica, name, 1)
+    from kailash_nodes.drivers.postgres import PostgresDriver
+
+    real = PostgresDriver.function_catalog
+    calls = 0
+
+    async def refused_once(self: Any, conn: Any, timeout: float | None) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # e.g. the primary was briefly unreachable as the router started
+            raise ConnectionFailed("the server closed the connection")
+        return await real(self, conn, timeout)
+
+    monkeypatch.setattr(PostgresDriver, "function_catalog", refused_once)
+    bed = await pg.open()
+    functions = bed.engine.functions
+    assert (functions.failures, functions.source) == (1, "")
+    where, why = await bed.target(f"SELECT {name}(1)")
+    assert (where, why) == ("primary", f"{name}() is not known to be read-only")  # closed
+    for _ in range(100):  # read again after about 1 s, in the background
+        if functions.source:
+            break
+        await asyncio.sleep(0.05)
+    assert functions.source and calls == 2
+    assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
+    catalog = (await bed.router.get_metrics())["function_catalog"]
+    assert catalog == {"source": "pg_proc", "reads": 1, "failed_reads": 1}
+
+
 # ---------------------------------------------------------------------- MariaDB
 
 

@@ -21,7 +21,7 @@ LEARNING_KEYS = {"enabled", "prewarms", "prewarms_used", "prewarms_wasted_or_pen
                  "prewarm_errors"}  # fmt: skip
 TOP_KEYS = {
     "router_metrics", "cache_stats", "pattern_learning", "prewarm", "active_transactions",
-    "pinned_sessions", "sessions_expired", "replicas",
+    "pinned_sessions", "sessions_expired", "replicas", "function_catalog",
 }  # fmt: skip
 
 
@@ -52,6 +52,8 @@ async def test_report_counts_what_was_routed_with_every_key(
     assert (r["reads_to_primary"], r["writes_to_primary"], r["reads_to_replicas"]) == (4, 2, 0)
     assert c["invalidations"] == 1  # the CREATE TABLE
     assert c["max_entries_per_connection"] == 10 and m["replicas"] == {}
+    # no replicas: nothing to decide, so the catalog is never read
+    assert m["function_catalog"] == {"source": None, "reads": 0, "failed_reads": 0}
     assert (r["cache_hits"], r["cache_misses"]) == (c["hits"], c["misses"])
     prepared = backend.name == "postgresql"
     assert c["server_side_prepare"] is prepared
