@@ -126,6 +126,16 @@ async def stable_on_the_standby(pg: Servers) -> tuple[Bed, str]:
     return bed, name
 
 
+async def stable_created_elsewhere(pg: Servers) -> str:
+    """Create a STABLE PARALLEL SAFE function outside any router; return its name once the
+    standby has it."""
+    name = fn_name()
+    pg.names.append(f"{name}(int)")
+    await pg.primary.execute(pg_function(name, "STABLE", "SAFE"))
+    await on_standby(pg.replica, name, 1)
+    return name
+
+
 @pytest.fixture
 async def pg() -> AsyncIterator[Servers]:
     """Connections to the PostgreSQL primary and standby; the bed opens on demand."""
@@ -300,11 +310,7 @@ async def test_pg_function_ddl_whose_answer_is_lost_fails_closed(pg: Servers) ->
 async def test_pg_a_failed_catalog_read_fails_closed_and_fails_no_statement(
     pg: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    primary, replica = pg.primary, pg.replica
-    name = fn_name()
-    pg.names.append(f"{name}(int)")
-    await primary.execute(pg_function(name, "STABLE", "SAFE"))
-    await on_standby(replica, name, 1)
+    name = await stable_created_elsewhere(pg)
     bed = await pg.open()
     assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
     driver = bed.engine.primary.driver
@@ -324,11 +330,7 @@ async def test_pg_a_failed_catalog_read_fails_closed_and_fails_no_statement(
 async def test_pg_a_catalog_read_that_failed_at_start_is_retried(
     pg: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    primary, replica = pg.primary, pg.replica
-    name = fn_name()
-    pg.names.append(f"{name}(int)")
-    await primary.execute(pg_function(name, "STABLE", "SAFE"))
-    await on_standby(replica, name, 1)
+    name = await stable_created_elsewhere(pg)
     from kailash_nodes.drivers.postgres import PostgresDriver
 
     real = PostgresDriver.function_catalog
