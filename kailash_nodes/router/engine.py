@@ -58,7 +58,7 @@ _NOT_PREWARMED = frozenset({Category.DDL, Category.SESSION_STATE})
 _RETRY_ON_PRIMARY = frozenset({"25006", "40001"})
 Predictor = Callable[[str, str | None], str | None]  # (shape, session id) -> next query text
 Observer = Callable[[str, float, int, bool, PooledConnection], None]  # a pool's observer
-_NO_TEXT = ("", False)  # no server-side prepare on this connection: no text, no hit
+_NO_TEXT = ("", False)  # a connection that caches no statements: no text, no hit
 _MAX_AHEAD = 16  # predicted statements being prepared at once, at most
 
 
@@ -367,37 +367,21 @@ class QueryRouter(PinnedSessions):
         Steps: look the statement up in the connection's cache, count the routing,
         drop statements a DDL part makes stale, execute, note the tables of a statement
         prepared now, and mark a successful prepared statement for predicting what follows.
-        The counting is inline, not in helpers: this runs for every statement, and each
-        call layer costs every statement (benchmarks/bench_overhead.py).
+        The counting is `RouterMetrics.count_lookup` / `count_routed`, shared with
+        `_one_shot` (two calls measured within bench_overhead.py's noise).
         """
         conn = pc.connection
         plan = call.plan
         rq = plan.rq
         metrics = self.metrics
         text, cache_hit = _NO_TEXT
-        if rq is not None and conn.server_prepare:  # look up the text the driver prepares
-            text = rq.text
+        if rq is not None and (conn.server_prepare or conn.client_statement_cache):
+            text = rq.text  # the text the driver prepares, or sqlite3 caches
             cache_hit = conn.has_statement(text)
-            metrics.cache_lookups += 1
-            metrics.cache_hits += cache_hit
-            metrics.prepared_lookups += 1
-            metrics.prepared_hits += cache_hit
-            if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
-                metrics.prewarm.use(conn, text)
-        elif rq is not None and conn.client_statement_cache:  # SQLite: sqlite3's own cache
-            text = rq.text
-            cache_hit = conn.has_statement(text)
-            metrics.cache_lookups += 1
-            metrics.cache_hits += cache_hit
+            metrics.count_lookup(conn, text, cache_hit)
         pc.session = call.session.id if call.session is not None else None
         routing_time = time.monotonic() - call.start
-        metrics.routing_time.add(routing_time)
-        if target != "primary":
-            metrics.reads_replica += 1
-        elif plan.counts_as_write:
-            metrics.writes += 1
-        else:
-            metrics.reads_primary += 1
+        metrics.count_routed(target, plan.counts_as_write, routing_time)
         cls = plan.cls
         ddl = plan.ddl
         if ddl and cls.tables:  # a DDL part anywhere in the text (tables: all parts')
@@ -435,27 +419,15 @@ class QueryRouter(PinnedSessions):
         ran = await run_once(
             pool, query, rq, params, rq.text if pool.statement_cache_size else None
         )
-        metrics = self.metrics
         conn = ran.conn
-        cache_hit = ran.hit
+        cache_hit = False
         if conn.server_prepare or conn.client_statement_cache:
-            metrics.cache_lookups += 1
-            metrics.cache_hits += cache_hit
-            if conn.server_prepare:
-                metrics.prepared_lookups += 1
-                metrics.prepared_hits += cache_hit
-                if cache_hit and metrics.prewarm.pending:  # prepared ahead: its first use?
-                    metrics.prewarm.use(conn, rq.text)
+            cache_hit = ran.hit
+            self.metrics.count_lookup(conn, rq.text, cache_hit)
             if not cache_hit and ran.error is None and plan.cls.tables:
                 self._statement_tables[rq.text] = plan.cls.tables
-        else:
-            cache_hit = False
         routing_time = ran.sent - start
-        metrics.routing_time.add(routing_time)
-        if plan.counts_as_write:
-            metrics.writes += 1
-        else:
-            metrics.reads_primary += 1
+        self.metrics.count_routed("primary", plan.counts_as_write, routing_time)
         metadata = routing_metadata(
             plan.cls, plan.query_type, "primary", ran.lease_id, cache_hit, routing_time
         )

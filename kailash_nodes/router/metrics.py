@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kailash_nodes.drivers import DriverConnection
 from kailash_nodes.measure import Samples
 from kailash_nodes.router.prewarm import PREDICTOR, PreparedAheadLedger
 from kailash_nodes.sql import Classification
@@ -51,6 +52,29 @@ class RouterMetrics:
     invalidations: int = 0
     prewarm: PreparedAheadLedger = field(default_factory=PreparedAheadLedger)
     routing_time: Samples = field(default_factory=Samples)
+
+    def count_lookup(self, conn: DriverConnection, text: str, hit: bool) -> None:
+        """Count one look-up of ``text`` in ``conn``'s statement cache (``hit``: it was
+        there): a prepared look-up where the driver prepares on the server, marking a
+        statement prepared ahead used. Only for a connection that caches statements
+        (``server_prepare`` or ``client_statement_cache``)."""
+        self.cache_lookups += 1
+        self.cache_hits += hit
+        if conn.server_prepare:
+            self.prepared_lookups += 1
+            self.prepared_hits += hit
+            if hit and self.prewarm.pending:  # prepared ahead: its first use?
+                self.prewarm.use(conn, text)
+
+    def count_routed(self, target: str, counts_as_write: bool, routing_time: float) -> None:
+        """Count a statement routed to ``target`` after ``routing_time`` seconds."""
+        self.routing_time.add(routing_time)
+        if target != "primary":
+            self.reads_replica += 1
+        elif counts_as_write:
+            self.writes += 1
+        else:
+            self.reads_primary += 1
 
     def routing(self) -> dict[str, Any]:
         """Return the ``router_metrics`` counters and routing-time summary (no consistency
