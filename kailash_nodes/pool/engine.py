@@ -189,7 +189,7 @@ class ConnectionPool(ConnectionSet):
             await self.open()
         start = time.monotonic()
         idle = self.idle
-        if prefer is not None and idle and not idle[-1].conn.has_statement(prefer):
+        if prefer is not None:
             self._bring_up(prefer)
         while idle:
             entry = idle.pop()
@@ -208,8 +208,11 @@ class ConnectionPool(ConnectionSet):
         return self._lease(await self.wait_entry(start, timeout), start)
 
     def _bring_up(self, statement: str) -> None:
-        """Move an idle connection holding ``statement`` to the top (looks 8 deep, no more)."""
+        """Unless the top idle connection holds ``statement``, move one that does to the
+        top (looks 8 deep, no more)."""
         idle = self.idle
+        if not idle or idle[-1].conn.has_statement(statement):
+            return
         for i in range(len(idle) - 2, max(-1, len(idle) - 1 - AFFINITY_DEPTH), -1):
             if idle[i].conn.has_statement(statement):
                 idle.append(idle.pop(i))
@@ -225,7 +228,7 @@ class ConnectionPool(ConnectionSet):
         idle = self.idle
         if not idle or self.closed:
             return None
-        if prefer is not None and not idle[-1].conn.has_statement(prefer):
+        if prefer is not None:
             self._bring_up(prefer)
         entry = idle[-1]
         if (
@@ -279,7 +282,7 @@ class ConnectionPool(ConnectionSet):
             raise
 
     def lend(self, entry: Entry) -> None:
-        """Count ``entry`` checked out without a lease handle (`run_once`)."""
+        """Count ``entry`` checked out (with a lease handle: `_lease`; without: `run_once`)."""
         self.lease_seq += 1
         self.active += 1
         self.stats.acquires += 1
@@ -287,12 +290,8 @@ class ConnectionPool(ConnectionSet):
 
     def _lease(self, entry: Entry, start: float) -> PooledConnection:
         now = time.monotonic()
-        self.lease_seq += 1
-        self.active += 1
-        stats = self.stats
-        stats.acquires += 1
-        stats.acquire_wait.add(now - start)
-        entry.leased = True
+        self.lend(entry)
+        self.stats.acquire_wait.add(now - start)
         return PooledConnection(entry, f"{entry.name}#{self.lease_seq}", self, now, now - start)
 
     @asynccontextmanager
