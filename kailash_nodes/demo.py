@@ -263,15 +263,15 @@ async def replica_section(demo: Demo) -> None:
         return
     # The primary's catalog says pg_is_in_recovery() only reads (a replica may run it);
     # txid_current() assigns a transaction id, which a standby cannot: the primary.
-    for query in (
-        "SELECT pg_is_in_recovery() AS in_recovery",
-        "SELECT pg_is_in_recovery() AS in_recovery, txid_current() > 0 AS xid",
+    for query, for_replica in (
+        ("SELECT pg_is_in_recovery() AS in_recovery", True),
+        ("SELECT pg_is_in_recovery() AS in_recovery, txid_current() > 0 AS xid", False),
     ):
         res = await demo.route(query, check=False)
         answer = res["data"][0]["in_recovery"] if res["success"] else f"error: {res['error']}"
         routing = res["routing_metadata"]
         demo.say(f"  {query:<70} on {routing['target']}: in_recovery={answer}")
-        if "txid" not in query and not routing["target"].startswith("replica:"):
+        if for_replica and not routing["target"].startswith("replica:"):
             # say why the replica did not serve it (a lag, a ban, or the classification)
             replicas = (await demo.router.get_metrics())["replicas"]
             demo.say(f"    not on a replica: {routing['reason']}; replicas: {replicas}")

@@ -71,10 +71,12 @@ async def run_once(
     """
     args = bind(rq, params)  # ParameterError before anything is checked out
     start = time.monotonic()
-    entry = pool.take_ready(lookup, start) if pool.observer is None else None
+    if pool.observer is not None:  # it is handed the lease
+        return await _leased(pool, query, rq, params, lookup)
+    entry = pool.take_ready(lookup, start)
     acquired = start  # checked out at once: held from here
     if entry is None:
-        if pool.observer is not None or pool.idle or not pool.opened or pool.closed:
+        if pool.idle or not pool.opened or pool.closed:  # a check, a retirement, opening
             return await _leased(pool, query, rq, params, lookup)
         entry = await pool.wait_entry(start, pool.acquire_timeout)  # nothing idle: queue
         pool.lend(entry)
