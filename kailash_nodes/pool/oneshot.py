@@ -59,12 +59,14 @@ async def run_once(
     rq: RewrittenQuery,
     params: Any,
     lookup: str | None,
+    timeout: float | None = None,
 ) -> Ran:
     """Run ``query`` (``rq``: its one statement rewritten for ``pool.style``) on a pooled
     connection and give the connection back.
 
     ``lookup``: a statement text to look up in the connection's statement cache before
-    running (and to prefer a connection that has it). A QueryError (the database
+    running (and to prefer a connection that has it). ``timeout``: how long to wait for
+    a connection (None: the pool's ``timeout``), as `acquire`'s. A QueryError (the database
     rejected the statement) is returned in `Ran.error`; anything else `acquire` and
     `execute` raise is raised. The connection always goes back (replaced when it broke,
     or when cancelled mid-statement).
@@ -72,13 +74,14 @@ async def run_once(
     args = bind(rq, params)  # ParameterError before anything is checked out
     start = time.monotonic()
     if pool.observer is not None:  # it is handed the lease
-        return await _leased(pool, query, rq, params, lookup)
+        return await _leased(pool, query, rq, params, lookup, timeout)
     entry = pool.take_ready(lookup, start)
     acquired = start  # checked out at once: held from here
     if entry is None:
         if pool.idle or not pool.opened or pool.closed:  # a check, a retirement, opening
-            return await _leased(pool, query, rq, params, lookup)
-        entry = await pool.wait_entry(start, pool.acquire_timeout)  # nothing idle: queue
+            return await _leased(pool, query, rq, params, lookup, timeout)
+        wait = pool.acquire_timeout if timeout is None else timeout
+        entry = await pool.wait_entry(start, wait)  # nothing idle: the queue
         pool.lend(entry)
         acquired = time.monotonic()  # the wait is not part of the hold time
     lease_id = f"{entry.name}#{pool.lease_seq}"
@@ -115,10 +118,15 @@ async def run_once(
 
 
 async def _leased(
-    pool: ConnectionPool, query: str, rq: RewrittenQuery, params: Any, lookup: str | None
+    pool: ConnectionPool,
+    query: str,
+    rq: RewrittenQuery,
+    params: Any,
+    lookup: str | None,
+    timeout: float | None,
 ) -> Ran:
     """`run_once` through the lease API: an idle check, opening the pool, an observer."""
-    pc = await pool.acquire(prefer=lookup)
+    pc = await pool.acquire(timeout, prefer=lookup)
     try:
         conn = pc.connection
         hit = lookup is not None and conn.has_statement(lookup)

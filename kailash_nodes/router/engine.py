@@ -34,7 +34,7 @@ from kailash_nodes.errors import (
     SessionError,
     TooManyRequests,
 )
-from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, run_once
+from kailash_nodes.pool import ConnectionPool, PooledConnection, QueryResult, Ran, run_once
 from kailash_nodes.router.call import Call, Routed
 from kailash_nodes.router.consistency import ReadYourWrites
 from kailash_nodes.router.functions import FunctionRules
@@ -96,6 +96,11 @@ class QueryRouter(PinnedSessions):
         self.split = options.enable_read_write_split
         self.dialect = primary.driver.dialect
         self._style = primary.driver.placeholder_style
+        # A plan's text is rewritten for the primary's placeholders: a replica pool whose
+        # driver takes others (a misconfiguration, but possible) keeps the general path
+        self._replicas_one_shot = all(
+            s.pool.style is self._style for s in self.replicas.states
+        )
         # Configured server-side prepare (a connection may still not: prepares_on_server)
         self._prepare = options.prepare and options.cache_size > 0 and primary.driver.can_prepare
         self.consistency = ReadYourWrites(
@@ -187,9 +192,16 @@ class QueryRouter(PinnedSessions):
             and session_id is None
             and ((causal := causal_var.get()) is None or self._plain_read_in_run(plan, causal))
             and self.predictor is None
-            and not (plan.replica_safe and self.split and self.replicas.states)
+            and (
+                not (read := plan.replica_safe and self.split and bool(self.replicas.states))
+                or self._replicas_one_shot
+            )
         ):
             try:
+                if read:  # a replica's, unless none serves it (then the primary's)
+                    routed = await self._one_shot_replica(plan, query, params, start)
+                    if routed is not None:
+                        return routed
                 return await self._one_shot(plan, query, params, start)
             except BaseException:
                 self.metrics.routing_errors += 1
@@ -334,7 +346,7 @@ class QueryRouter(PinnedSessions):
             if token > state.replay_lsn and not await self.consistency.caught_up(state, pc, token):
                 self.consistency.fallbacks += 1
                 return None
-            routed = await self._run(state.pool, pc, call, f"replica:{state.name}")
+            routed = await self._run(state.pool, pc, call, state.target)
         except ConnectionFailed as exc:  # a plain read on a standby changed nothing: retry
             state.ban(time.monotonic(), exc)
             self.metrics.fallbacks += 1
@@ -410,26 +422,70 @@ class QueryRouter(PinnedSessions):
 
     async def _one_shot(self, plan: Plan, query: str, params: Any, start: float) -> Routed:
         """The common case in one call to the pool (`run_once`): a statement on the
-        primary with no session, no replica to read from and no learning, outside a
-        workflow run or a plain read in one with nothing to wait for
-        (`_plain_read_in_run`). It counts what `_run` counts for such a statement."""
+        primary with no session and no learning, outside a workflow run or a plain read in
+        one with nothing to wait for (`_plain_read_in_run`), that no replica serves. It
+        counts what `_run` counts for such a statement."""
         pool = self.primary
         rq = plan.rq
         assert rq is not None  # plan.one_shot
         ran = await run_once(
             pool, query, rq, params, rq.text if pool.statement_cache_size else None
         )
+        return self._one_shot_routed(plan, ran, start, "primary")
+
+    async def _one_shot_replica(
+        self, plan: Plan, query: str, params: Any, start: float
+    ) -> Routed | None:
+        """`_try_replica` for a one-shot plain read (no token: nothing to wait for) in one
+        call to the replica's pool; None sends it to the primary, as `_try_replica` does:
+        no usable replica, its connection failed or could not be had in time (the replica
+        is banned), or the standby refused the statement with an error the primary would
+        not give (`_RETRY_ON_PRIMARY`)."""
+        if not self._read_from_replica(None):
+            return None
+        state = self.replicas.pick(self.options.replica_lag_threshold)
+        if state is None:
+            self.metrics.fallbacks += 1
+            return None
+        pool = state.pool
+        rq = plan.rq
+        assert rq is not None  # plan.one_shot
+        try:
+            ran = await run_once(
+                pool,
+                query,
+                rq,
+                params,
+                rq.text if pool.statement_cache_size else None,
+                state.checkout_timeout,
+            )
+        except (ConnectionFailed, PoolTimeout, TooManyRequests) as exc:
+            state.ban(time.monotonic(), exc)  # a plain read on a standby changed nothing
+            self.metrics.fallbacks += 1
+            return None
+        routed = self._one_shot_routed(plan, ran, start, state.target)
+        err = ran.error
+        if err is not None and err.sqlstate in _RETRY_ON_PRIMARY:
+            self.metrics.fallbacks += 1
+            return None
+        state.reads += 1
+        return routed
+
+    def _one_shot_routed(self, plan: Plan, ran: Ran, start: float, target: str) -> Routed:
+        """Count what `run_once` ran for ``plan`` on ``target`` as `_run` counts it, and
+        return it as routed."""
         conn = ran.conn
+        rq = plan.rq
         cache_hit = False
-        if conn.server_prepare or conn.client_statement_cache:
+        if rq is not None and (conn.server_prepare or conn.client_statement_cache):
             cache_hit = ran.hit
             self.metrics.count_lookup(conn, rq.text, cache_hit)
             if not cache_hit and ran.error is None and plan.cls.tables:
                 self._statement_tables[rq.text] = plan.cls.tables
         routing_time = ran.sent - start
-        self.metrics.count_routed("primary", plan.counts_as_write, routing_time)
+        self.metrics.count_routed(target, plan.counts_as_write, routing_time)
         metadata = routing_metadata(
-            plan.cls, plan.query_type, "primary", ran.lease_id, cache_hit, routing_time
+            plan.cls, plan.query_type, target, ran.lease_id, cache_hit, routing_time
         )
         return Routed(ran.result, ran.error, metadata, ran.lease_id)
 

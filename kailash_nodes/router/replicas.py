@@ -41,11 +41,13 @@ class ReplicaState:
         "pool",
         "reads",
         "replay_lsn",
+        "target",
     )
 
     def __init__(self, name: str, pool: ConnectionPool) -> None:
         self.name = name
         self.pool = pool
+        self.target = f"replica:{name}"  # the routing target reads here are reported as
         # How long a read waits for one of its connections before trying the primary.
         self.checkout_timeout = min(pool.config.timeout, 2.0)
         self.lag: float | None = None  # seconds; None until measured (or not measurable)

@@ -315,3 +315,59 @@ async def test_in_a_run_holding_a_transaction_a_read_with_no_write_upstream_join
         results, _ = await runtime.execute_async(wf.build())
         assert results["solo"]["connection_id"] == results["begin"]["connection_id"]
         assert seen == []
+
+
+async def test_replica_reads_take_the_one_shot_path_on_the_replica_pool_and_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = LocalRuntime()
+    for name, env in (("db_pool", "KN_PG_DSN"), ("replica_pool", "KN_PG_REPLICA_DSN")):
+        runtime.register_node(
+            name,
+            WorkflowConnectionPool(
+                name=name, connection_string=server_dsn(env), min_connections=1,
+                max_connections=3,
+            ),
+        )  # fmt: skip
+    router = QueryRouterNode(
+        name="router", connection_pool="db_pool", read_replicas=["replica_pool"],
+        reads_on_primary=True,
+    )  # fmt: skip
+    runtime.register_node("router", router)
+    async with runtime:
+        await router.process({"query": "SELECT 1"})  # started
+        engine = router.engine
+        assert engine is not None
+        replica = engine.replicas.states[0]
+        seen: list[ConnectionPool] = []
+        import kailash_nodes.router.engine as engine_module
+
+        real = engine_module.run_once
+
+        async def spy(pool: ConnectionPool, *rest: Any) -> Any:
+            seen.append(pool)
+            return await real(pool, *rest)
+
+        monkeypatch.setattr(engine_module, "run_once", spy)
+        stats = replica.pool.stats
+        before = (stats.acquires, stats.queries_executed, stats.hold_time.total_count)
+        reads_before = replica.reads
+        metrics_before = (await router.get_metrics())["router_metrics"]
+        query = "SELECT pg_is_in_recovery() AS standby, $1::int AS n"
+        results = [await router.process({"query": query, "parameters": [i]}) for i in range(6)]
+        assert all(r["success"] for r in results), results
+        # reads_on_primary: the primary takes every other turn, all on the one-shot path
+        targets = [r["routing_metadata"]["target"] for r in results]
+        assert sorted(set(targets)) == ["primary", "replica:replica_pool"], targets
+        on_replica = [r for r in results if r["routing_metadata"]["target"] != "primary"]
+        assert all(r["data"][0]["standby"] is True for r in on_replica)
+        assert all(r["data"][0]["standby"] is False for r in results if r not in on_replica)
+        assert seen.count(replica.pool) == len(on_replica)
+        assert seen.count(engine.primary) == len(results) - len(on_replica)
+        after = (stats.acquires, stats.queries_executed, stats.hold_time.total_count)
+        assert [a - b for a, b in zip(after, before, strict=True)] == [len(on_replica)] * 3
+        assert replica.reads - reads_before == len(on_replica)
+        metrics = (await router.get_metrics())["router_metrics"]
+        assert metrics["reads_to_replicas"] - metrics_before["reads_to_replicas"] == len(on_replica)
+        assert all(re.fullmatch(r"replica_pool-c\d+#\d+", r["connection_id"]) for r in on_replica)
+        assert replica.pool.state()["active_connections"] == 0

@@ -407,17 +407,23 @@ async def test_a_replica_killed_mid_read_is_banned_and_the_read_retried_on_the_p
     await _until_replica_serves(bed, f"SELECT count(*) FROM {bed.table}")  # and re-admitted
 
 
+@pytest.mark.parametrize(("timeout", "waits"), [(0.3, 0.3), (8.0, 2.0)])
 async def test_a_replica_pool_that_cannot_lend_a_connection_sends_the_read_to_the_primary(
-    table: str,
+    table: str, timeout: float, waits: float
 ) -> None:
-    async with make_bed(table, min_connections=1, max_connections=2, timeout=0.3) as bed:
+    # A read waits for a replica connection up to the replica pool's timeout, but never
+    # more than 2 s (the replica's checkout_timeout); then the primary serves it.
+    async with make_bed(table, min_connections=1, max_connections=2, timeout=timeout) as bed:
         engine = bed.router.engine
         assert engine is not None
         pool = engine.replicas.states[0].pool
         held = [await pool.acquire(), await pool.acquire()]  # the replica pool is exhausted
         try:
+            began = asyncio.get_running_loop().time()
             res = await bed.q(f"SELECT count(*) AS n FROM {table}")
+            took = asyncio.get_running_loop().time() - began
             assert res["success"] and res["routing_metadata"]["target"] == "primary", res
+            assert waits * 0.9 <= took < waits + 3.0, took
             replica = await _replica(bed)
             assert replica["failures"] >= 1 and "within" in (replica["last_error"] or "")
         finally:
