@@ -98,9 +98,7 @@ class QueryRouter(PinnedSessions):
         self._style = primary.driver.placeholder_style
         # A plan's text is rewritten for the primary's placeholders: a replica pool whose
         # driver takes others (a misconfiguration, but possible) keeps the general path
-        self._replicas_one_shot = all(
-            s.pool.style is self._style for s in self.replicas.states
-        )
+        self._replicas_one_shot = all(s.pool.style is self._style for s in self.replicas.states)
         # Configured server-side prepare (a connection may still not: prepares_on_server)
         self._prepare = options.prepare and options.cache_size > 0 and primary.driver.can_prepare
         self.consistency = ReadYourWrites(
