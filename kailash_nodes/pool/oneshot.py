@@ -113,7 +113,8 @@ async def run_once(
         await pool.checkin(entry, acquired)
         raise
     duration = pool.succeeded(entry, sent)
-    await pool.checkin(entry, acquired)
+    if pool.give_back(entry, acquired) is None:  # `checkin`, with no coroutine when clean
+        await pool.cleaned(entry)
     return Ran(QueryResult(data, count, duration), None, lease_id, conn, hit, sent)
 
 
