@@ -163,7 +163,7 @@ class Handoff:
 
     def put_back(self, entry: Entry) -> None:
         """Place a released connection: `put`, except while the pool grows ("keep for next")."""
-        if self.waiters and self._keep_for_next():
+        if self.opening and self.waiters and self._keep_for_next():  # only while growing
             self._stats.handoffs_deferred += 1
             self.idle.append(entry)
             self._serve_late()
