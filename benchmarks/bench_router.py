@@ -204,7 +204,10 @@ class OursRouter(CallContender):
         res = await self.router.process({"query": self._query, "parameters": [key]})
         target = res["routing_metadata"]["target"]
         if not target.startswith(self._target):
-            raise RuntimeError(f"expected target {self._target!r}, routed to {target!r}")
+            replicas = (await self.router.get_metrics()).get("replicas")
+            raise RuntimeError(
+                f"expected target {self._target!r}, routed to {target!r}; replicas: {replicas}"
+            )
         return _row_id(res)
 
     async def report(self) -> str:
