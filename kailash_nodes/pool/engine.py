@@ -230,9 +230,10 @@ class ConnectionPool(ConnectionSet):
         idle = self.idle
         if not idle or self.closed:
             return None
-        if prefer is not None:
-            self._bring_up(prefer)
         entry = idle[-1]
+        if prefer is not None and not entry.conn.has_statement(prefer):  # else: nothing to move
+            self._bring_up(prefer)
+            entry = idle[-1]
         if (
             entry.suspect
             or now - entry.last_used > self._check_idle_after
