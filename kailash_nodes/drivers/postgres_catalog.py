@@ -8,6 +8,8 @@ any statement), so ``lsn_to_int`` can be imported without the driver library.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Final, cast
 
 from kailash_nodes.drivers.base import (
@@ -32,10 +34,17 @@ __all__ = [
 _REPLICA_SQL = (
     "SELECT pg_is_in_recovery() AS standby, "
     "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS replay_lsn, "
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text END AS receive_lsn, "
+    "EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS streaming, "
     "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
     "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0.0 "
     "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag"
 )
+# A streaming standby with WAL received but not replayed yet is read again after this
+# pause: the age of the last replayed commit overstates its lag when what arrived is not a
+# commit (the standby snapshot an idle primary logs every 15 s, a checkpoint) after a quiet
+# spell, and a busy standby can be caught in that moment.
+CATCH_UP_PAUSE: Final = 0.05
 # The insert position, not the write position: with synchronous_commit=off a COMMIT is
 # acknowledged before its record is written, and a token must still cover it.
 _WRITE_SQL = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
@@ -155,10 +164,25 @@ class PostgresCatalog:
         self, conn: DriverConnection, timeout: float | None
     ) -> ReplicaStatus | None:
         """Return whether the server is in recovery, its replay LSN and its lag (0.0 when
-        it cannot be measured: no transaction replayed yet)."""
+        it cannot be measured: no transaction replayed yet).
+
+        A streaming standby that has received WAL it has not replayed is read once more
+        after `CATCH_UP_PAUSE`: when it has replayed all it had received by then, its lag
+        is the time that took (at most the pause and the read), not the age of its last
+        replayed commit, which after a quiet spell on the primary can be minutes.
+        """
         row = await _row(conn, _REPLICA_SQL, timeout)
         position = lsn_to_int(row["replay_lsn"]) if row["replay_lsn"] else None
-        return ReplicaStatus(bool(row["standby"]), position, float(row["lag"] or 0.0))
+        lag = float(row["lag"] or 0.0)
+        if lag > CATCH_UP_PAUSE and row["streaming"] and row["receive_lsn"] and position:
+            received = lsn_to_int(row["receive_lsn"])
+            if received > position:
+                began = time.monotonic()
+                await asyncio.sleep(CATCH_UP_PAUSE)
+                replayed = await self.replay_position(conn, timeout)
+                if replayed is not None and replayed >= received:
+                    position, lag = replayed, min(lag, time.monotonic() - began)
+        return ReplicaStatus(bool(row["standby"]), position, lag)
 
     async def write_position(self, conn: DriverConnection, timeout: float | None) -> int | None:
         """Return ``pg_current_wal_insert_lsn()`` as an integer (QueryError on a standby)."""

@@ -114,6 +114,50 @@ async def test_a_streaming_replica_reports_lag_and_replay_position(
     assert state.lag is not None and state.lag >= 0.0 and state.replay_lsn > 0
 
 
+@pytest.mark.replica
+async def test_wal_received_but_not_replayed_counts_as_lag_only_until_it_is_replayed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The age of the last replayed commit is the lag while replay is stuck; but when the
+    # standby replays what it had received within the catch-up pause, the lag is that
+    # pause, not the age (which after a quiet spell on the primary can be minutes).
+    import asyncpg
+
+    from kailash_nodes.drivers import get_driver, postgres_catalog
+    from tests.router.test_causal import replay_paused
+
+    monkeypatch.setattr(postgres_catalog, "CATCH_UP_PAUSE", 1.0, raising=False)  # time to resume
+    driver = get_driver("postgresql")
+    params = PoolConfig.from_options(
+        {"connection_string": server_dsn("KN_PG_REPLICA_DSN"), "name": "lag"}
+    ).connect
+    conn = await driver.connect(params, 4)
+    primary = await asyncpg.connect(server_dsn("KN_PG_DSN"))
+    behind = "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() AS behind"
+    try:
+        async with replay_paused():
+            await asyncio.sleep(2.0)  # the last replayed commit is now >= 2 s old
+            await primary.fetchval("SELECT txid_current()")  # a commit the standby receives
+            for _ in range(1000):  # until received (guard: 10 s)
+                if (await conn.fetch(behind, (), "one", 1, 5.0))[0]["behind"]:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the standby did not receive the commit")
+            stuck = await driver.replica_status(conn, 5.0)  # replay stays paused
+            assert stuck is not None and stuck.lag is not None and stuck.lag >= 2.0, stuck
+            status = asyncio.ensure_future(driver.replica_status(conn, 5.0))
+            await asyncio.sleep(0.3)  # its first read is done: now replay what it received
+        caught_up = await status
+        assert caught_up is not None and caught_up.lag is not None
+        assert caught_up.lag < 1.9, caught_up  # the pause (1 s), not the commit's age
+        assert stuck.position is not None and caught_up.position is not None
+        assert caught_up.position > stuck.position
+    finally:
+        await primary.close()
+        await conn.close(5.0)
+
+
 @pytest.mark.postgres
 async def test_a_primary_given_as_replica_is_banned_as_not_a_standby(
     open_pool: Callable[[str], Any],
