@@ -161,7 +161,8 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         if mode != "all":
             return await self.fetch_some(text, args, mode, size, timeout)
         conn = self._conn
-        before = conn.total_changes
+        raw = self._raw  # its counters read directly: aiosqlite's properties are two calls
+        before = raw.total_changes
         # StatementMirror.use inline (a call costs every statement): before the hop, so the
         # mirror sees the texts in the order sqlite3 does
         texts = self.statements.texts
@@ -186,7 +187,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         if known is False:  # ran: surely cached now
             texts[text] = True
         if not records:
-            return [], conn.total_changes - before
+            return [], raw.total_changes - before
         rows = [dict(r) for r in records]
         return rows, len(rows)
 
@@ -275,8 +276,9 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
             handle.cancel()
 
     def in_transaction(self) -> bool:
-        """Return sqlite3's own transaction flag (no hop)."""
-        return bool(self._conn.in_transaction)
+        """Return sqlite3's own transaction flag (no hop; read from the sqlite3 connection
+        itself, as aiosqlite's property does through two more calls)."""
+        return self._raw.in_transaction
 
     def is_closed(self) -> bool:
         """Return whether the connection was closed or its thread has died."""
