@@ -44,7 +44,7 @@ class Plan:
         self.counts_as_write = self.writes or cls.transaction_op is not None
         self.query_type = cls.category.value
         # Nothing for a session to keep and nothing to invalidate: outside a session or a
-        # workflow run, it may take the pool's one-shot path (QueryRouter._one_shot)
+        # workflow run, it may take the pool's one-shot path (QueryRouter.route, run_once)
         self.one_shot = (
             rq is not None
             and rq.statements == 1
