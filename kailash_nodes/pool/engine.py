@@ -104,6 +104,7 @@ class ConnectionPool(ConnectionSet):
         # __getattr__, which takes attribute reads off CPython's fast path).
         cfg = self.config
         self.acquire_timeout = cfg.timeout
+        self._max_waiting = cfg.max_waiting
         self._check_idle_after = cfg.check_idle_after
         self.query_timeout = cfg.query_timeout
         self.max_rows = cfg.max_rows
@@ -264,8 +265,20 @@ class ConnectionPool(ConnectionSet):
     async def wait_entry(self, start: float, timeout: float) -> Entry:
         """Wait in the queue (begun at ``start``) up to ``timeout`` s for a connection
         handed over; raise TooManyRequests (queue full) or PoolTimeout. The caller
-        checks it out (`_lease`, or `lend` for `run_once`)."""
-        max_waiting = self.config.max_waiting
+        checks it out (`_lease`, or `lend` for `run_once`, which awaits `queue` itself)."""
+        fut = self.queue(start, timeout)
+        try:
+            return await fut
+        except BaseException as exc:
+            self.unqueue(fut, exc)
+            raise
+
+    def queue(self, start: float, timeout: float) -> asyncio.Future[Entry]:
+        """Join the queue (begun at ``start``) for a connection handed over within
+        ``timeout`` s; return the future to await, which fails with PoolTimeout after
+        that. A caller that stops waiting otherwise must pass it to `unqueue`. Raises
+        TooManyRequests when ``max_waiting`` callers wait already."""
+        max_waiting = self._max_waiting
         handoff = self.handoff
         if max_waiting and len(handoff.waiters) >= max_waiting:
             self.stats.requests_rejected += 1
@@ -276,13 +289,14 @@ class ConnectionPool(ConnectionSet):
         fut = handoff.enqueue(start, start + timeout)  # its timeout: the hand-off's timer
         if handoff.opening < len(handoff.waiters) and self.has_room():
             self.open_ahead()  # growth never waits: the new connection serves the oldest waiter
-        try:
-            return await fut
-        except PoolTimeout:  # the hand-off's timer: counted there, nothing to give back
-            raise
-        except BaseException:
-            handoff.abandon(fut)  # cancelled after a hand-over: give the connection back
-            raise
+        return fut
+
+    def unqueue(self, fut: asyncio.Future[Entry], exc: BaseException) -> None:
+        """After ``exc`` ended a wait on `queue`'s ``fut``: give back the connection it was
+        handed (cancelled after a hand-over), or leave the queue. Nothing to do for the
+        hand-off's own PoolTimeout (counted there, nothing handed)."""
+        if not isinstance(exc, PoolTimeout):
+            self.handoff.abandon(fut)
 
     def lend(self, entry: Entry) -> None:
         """Count ``entry`` checked out (with a lease handle: `_lease`; without: `run_once`)."""

@@ -9,7 +9,7 @@ times, and runs in one frame over the driver's.
 
 The common case is an idle connection that `acquire` would lend at once (`take_ready`:
 nothing to check or retire), or, with nothing idle, one handed over after a wait in the
-pool's queue (`wait_entry`, as `acquire` waits), on a pool with no observer. Anything
+pool's queue (`queue`, which `acquire` waits in too), on a pool with no observer. Anything
 else (an idle connection due for a check, a pool not open yet, an observer) goes through
 `acquire`, `execute` and `release` themselves. Both ways do the same bookkeeping:
 the checkout, its wait, the statement's time and outcome, the hold time, the health
@@ -80,8 +80,14 @@ async def run_once(
     if entry is None:
         if pool.idle or not pool.opened or pool.closed:  # a check, a retirement, opening
             return await _leased(pool, query, rq, params, lookup, timeout)
-        wait = pool.acquire_timeout if timeout is None else timeout
-        entry = await pool.wait_entry(start, wait)  # nothing idle: the queue
+        # Nothing idle: the queue, awaited here (`wait_entry` without its frame, which
+        # every hand-over would resume)
+        fut = pool.queue(start, pool.acquire_timeout if timeout is None else timeout)
+        try:
+            entry = await fut
+        except BaseException as exc:
+            pool.unqueue(fut, exc)
+            raise
         pool.lend(entry)
         acquired = time.monotonic()  # the wait is not part of the hold time
     lease_id = f"{entry.name}#{pool.lease_seq}"

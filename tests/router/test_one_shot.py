@@ -192,6 +192,24 @@ async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_ca
         assert (await router.process({"query": "SELECT 7 AS n"}))["data"] == [{"n": 7}]
 
 
+async def test_a_waiter_cancelled_just_after_the_hand_over_gives_the_connection_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with routed(max_connections=1, timeout=1.0) as (router, pool):
+        seen = one_shot_taken(router, monkeypatch)
+        held = await pool.acquire()
+        waiting = asyncio.ensure_future(router.process({"query": "SELECT 8 AS n"}))
+        await asyncio.sleep(0.1)
+        assert pool.state()["waiting_requests"] == 1
+        await pool.release(held)  # handed over: the waiter has not run since
+        waiting.cancel()  # so it is cancelled holding the connection it was handed
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert seen
+        assert (pool.state()["active_connections"], pool.state()["idle_connections"]) == (0, 1)
+        assert (await router.process({"query": "SELECT 9 AS n"}))["data"] == [{"n": 9}]
+
+
 async def test_the_pools_max_rows_holds_on_the_one_shot_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
