@@ -16,7 +16,7 @@ import pytest
 
 from kailash_nodes import LocalRuntime, QueryRouterNode, WorkflowConnectionPool
 from kailash_nodes.errors import ParameterError, PoolTimeout
-from kailash_nodes.pool import ConnectionPool
+from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.runtime import Node, WorkflowBuilder
 from tests.conftest import server_dsn
 
@@ -163,15 +163,24 @@ async def test_a_value_the_driver_refuses_raises_and_keeps_the_connection(
         assert pool.state()["active_connections"] == 0
 
 
+async def waiting_behind(
+    router: QueryRouterNode, pool: ConnectionPool, query: str, wait: float
+) -> tuple[PooledConnection, asyncio.Future[dict[str, Any]]]:
+    """Hold the pool's only connection and start routing ``query``, which then waits in
+    the pool's queue; return the held lease and the waiting call."""
+    held = await pool.acquire()
+    waiting = asyncio.ensure_future(router.process({"query": query}))
+    await asyncio.sleep(wait)
+    assert pool.state()["waiting_requests"] == 1
+    return held, waiting
+
+
 async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with routed(max_connections=1, timeout=0.5) as (router, pool):
         seen = one_shot_taken(router, monkeypatch)
-        held = await pool.acquire()
-        waiting = asyncio.ensure_future(router.process({"query": "SELECT 4 AS n"}))
-        await asyncio.sleep(0.3)
-        assert pool.state()["waiting_requests"] == 1
+        held, waiting = await waiting_behind(router, pool, "SELECT 4 AS n", 0.3)
         await pool.release(held)  # handed to the waiter
         assert (await waiting)["data"] == [{"n": 4}]
         # its samples: the wait (about 0.3 s) is acquire time, not hold time
@@ -197,10 +206,7 @@ async def test_a_waiter_cancelled_just_after_the_hand_over_gives_the_connection_
 ) -> None:
     async with routed(max_connections=1, timeout=1.0) as (router, pool):
         seen = one_shot_taken(router, monkeypatch)
-        held = await pool.acquire()
-        waiting = asyncio.ensure_future(router.process({"query": "SELECT 8 AS n"}))
-        await asyncio.sleep(0.1)
-        assert pool.state()["waiting_requests"] == 1
+        held, waiting = await waiting_behind(router, pool, "SELECT 8 AS n", 0.1)
         await pool.release(held)  # handed over: the waiter has not run since
         waiting.cancel()  # so it is cancelled holding the connection it was handed
         with pytest.raises(asyncio.CancelledError):
