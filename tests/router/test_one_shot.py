@@ -23,8 +23,35 @@ from tests.conftest import server_dsn
 pytestmark = pytest.mark.postgres
 
 
+class Taken(list[str]):
+    """The statements that took the one-shot path, and (``pools``) the pool of each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pools: list[ConnectionPool] = []
+
+
+def one_shot_taken(router: QueryRouterNode, monkeypatch: pytest.MonkeyPatch) -> Taken:
+    """Record every statement the router sends through the pool's one-shot path."""
+    import kailash_nodes.router.engine as engine_module
+
+    seen = Taken()
+    real = engine_module.run_once
+
+    async def spy(pool: ConnectionPool, query: str, *rest: Any) -> Any:
+        seen.append(query)
+        seen.pools.append(pool)
+        return await real(pool, query, *rest)
+
+    monkeypatch.setattr(engine_module, "run_once", spy)
+    return seen
+
+
 @asynccontextmanager
-async def routed(**pool_options: Any) -> AsyncIterator[tuple[QueryRouterNode, ConnectionPool]]:
+async def routed(
+    monkeypatch: pytest.MonkeyPatch, **pool_options: Any
+) -> AsyncIterator[tuple[QueryRouterNode, ConnectionPool, Taken]]:
+    """A primary-only router over a started pool, and what takes its one-shot path."""
     runtime = LocalRuntime()
     options = {"min_connections": 1, "max_connections": 3, **pool_options}
     pool = WorkflowConnectionPool(
@@ -35,29 +62,13 @@ async def routed(**pool_options: Any) -> AsyncIterator[tuple[QueryRouterNode, Co
     runtime.register_node("router", router)
     async with runtime:
         await router.process({"query": "SELECT 1"})  # started, one connection idle
-        yield router, pool.engine
-
-
-def one_shot_taken(router: QueryRouterNode, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every statement the router sends through the pool's one-shot path."""
-    import kailash_nodes.router.engine as engine_module
-
-    seen: list[str] = []
-    real = engine_module.run_once
-
-    async def spy(pool: ConnectionPool, query: str, *rest: Any) -> Any:
-        seen.append(query)
-        return await real(pool, query, *rest)
-
-    monkeypatch.setattr(engine_module, "run_once", spy)
-    return seen
+        yield router, pool.engine, one_shot_taken(router, monkeypatch)
 
 
 async def test_plain_statements_take_the_one_shot_path_and_are_counted_like_leases(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed() as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch) as (router, pool, seen):
         stats = pool.stats
         before = (
             stats.acquires,
@@ -94,8 +105,7 @@ async def test_plain_statements_take_the_one_shot_path_and_are_counted_like_leas
 async def test_a_rejected_statement_is_an_error_result_and_the_connection_stays(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed() as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch) as (router, pool, seen):
         total = pool.state()["total_connections"]
         errors = pool.stats.query_errors
         bad = await router.process({"query": "SELECT no_such_column FROM pg_class"})
@@ -114,8 +124,7 @@ async def test_a_rejected_statement_is_an_error_result_and_the_connection_stays(
 async def test_a_statement_cancelled_on_the_wire_replaces_its_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed() as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch) as (router, pool, seen):
         pid = (await router.process({"query": "SELECT pg_backend_pid() AS pid"}))["data"][0]["pid"]
         task = asyncio.ensure_future(router.process({"query": "SELECT pg_sleep(30)"}))
         await asyncio.sleep(0.3)
@@ -135,8 +144,7 @@ async def test_a_statement_cancelled_on_the_wire_replaces_its_connection(
 async def test_an_idle_connection_killed_behind_the_pools_back_is_not_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(check_idle_after=0.05) as (router, pool):
-        one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, check_idle_after=0.05) as (router, pool, _):
         pid = (await router.process({"query": "SELECT pg_backend_pid() AS pid"}))["data"][0]["pid"]
         admin = await asyncpg.connect(server_dsn("KN_PG_ADMIN_DSN"))
         try:
@@ -152,8 +160,7 @@ async def test_an_idle_connection_killed_behind_the_pools_back_is_not_used(
 async def test_a_value_the_driver_refuses_raises_and_keeps_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(max_connections=1) as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, max_connections=1) as (router, pool, seen):
         pid = (await router.process({"query": "SELECT pg_backend_pid() AS pid"}))["data"][0]["pid"]
         with pytest.raises(ParameterError):
             await router.process({"query": "SELECT $1::int + 1 AS n", "parameters": ["x"]})
@@ -178,8 +185,7 @@ async def waiting_behind(
 async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(max_connections=1, timeout=0.5) as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, max_connections=1, timeout=0.5) as (router, pool, seen):
         held, waiting = await waiting_behind(router, pool, "SELECT 4 AS n", 0.3)
         await pool.release(held)  # handed to the waiter
         assert (await waiting)["data"] == [{"n": 4}]
@@ -204,8 +210,7 @@ async def test_with_nothing_idle_it_waits_in_the_queue_and_can_time_out_or_be_ca
 async def test_a_waiter_cancelled_just_after_the_hand_over_gives_the_connection_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(max_connections=1, timeout=1.0) as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, max_connections=1, timeout=1.0) as (router, pool, seen):
         held, waiting = await waiting_behind(router, pool, "SELECT 8 AS n", 0.1)
         await pool.release(held)  # handed over: the waiter has not run since
         waiting.cancel()  # so it is cancelled holding the connection it was handed
@@ -219,8 +224,7 @@ async def test_a_waiter_cancelled_just_after_the_hand_over_gives_the_connection_
 async def test_the_pools_max_rows_holds_on_the_one_shot_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(max_rows=3) as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, max_rows=3) as (router, pool, seen):
         big = await router.process({"query": "SELECT g FROM generate_series(1, 10) g"})
         assert seen
         assert big["success"] is False and big["error_type"] == "ResultTooLarge"
@@ -232,8 +236,7 @@ async def test_the_pools_max_rows_holds_on_the_one_shot_path(
 async def test_a_pool_with_learning_on_runs_it_through_a_lease(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with routed(enable_query_routing=True) as (router, pool):
-        seen = one_shot_taken(router, monkeypatch)
+    async with routed(monkeypatch, enable_query_routing=True) as (router, pool, seen):
         assert pool.observer is not None
         r = await router.process({"query": "SELECT 3 AS n"})
         assert r["data"] == [{"n": 3}] and seen  # the same entry point, the lease inside
@@ -363,16 +366,7 @@ async def test_replica_reads_take_the_one_shot_path_on_the_replica_pool_and_are_
         engine = router.engine
         assert engine is not None
         replica = engine.replicas.states[0]
-        seen: list[ConnectionPool] = []
-        import kailash_nodes.router.engine as engine_module
-
-        real = engine_module.run_once
-
-        async def spy(pool: ConnectionPool, *rest: Any) -> Any:
-            seen.append(pool)
-            return await real(pool, *rest)
-
-        monkeypatch.setattr(engine_module, "run_once", spy)
+        seen = one_shot_taken(router, monkeypatch).pools
         stats = replica.pool.stats
         before = (stats.acquires, stats.queries_executed, stats.hold_time.total_count)
         reads_before = replica.reads
