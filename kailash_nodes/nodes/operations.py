@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from kailash_nodes.config import short_repr
@@ -10,7 +10,7 @@ from kailash_nodes.errors import ParameterError, UnknownOperation
 
 __all__ = ["Handler", "check_inputs", "find_handler", "optional_str", "query_and_params", "show"]
 
-Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[Mapping[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def show(value: Any) -> str:

@@ -7,7 +7,7 @@ results become the dict shapes Kailash users know (see docs/pool.md). No pool lo
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from kailash_nodes.errors import (
     PoolClosed,
     QueryError,
     UnknownConnection,
+    UnknownOperation,
 )
 from kailash_nodes.learning import QueryLearner, QueryPatternTracker
 from kailash_nodes.nodes.operations import (
@@ -151,20 +152,31 @@ class WorkflowConnectionPool(Node):
 
     # ------------------------------------------------------------------ process() surface
 
-    async def process(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one operation: ``{"operation": "acquire" | "execute" | ..., ...}``.
+    def process(self, inputs: Mapping[str, Any]) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Run one operation: ``await pool.process({"operation": "acquire" | ..., ...})``.
 
         Raises ParameterError when ``inputs`` is not a mapping or an input has the wrong
         type, UnknownOperation for an operation this node does not have; see docs/pool.md
         for each operation's inputs, result keys and errors.
+
+        Not ``async def``, yet awaited the same way: it returns the operation's own
+        coroutine, so that the answer of every statement resumes one frame less (an
+        ``async def`` here would wrap each operation in a second coroutine). An error
+        found here is raised when the result is awaited, as from an ``async def``.
         """
         if type(inputs) is not dict:  # a plain dict (nearly every call) needs no check
-            check_inputs(inputs, self.name)
+            try:
+                check_inputs(inputs, self.name)
+            except ParameterError as exc:
+                return _raise(exc)
         op = inputs.get("operation")
         handler = self._handlers.get(op) if type(op) is str else None
         if handler is None:
-            handler = find_handler(self._handlers, op)  # raises UnknownOperation
-        return await handler(inputs)
+            try:
+                handler = find_handler(self._handlers, op)
+            except UnknownOperation as exc:
+                return _raise(exc)
+        return handler(inputs)
 
     async def async_run(self, **inputs: Any) -> dict[str, Any]:
         """Run one operation from keyword inputs (the workflow-runtime entry point)."""
@@ -414,3 +426,8 @@ class WorkflowConnectionPool(Node):
 def _connection_id(conn: Any) -> Any:
     """Return the id of a `PooledConnection`, or ``conn`` itself (checked by ``_lease``)."""
     return conn.id if isinstance(conn, PooledConnection) else conn
+
+
+async def _raise(exc: Exception) -> dict[str, Any]:
+    """Raise ``exc`` when awaited: `WorkflowConnectionPool.process` reports its errors so."""
+    raise exc
