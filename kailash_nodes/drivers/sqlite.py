@@ -19,8 +19,12 @@ makes it under-count, never over-count (see `StatementMirror.failed`).
 The ``sqlite3.Connection`` is opened by our own connector (passed to the public
 ``aiosqlite.Connection(connector, iter_chunk_size)``), so the driver holds it without
 reading aiosqlite's private attributes: ``interrupt()`` is thread-safe and must reach a
-statement that is running, which aiosqlite's queue would make wait behind it. Only
-``terminate`` still uses aiosqlite internals, for the reason given there.
+statement that is running, which aiosqlite's queue would make wait behind it.
+
+Two places use aiosqlite internals, each for a reason given there: ``terminate`` (stopping
+the worker thread without a future), and ``fetch``, which puts a plain read straight on
+the worker thread's queue (``_tx``: ``(future, function)`` pairs, the protocol of
+aiosqlite's own ``Connection._execute``) instead of going through ``execute_fetchall``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -62,6 +67,11 @@ _MAX_USEFUL = 16
 # thread may still deliver an interrupted statement's answer to the event loop, so the
 # loop must outlive it (SQLiteDriver.drain, awaited by the pool's close).
 _ENDING: set[threading.Event] = set()
+
+
+def _all_rows(raw: sqlite3.Connection, text: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
+    """Run ``text`` and return all its rows (in the connection's worker thread)."""
+    return raw.execute(text, args).fetchall()
 
 
 def _interrupt(raw: sqlite3.Connection, fired: list[bool]) -> None:
@@ -157,9 +167,16 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         self, text: str, args: tuple[Any, ...], mode: str, size: int, timeout: float | None
     ) -> Rows:
         """Run one statement in a single hop to the connection's thread ("one" and "many"
-        of a query: through a cursor, reading no more rows than asked for)."""
+        of a query: through a cursor, reading no more rows than asked for).
+
+        "all" queues `_all_rows` on the worker thread itself: aiosqlite's
+        ``execute_fetchall`` does the same through a result proxy, two coroutines and a
+        partial, which measured ~10 % of a round trip with the process on one CPU
+        (docs/performance.md, session 10)."""
         if mode != "all":
             return await self.fetch_some(text, args, mode, size, timeout)
+        if self._stopped:  # the worker thread is ending: a queued call would never answer
+            raise ConnectionFailed("SQLite connection closed")
         conn = self._conn
         raw = self._raw  # its counters read directly: aiosqlite's properties are two calls
         before = raw.total_changes
@@ -173,14 +190,16 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
                 texts.popitem(last=False)
         else:
             texts.move_to_end(text)
+        fut: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
+        conn._tx.put_nowait((fut, partial(_all_rows, raw, text, args)))
         try:
             if timeout is None:  # inline, not _call: one coroutine frame less on the hot path
                 try:
-                    records = await conn.execute_fetchall(text, args)
+                    records = await fut
                 except Exception as exc:
                     raise self._wrap(exc) from exc
             else:
-                records = await self._timed(conn.execute_fetchall(text, args), timeout)
+                records = await self._timed(fut, timeout)
         except Exception as exc:
             self.statements.failed(text, known, exc.__cause__ or exc)
             raise
@@ -246,7 +265,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         sqlite3 fixes it at connect, so a connection of another size must be replaced."""
         return max(size, 1) == self.statements.capacity
 
-    async def _call(self, call: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
+    async def _call(self, call: Awaitable[_T], timeout: float | None) -> _T:
         """Await one hop to the connection's thread, with ``query_timeout`` when set."""
         if timeout is not None:
             return await self._timed(call, timeout)
@@ -255,7 +274,7 @@ class SQLiteConnection(CursorReads, NoServerPrepare):
         except Exception as exc:
             raise self._wrap(exc) from exc
 
-    async def _timed(self, call: Coroutine[Any, Any, _T], timeout: float) -> _T:
+    async def _timed(self, call: Awaitable[_T], timeout: float) -> _T:
         """Await ``call`` with the statement interrupted in its thread after ``timeout``.
 
         The interrupted statement comes back as an error, so when this returns nothing is

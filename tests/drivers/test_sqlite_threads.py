@@ -11,6 +11,7 @@ import pytest
 
 from kailash_nodes.config import PoolConfig
 from kailash_nodes.drivers import get_driver
+from kailash_nodes.errors import ConnectionFailed
 
 pytestmark = pytest.mark.sqlite
 
@@ -102,3 +103,21 @@ async def test_closed_connections_leave_nothing_to_drain(tmp_path: Path) -> None
     terminated.terminate()
     await driver.drain(5.0)
     assert len(sqlite_driver._ENDING) == 0
+
+
+@pytest.mark.parametrize("end", ["terminate", "close"])
+async def test_a_statement_after_the_thread_was_told_to_end_fails_at_once(
+    tmp_path: Path, end: str
+) -> None:
+    """The driver queues reads on the worker thread itself (SQLiteConnection.fetch): one
+    queued behind the thread's end would never be answered. It must fail, typed."""
+    params = PoolConfig.from_options({"connection_string": f"sqlite:///{tmp_path / 'd.db'}"})
+    conn = await get_driver("sqlite").connect(params.connect, 16)
+    await conn.fetch("SELECT 1", (), "all", 1, None)
+    if end == "terminate":
+        conn.terminate()
+    else:
+        await conn.close(5.0)
+    for timeout in (None, 1.0):
+        with pytest.raises(ConnectionFailed, match="closed"):
+            await asyncio.wait_for(conn.fetch("SELECT 1", (), "all", 1, timeout), 3)
