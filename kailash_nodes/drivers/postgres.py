@@ -41,6 +41,16 @@ __all__ = ["DRIVER", "PostgresConnection", "PostgresCursor", "PostgresDriver", "
 # so it is sent alone, after a ROLLBACK when one is needed. DEALLOCATE ALL drops the server
 # side of our statement cache too, so the cache is cleared.
 _RESET_SQL = "DISCARD ALL"
+# The protocol call: a cached statement's rows are read with the one call asyncpg's own
+# ``PreparedStatement.fetch`` ends in, ``Connection._protocol.bind_execute(state, args,
+# "", 0, True, timeout)``, not through that method: its connection check, two coroutines
+# and a lambda cost several µs of client CPU per statement (docs/performance.md, session
+# 10). What they add is kept: the protocol itself refuses a closed or busy connection, a
+# statement whose state asyncpg closed is prepared again (`_fetch`), and an
+# OutdatedSchemaCacheError reloads the schema state as asyncpg does (`_recover`). With an
+# asyncpg whose call has other parameters (`_has_protocol_call`), every statement takes
+# the public path. tests/drivers/test_pg_protocol_call.py checks both.
+_PROTOCOL_ARGS = ("self", "state", "args", "portal_name", "limit", "return_extra", "timeout")
 # A named statement of ours the server (or a proxy in front of it) does not keep
 # (26000 "does not exist", 42P05 "already exists", naming our statement), or a proxy that
 # refuses named statements: the statement was never run, so it can be retried unnamed
@@ -83,6 +93,7 @@ class PostgresConnection(CursorReads):
     __slots__ = (
         "_conn",
         "_cursors",
+        "_direct",
         "_max",
         "_prefix",
         "_server_settings",
@@ -100,10 +111,14 @@ class PostgresConnection(CursorReads):
 
     def __init__(self, conn: Any, cache_size: int, *, behind_proxy: bool = False) -> None:
         self._conn = conn
-        # query text -> (PreparedStatement, whether it returns rows), least recently used
-        # first. An OrderedDict rather than cachetools.LRUCache: a hit is on every query's
-        # path, and OrderedDict's get/move_to_end are C calls (measured ~1 µs less a query).
-        self._stmts: OrderedDict[str, tuple[Any, bool]] = OrderedDict()
+        # whether to use "The protocol call" (at the top); the protocol itself is not kept
+        # here: it holds the password it authenticated with as a public attribute
+        self._direct = _has_protocol_call(conn)
+        # query text -> (PreparedStatement, whether it returns rows, its protocol state),
+        # least recently used first. An OrderedDict rather than cachetools.LRUCache: a hit
+        # is on every query's path, and OrderedDict's get/move_to_end are C calls (measured
+        # ~1 µs less a query).
+        self._stmts: OrderedDict[str, tuple[Any, bool, Any]] = OrderedDict()
         self._max = max(cache_size, 1)
         self.behind_proxy = behind_proxy
         self.named_statements = not behind_proxy
@@ -133,10 +148,20 @@ class PostgresConnection(CursorReads):
         the server answered with ROLLBACK."""
         stmts = self._stmts
         cached = stmts.get(text)
-        if cached is not None and cached[1] and mode == "all":  # the hot path: one frame
-            stmts.move_to_end(text)
+        if (
+            cached is not None
+            and cached[1]
+            and mode == "all"
+            and not cached[2].closed
+            and self._direct
+        ):
+            stmts.move_to_end(text)  # the hot path: one frame
             try:
-                records = await cached[0].fetch(*args, timeout=timeout)
+                # PreparedStatement.fetch without the four Python frames around this one
+                # call (see "The protocol call" at the top)
+                records = (
+                    await self._conn._protocol.bind_execute(cached[2], args, "", 0, True, timeout)
+                )[0]
             except Exception as exc:
                 return await self._recover(exc, text, args, mode, size, timeout)
             return [dict(r) for r in records], len(records)
@@ -157,6 +182,13 @@ class PostgresConnection(CursorReads):
         """Retry a statement that never ran (stale plan, rejected name) once, or raise."""
         if isinstance(exc, KailashNodesError):
             raise exc
+        if isinstance(exc, asyncpg.exceptions.OutdatedSchemaCacheError):
+            # what PreparedStatement.fetch does before raising it (the hot path calls the
+            # protocol itself): its rows were read with a stale type; the next run prepares
+            # again. The statement ran, so it is not retried.
+            await self._conn.reload_schema_state()
+            self._stmts.pop(text, None)
+            raise self._wrap(exc) from exc
         if isinstance(exc, asyncpg.InvalidCachedStatementError):
             self._stmts.pop(text, None)
             self.statements_reprepared += 1
@@ -195,11 +227,14 @@ class PostgresConnection(CursorReads):
         if not self.server_prepare:
             return await self._fetch_unprepared(text, args, mode, size, timeout)
         cached = self._stmts.get(text)
+        if cached is not None and cached[2].closed:  # asyncpg gave it up: prepare again
+            del self._stmts[text]
+            cached = None
         if cached is None:
             cached = await self._prepare(text, timeout)
         else:
             self._stmts.move_to_end(text)
-        stmt, returns_rows = cached
+        stmt, returns_rows, _ = cached
         if not returns_rows:  # a command without result columns: count from its tag
             await stmt.fetch(*args, timeout=timeout)
             status = stmt.get_statusmsg()
@@ -214,13 +249,13 @@ class PostgresConnection(CursorReads):
         rows = [dict(r) for r in (records if mode == "all" else records[:size])]
         return rows, len(rows)
 
-    async def _prepare(self, text: str, timeout: float | None) -> tuple[Any, bool]:
+    async def _prepare(self, text: str, timeout: float | None) -> tuple[Any, bool, Any]:
         # An explicit name: with asyncpg's own cache off, an unnamed prepare would make
         # every execution send its own Parse (a second message per query).
         self.statements_prepared += 1
         name = f"{self._prefix}{self.statements_prepared}"
         stmt = await self._conn.prepare(text, name=name, timeout=timeout)
-        cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()))
+        cached = self._stmts[text] = (stmt, bool(stmt.get_attributes()), stmt._state)
         if len(self._stmts) > self._max:  # evict the least recently used; asyncpg closes it
             self._stmts.popitem(last=False)
         return cached
@@ -488,6 +523,14 @@ def _affected(status: str) -> int:
     """
     last = status.rpartition(" ")[2]
     return int(last) if last.isdigit() else 0
+
+
+def _has_protocol_call(conn: Any) -> bool:
+    """Tell whether ``conn``'s asyncpg protocol has a ``bind_execute`` taking
+    `_PROTOCOL_ARGS` (else the public ``PreparedStatement.fetch`` is used instead)."""
+    proto = getattr(conn, "_protocol", None)
+    code = getattr(getattr(type(proto), "bind_execute", None), "__code__", None)
+    return code is not None and code.co_varnames[: code.co_argcount] == _PROTOCOL_ARGS
 
 
 _CONNECT_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
