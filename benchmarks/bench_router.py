@@ -10,7 +10,8 @@ and the per-round paired ratio to the floor. Compare ratios, not absolute µs, a
 
 Modes: sequential, concurrent callers, prepared vs unprepared (``prepare_statements``),
 the prepared-statement hit rate next to the server's ``pg_prepared_statements``, and the
-classification cost on a cache hit and a miss. MySQL (sequential only) when its DSN is set.
+classification cost on a cache hit and a miss. MySQL (sequential only) when its DSN is set,
+and SQLite (sequential only, a file database) always.
 
     python benchmarks/bench_router.py                  # full run, ≤ 3 min
     python benchmarks/bench_router.py --quick          # ≤ 30 s
@@ -30,6 +31,7 @@ import random
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ from typing import Any, Final
 
 from _common import (
     Contender,
+    LeanLayer,
     RawFloor,
     Result,
     RunSample,
@@ -54,11 +57,16 @@ from _placement import local_postmasters, separate_cpus
 from bench_classify import REALISTIC
 from bench_pool import (
     CONNECTIONS,
+    LITE_QUERY,
     PCT_QUERY,
     PG_QUERY,
     REPO_ROOT,
     ROWS,
     Ours,
+    _lite_connect,
+    _lite_fetch,
+    _lite_prepare,
+    _lite_rows,
     _my_fetch,
     _my_prepare,
     _mysql_params,
@@ -68,7 +76,7 @@ from bench_pool import (
     pg_lean,
 )
 
-PACKAGES = ["asyncpg", "aiomysql", "sqlglot", "sqlglotc", "kailash", "kailash-nodes"]
+PACKAGES = ["asyncpg", "aiomysql", "aiosqlite", "sqlglot", "sqlglotc", "kailash", "kailash-nodes"]
 RAW, RAW_REPLICA, RAW_UNPREPARED = (
     "asyncpg raw (floor)",
     "asyncpg raw replica",
@@ -87,7 +95,7 @@ K_PARAMS, K_LITERAL, K_FIXED = (
 )
 # Rows whose ratios refer to another row than the table's first (see format_table).
 FLOORS = {ROUTER_REPLICA: RAW_REPLICA, ROUTER_UNPREP: RAW_UNPREPARED}
-MODES = ("sequential", "concurrent", "prepared", "mysql", "classify")
+MODES = ("sequential", "concurrent", "prepared", "mysql", "sqlite", "classify")
 Keep = Callable[[str, int, Sequence[Result], dict[str, float]], None]
 
 
@@ -450,6 +458,30 @@ def mysql_lineup(dsn: str) -> list[Contender]:
     return [floor, pool, router, *_kailash("mysql", dsn, PCT_QUERY)]
 
 
+def sqlite_lineup(path: str) -> list[Contender]:
+    """Return the SQLite line-up: raw aiosqlite, the lean layer, our pool and router,
+    kailash's router; all on the file database at ``path``."""
+    connect = lambda: _lite_connect(path)  # noqa: E731
+    floor = RawFloor("aiosqlite raw (floor)", connect, _lite_fetch, size=CONNECTIONS)
+    lean = LeanLayer("lean layer (calibration)", connect, _lite_rows, CONNECTIONS)
+    pool = OursPool("sqlite", path, LITE_QUERY)
+    router = OursRouter(
+        "ours router (sqlite)", "router.process", f"sqlite:///{path}", query=LITE_QUERY
+    )
+    return [floor, lean, pool, router, *_kailash("sqlite", path, LITE_QUERY)]
+
+
+def _acceptance_driver(results: Sequence[Result], floor: str, router: str) -> None:
+    """Print issue #14's sequential goal for aiomysql and aiosqlite: the pool's process()
+    and the router each ≤ 1.2× the raw driver, paired."""
+    for name in (POOL, router):
+        ratio = _paired(results, name, floor)
+        print(
+            f"  acceptance: {name} = {_fmt(ratio)} {floor}, paired (target ≤ 1.2): "
+            f"{verdict(ratio, 1.2)}"
+        )
+
+
 # --- Modes -------------------------------------------------------------------------------
 
 
@@ -696,6 +728,9 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replica-dsn", default=os.environ.get("KN_PG_REPLICA_DSN"))
     parser.add_argument("--mysql-dsn", default=os.environ.get("KN_MYSQL_DSN"))
     parser.add_argument(
+        "--sqlite-path", default=str(Path(tempfile.gettempdir()) / "kn_bench_router.sqlite3")
+    )
+    parser.add_argument(
         "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}"
     )
     parser.add_argument("--queries", type=int, help="queries per contender per round")
@@ -812,7 +847,21 @@ async def _mysql(args: argparse.Namespace, rng: random.Random, keep: Keep) -> No
     print(f"\n=== MySQL/MariaDB: {version}\n" + _notes(lineup))
     brief = argparse.Namespace(**{**vars(args), "rounds": min(args.rounds, 5)})
     title = "MySQL/MariaDB — sequential (no server-side prepare in aiomysql)"
-    keep("mysql sequential", 0, *await _measure_mode(title, lineup, 0, brief, rng))
+    results, cpu = await _measure_mode(title, lineup, 0, brief, rng)
+    _acceptance_driver(results, "aiomysql raw (floor)", "ours router (mysql)")
+    keep("mysql sequential", 0, results, cpu)
+
+
+async def _sqlite(args: argparse.Namespace, rng: random.Random, keep: Keep) -> None:
+    """Run the brief SQLite table (sequential, at most 5 rounds)."""
+    version = await _lite_prepare(args.sqlite_path)
+    lineup = sqlite_lineup(args.sqlite_path)
+    print(f"\n=== SQLite: {version}\n" + _notes(lineup))
+    brief = argparse.Namespace(**{**vars(args), "rounds": min(args.rounds, 5)})
+    title = "SQLite — sequential (a file database; each connection has its worker thread)"
+    results, cpu = await _measure_mode(title, lineup, 0, brief, rng)
+    _acceptance_driver(results, "aiosqlite raw (floor)", "ours router (sqlite)")
+    keep("sqlite sequential", 0, results, cpu)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -839,6 +888,8 @@ async def _main(args: argparse.Namespace) -> int:
             await _postgres(args, rng, keep)
         if "mysql" in args.modes:
             await _mysql(args, rng, keep)
+        if "sqlite" in args.modes:
+            await _sqlite(args, rng, keep)
     if "classify" in args.modes:
         print("\n=== Classification cost (kailash_nodes.sql.classify; router hot path = hit)")
         calls = 20_000 if args.quick else 100_000
