@@ -845,11 +845,8 @@ async def _mysql(args: argparse.Namespace, rng: random.Random, keep: Keep) -> No
         return
     lineup = mysql_lineup(args.mysql_dsn)
     print(f"\n=== MySQL/MariaDB: {version}\n" + _notes(lineup))
-    brief = argparse.Namespace(**{**vars(args), "rounds": min(args.rounds, 5)})
     title = "MySQL/MariaDB — sequential (no server-side prepare in aiomysql)"
-    results, cpu = await _measure_mode(title, lineup, 0, brief, rng)
-    _acceptance_driver(results, "aiomysql raw (floor)", "ours router (mysql)")
-    keep("mysql sequential", 0, results, cpu)
+    await _brief(title, lineup, "mysql", args, rng, keep)
 
 
 async def _sqlite(args: argparse.Namespace, rng: random.Random, keep: Keep) -> None:
@@ -857,11 +854,23 @@ async def _sqlite(args: argparse.Namespace, rng: random.Random, keep: Keep) -> N
     version = await _lite_prepare(args.sqlite_path)
     lineup = sqlite_lineup(args.sqlite_path)
     print(f"\n=== SQLite: {version}\n" + _notes(lineup))
-    brief = argparse.Namespace(**{**vars(args), "rounds": min(args.rounds, 5)})
     title = "SQLite — sequential (a file database; each connection has its worker thread)"
+    await _brief(title, lineup, "sqlite", args, rng, keep)
+
+
+async def _brief(
+    title: str,
+    lineup: list[Contender],
+    backend: str,
+    args: argparse.Namespace,
+    rng: random.Random,
+    keep: Keep,
+) -> None:
+    """Measure a driver's sequential table in at most 5 rounds; print its goal lines."""
+    brief = argparse.Namespace(**{**vars(args), "rounds": min(args.rounds, 5)})
     results, cpu = await _measure_mode(title, lineup, 0, brief, rng)
-    _acceptance_driver(results, "aiosqlite raw (floor)", "ours router (sqlite)")
-    keep("sqlite sequential", 0, results, cpu)
+    _acceptance_driver(results, lineup[0].name, f"ours router ({backend})")
+    keep(f"{backend} sequential", 0, results, cpu)
 
 
 async def _main(args: argparse.Namespace) -> int:
