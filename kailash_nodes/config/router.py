@@ -48,6 +48,7 @@ class RouterSettings(Settings):
     session_timeout: Annotated[float, Field(ge=0.001)] = 60.0
     consistency_timeout: Annotated[float, Field(ge=0)] = 0.5
     replica_check_interval: Annotated[float, Field(ge=0.01)] = 1.0
+    function_catalog_refresh: Annotated[float, Field(ge=0)] = 60.0
     prepare_statements: bool = True
     prepare_predicted: bool = False
 
@@ -65,6 +66,7 @@ class RouterSettings(Settings):
             "session_timeout": self.session_timeout,
             "consistency_timeout": self.consistency_timeout,
             "replica_check_interval": self.replica_check_interval,
+            "function_catalog_refresh": self.function_catalog_refresh,
             "prepare": self.prepare_statements,
             "prepare_predicted": self.prepare_predicted,
         }

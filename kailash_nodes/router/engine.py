@@ -73,6 +73,9 @@ class RouterOptions:
     session_timeout: float = 60.0
     consistency_timeout: float = 0.5
     replica_check_interval: float = 1.0
+    # Seconds between reads of the primary's function catalog that look for changes made
+    # outside the router (0: never; DDL through the router always reads it at once)
+    function_catalog_refresh: float = 60.0
     prepare: bool = True
     # Prepare the statement the learned patterns predict next, after each statement, in
     # the background. Off by default: it measured slower end to end (docs/router.md).
@@ -114,7 +117,9 @@ class QueryRouter(PinnedSessions):
         # What the primary's catalog says a replica may run decides classification; a
         # new catalog (or none) clears the plans classified by the old one.
         self.functions = FunctionRules(
-            enabled=bool(self.replicas.states), changed=lambda: self.plans.clear()
+            enabled=bool(self.replicas.states),
+            changed=lambda: self.plans.clear(),
+            refresh=options.function_catalog_refresh,
         )
         # Per text: classification, driver text and routing facts, one lookup a statement.
         # Its hits are the reuse cache_stats reports where no connection caches statements
@@ -137,6 +142,7 @@ class QueryRouter(PinnedSessions):
         await self.primary.open()
         if self.replicas.states:
             await self.functions.load(self.primary)  # only replicas need it; never raises
+            self.functions.start_refresh()
             await self.replicas.check_all()
         self.replicas.start()
         self.sessions.start()
@@ -638,5 +644,8 @@ class QueryRouter(PinnedSessions):
                 "source": self.functions.source or None,
                 "reads": self.functions.loads,
                 "failed_reads": self.functions.failures,
+                "refreshes": self.functions.refreshes,
+                "refresh_changes": self.functions.refresh_changes,
+                "refresh_interval_seconds": self.functions.refresh_every,
             },
         }

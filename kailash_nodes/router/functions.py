@@ -10,7 +10,9 @@ rules.
 The catalog is read at start, again after DDL that may create, replace, alter or drop a
 function (``sql.changes_routines``), and in the background when a statement first seen
 calls a function the catalog does not name at all (created since by another client: that
-statement goes to the primary, the next ones see it; each name asks at most once). The
+statement goes to the primary, the next ones see it; each name asks at most once), and
+every ``refresh`` seconds (a change made outside the router to a function the catalog
+names: replaced, altered, dropped), in a task of its own. The
 primary's catalog is the authority: a streaming standby replays it, and a function the
 primary does not know cannot be called anywhere. Fail closed throughout: until a read
 succeeds, after a read fails, and while a transaction that changed functions is open (its
@@ -25,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from kailash_nodes.background import BackgroundTasks
+from kailash_nodes.background import BackgroundTasks, Periodic
 from kailash_nodes.drivers import FunctionCatalog, catalog_read
 from kailash_nodes.pool import ConnectionPool, PooledConnection
 from kailash_nodes.sql import (
@@ -84,16 +86,25 @@ class FunctionRules:
     front of it and are cleared (``changed``) with every new classifier. ``source`` names
     the catalog in use
     ("" for none), ``loads`` / ``failures`` count catalog reads. Without ``enabled`` (a
-    router with no replica: nothing to decide) the catalog is never read.
+    router with no replica: nothing to decide) the catalog is never read. ``refresh``:
+    seconds between the reads `start_refresh` schedules (0: none); ``refreshes`` counts
+    those that succeeded, ``refresh_changes`` those that found the catalog changed.
     """
 
     __slots__ = (
-        "_asked", "_changed", "_current", "_generation", "_pool", "_retrying", "_stale",
-        "_static", "_tasks",
-        "classify", "enabled", "failures", "loads", "source",
+        "_asked", "_catalog", "_changed", "_current", "_generation", "_pool", "_refresher",
+        "_retrying", "_stale", "_static", "_tasks",
+        "classify", "enabled", "failures", "loads", "refresh_changes", "refresh_interval",
+        "refreshes", "source",
     )  # fmt: skip
 
-    def __init__(self, *, enabled: bool = True, changed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        changed: Callable[[], None] | None = None,
+        refresh: float = 0.0,
+    ) -> None:
         self.enabled = enabled
         self._changed = changed  # told after every change of classifier
         self._static = self._current = Classifier()  # the builtins' list only
@@ -107,6 +118,13 @@ class FunctionRules:
         self._pool: ConnectionPool | None = None  # where the last catalog was read
         self._retrying = False  # a failed read is being retried (with a growing delay)
         self._tasks = BackgroundTasks("kailash_nodes-router:function-catalog")
+        self._catalog: FunctionCatalog | None = None  # the catalog the classifier came from
+        self.refresh_interval = refresh
+        self.refreshes = 0
+        self.refresh_changes = 0
+        self._refresher = Periodic(
+            "kailash_nodes-router:function-catalog-refresh", self._refresh, refresh
+        )
 
     async def load(self, pool: ConnectionPool) -> bool:
         """Read the catalog on a connection of ``pool`` (the primary) and use it; return
@@ -170,8 +188,47 @@ class FunctionRules:
         await self._tasks.wait_all(timeout)
 
     async def close(self) -> None:
-        """Cancel catalog reads running in the background."""
+        """Cancel catalog reads running in the background, and the refresh."""
+        await self._refresher.stop()
         await self._tasks.cancel_all()
+
+    @property
+    def refresh_every(self) -> float | None:
+        """Return the seconds between periodic reads while they run, else None."""
+        return self.refresh_interval if self._refresher.running else None
+
+    def start_refresh(self) -> None:
+        """Read the catalog again every ``refresh`` seconds (±20 %), from now until `close`
+        (nothing without ``refresh``, ``enabled`` or a pool to read on)."""
+        if self.enabled and self.refresh_interval > 0 and self._pool is not None:
+            self._refresher.start()
+
+    async def _refresh(self) -> None:
+        """One periodic read: apply the catalog if it changed (a new classifier), else keep
+        the current one and its cache. Skipped while other rules hold on purpose (a
+        transaction changed functions; a read or its retry is under way). A failed refresh
+        keeps the current rules (it says nothing of the functions: the primary may only be
+        busy) and is counted in ``failures``."""
+        pool = self._pool
+        if pool is None or self._stale or self._retrying or len(self._tasks):
+            return
+        generation = self._generation
+        try:
+            async with pool.connection() as pc:
+                catalog = await catalog_read(
+                    pc, pool.driver.function_catalog, pool.config.query_timeout
+                )
+        except Exception as exc:
+            self.failures += 1
+            logger.debug("refreshing the function catalog failed: %s", exc)
+            return
+        if generation != self._generation or self._stale:  # changed meanwhile: not applied
+            return
+        self.refreshes += 1
+        if catalog != self._catalog:
+            self.refresh_changes += 1
+            self.loads += 1
+            self.use(catalog)
 
     async def _read(self, pool: ConnectionPool, pc: PooledConnection, generation: int) -> bool:
         catalog = await catalog_read(pc, pool.driver.function_catalog, pool.config.query_timeout)
@@ -210,6 +267,7 @@ class FunctionRules:
 
     def use(self, catalog: FunctionCatalog | None) -> None:
         """Classify by ``catalog`` from now on (None: the builtins only), with a new cache."""
+        self._catalog = catalog
         if catalog is None:
             self._current, self.source = self._static, ""
         else:

@@ -57,7 +57,7 @@ class Bed:
 
 
 @asynccontextmanager
-async def make_bed(primary: str, replica: str) -> AsyncIterator[Bed]:
+async def make_bed(primary: str, replica: str, **router_options: Any) -> AsyncIterator[Bed]:
     runtime = LocalRuntime()
     options: dict[str, Any] = {"min_connections": 1, "max_connections": 4}
     runtime.register_node(
@@ -69,7 +69,7 @@ async def make_bed(primary: str, replica: str) -> AsyncIterator[Bed]:
     )
     router = QueryRouterNode(
         name="router", connection_pool="db_pool", read_replicas=["replica_pool"],
-        replica_check_interval=0.2,
+        replica_check_interval=0.2, **router_options,
     )  # fmt: skip
     runtime.register_node("router", router)
     async with runtime:
@@ -111,8 +111,8 @@ class Servers:
         self.names: list[str] = []  # functions to drop after the test, as "name(args)"
         self.stack = AsyncExitStack()
 
-    async def open(self) -> Bed:
-        return await self.stack.enter_async_context(make_bed(*self.dsns))
+    async def open(self, **router_options: Any) -> Bed:
+        return await self.stack.enter_async_context(make_bed(*self.dsns, **router_options))
 
 
 async def stable_on_the_standby(pg: Servers) -> tuple[Bed, str]:
@@ -253,6 +253,47 @@ async def test_pg_a_function_created_elsewhere_is_learned_from_its_first_call(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("refresh", [0.2, 0.0], ids=["refresh", "no-refresh"])
+async def test_pg_a_function_replaced_elsewhere_is_seen_at_the_next_refresh(
+    pg: Servers, refresh: float
+) -> None:
+    """A function the catalog names, made VOLATILE by another client: the periodic read
+    (``function_catalog_refresh``) sends its calls to the primary within an interval or
+    two; with the refresh off they stay on the replica (the documented limit). A read
+    that finds nothing changed keeps the classifier and its cache."""
+    name = await stable_created_elsewhere(pg)
+    bed = await pg.open(function_catalog_refresh=refresh)  # the catalog read at start has it
+    functions = bed.engine.functions
+    assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
+    classify = functions.classify
+    for _ in range(100):  # two periodic reads that find nothing new
+        if functions.refreshes >= 2 or not refresh:
+            break
+        await asyncio.sleep(0.05)
+    assert functions.refreshes >= (2 if refresh else 0) and functions.refresh_changes == 0
+    assert functions.classify is classify  # nothing changed: the classifier and cache stay
+    classify = functions.classify
+    await pg.primary.execute(pg_function(name, "VOLATILE", "SAFE"))  # not through the router
+    where, why = REPLICA, ""
+    for _ in range(40):  # up to 2 s: ten refresh intervals
+        where, why = await bed.target(f"SELECT {name}(1)")
+        if where == "primary":
+            break
+        await asyncio.sleep(0.05)
+    report = (await bed.router.get_metrics())["function_catalog"]
+    if refresh:
+        assert (where, why) == (
+            "primary",
+            f"{name}() is not known to be read-only (pg_proc: volatile)",
+        )
+        assert report["refresh_changes"] == 1 and report["refresh_interval_seconds"] == refresh
+        assert functions.classify is not classify
+    else:
+        assert where == REPLICA and report["refreshes"] == 0
+        assert report["refresh_interval_seconds"] is None
+
+
+@pytest.mark.postgres
 async def test_pg_replace_and_drop_through_the_router_change_the_verdict(pg: Servers) -> None:
     bed, name = await stable_on_the_standby(pg)
     assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
@@ -356,7 +397,10 @@ async def test_pg_a_catalog_read_that_failed_at_start_is_retried(
     assert functions.source and calls == 2
     assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
     catalog = (await bed.router.get_metrics())["function_catalog"]
-    assert catalog == {"source": "pg_proc", "reads": 1, "failed_reads": 1}
+    assert catalog == {
+        "source": "pg_proc", "reads": 1, "failed_reads": 1,
+        "refreshes": 0, "refresh_changes": 0, "refresh_interval_seconds": 60.0,
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------- MariaDB
@@ -415,6 +459,27 @@ async def test_maria_function_ddl_through_the_router_is_learned(maria: Servers) 
     assert (await bed.q(f"DROP FUNCTION {name}"))["success"]
     assert (await bed.q(maria_function(name, "MODIFIES SQL DATA")))["success"]
     assert (await bed.target(f"SELECT {name}(1)"))[0] == "primary"
+
+
+@pytest.mark.mysql
+async def test_maria_a_function_altered_elsewhere_is_seen_at_the_next_refresh(
+    maria: Servers,
+) -> None:
+    name = fn_name()
+    maria.names.append(name)
+    async with maria.primary.cursor() as cur:
+        await cur.execute(maria_function(name, "READS SQL DATA"))
+    bed = await maria.open(function_catalog_refresh=0.2)
+    assert (await bed.target(f"SELECT {name}(1)"))[0] == REPLICA
+    async with maria.primary.cursor() as cur:  # not through the router
+        await cur.execute(f"ALTER FUNCTION {name} MODIFIES SQL DATA")
+    where = REPLICA
+    for _ in range(40):  # up to 2 s: ten refresh intervals
+        where, _why = await bed.target(f"SELECT {name}(1)")
+        if where == "primary":
+            break
+        await asyncio.sleep(0.05)
+    assert where == "primary" and bed.engine.functions.refresh_changes == 1
 
 
 def test_cache_counts_carry_over_a_new_catalog() -> None:

@@ -53,7 +53,10 @@ async def test_report_counts_what_was_routed_with_every_key(
     assert c["invalidations"] == 1  # the CREATE TABLE
     assert c["max_entries_per_connection"] == 10 and m["replicas"] == {}
     # no replicas: nothing to decide, so the catalog is never read
-    assert m["function_catalog"] == {"source": None, "reads": 0, "failed_reads": 0}
+    assert m["function_catalog"] == {
+        "source": None, "reads": 0, "failed_reads": 0,
+        "refreshes": 0, "refresh_changes": 0, "refresh_interval_seconds": None,
+    }  # fmt: skip
     assert (r["cache_hits"], r["cache_misses"]) == (c["hits"], c["misses"])
     prepared = backend.name == "postgresql"
     assert c["server_side_prepare"] is prepared
