@@ -108,12 +108,6 @@ class PooledConnection:
         """Mark the connection unusable: release discards and replaces it."""
         self.entry.broken = True
 
-    def detach(self) -> Entry:
-        """Take the entry out of the handle (release); raise if already released."""
-        entry = self.entry
-        self._entry = None
-        return entry
-
     def __repr__(self) -> str:
         state = "released" if self._entry is None else "active"
         return f"<PooledConnection {self.id} {state}>"

@@ -215,9 +215,7 @@ class FunctionRules:
         generation = self._generation
         try:
             async with pool.connection() as pc:
-                catalog = await catalog_read(
-                    pc, pool.driver.function_catalog, pool.config.query_timeout
-                )
+                catalog = await _catalog_of(pool, pc)
         except Exception as exc:
             self.failures += 1
             logger.debug("refreshing the function catalog failed: %s", exc)
@@ -231,7 +229,7 @@ class FunctionRules:
             self.use(catalog)
 
     async def _read(self, pool: ConnectionPool, pc: PooledConnection, generation: int) -> bool:
-        catalog = await catalog_read(pc, pool.driver.function_catalog, pool.config.query_timeout)
+        catalog = await _catalog_of(pool, pc)
         if generation != self._generation:  # functions changed while it read: a newer read
             return False  # follows (or the builtins-only rules hold until one does)
         self.use(catalog)
@@ -286,3 +284,8 @@ class FunctionRules:
         if not len(self._tasks):
             self._asked.add(name)
             self._tasks.spawn(self.load(pool), "function-catalog")
+
+
+async def _catalog_of(pool: ConnectionPool, pc: PooledConnection) -> FunctionCatalog | None:
+    """Read ``pool``'s function catalog on ``pc`` (one of its connections)."""
+    return await catalog_read(pc, pool.driver.function_catalog, pool.config.query_timeout)
